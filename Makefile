@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine (Debian, Python 3.11):
+#   make run    set up, build the synthetic release if absent, run the whole pipeline
+#   make test   set up and run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint dryrun clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	@start=$$(date +%s); \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --printshellcmds && \
+	echo "pipeline wall time: $$(( $$(date +%s) - start )) s" && \
+	echo "figures: results/evaluation/roc.png results/evaluation/mosaic.png" && \
+	echo "metrics and verdict: results/evaluation/metrics.json" && \
+	$(BIN)/python -c "import json; print(json.load(open('results/evaluation/metrics.json'))['verdict'])"
+
+test: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check .
+
+dryrun: $(STAMP)
+	$(BIN)/snakemake -n
+
+clean:
+	rm -rf results logs .snakemake

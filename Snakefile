@@ -1,0 +1,27 @@
+# realfake: can a CNN tell injected (fake) galaxies from real ones?
+# bricks -> per-brick cutout HDF5 -> shuffled train/test shards -> trained CNN -> evaluation and mosaics
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/synthetic.smk"
+include: "workflow/rules/cutouts.smk"
+include: "workflow/rules/shards.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_output(),

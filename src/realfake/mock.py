@@ -1,0 +1,476 @@
+"""A synthetic Legacy Survey Data Release and obiwan injection run, rendered with GalSim.
+
+The files have the exact on-disk layout of the real thing (README, "Input
+layout"), so every reader in the pipeline runs on them unchanged:
+
+- the release: ``survey-bricks.fits.gz``, RICE tile-compressed coadds with a
+  TAN WCS centred on the brick, and Tractor catalogues in the DR9 (or DR5)
+  schema;
+- the injection run: obiwan ``simcat-elg`` catalogues of ELG-like single
+  Sersic (n = 1) fakes, sheared and convolved with the band's PSF, added to
+  the same sky in ``coadd/<AAA>/<brick>/rs<N>/``.
+
+The "real" galaxies are deliberately richer than the injected model (bulge
+plus disc with colour gradients, star-forming clumps, a range of Sersic
+indices and sizes): a good classifier should find that difference. Two
+controls change the fakes: ``fake_model="real"`` draws them from the real
+population (a null test) and ``fake_psf=False`` skips the PSF convolution
+(a positive control).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import BANDS, layout
+from .atomic import atomic_path
+from .bricks import PIXSCALE_ARCSEC, brick_grid
+
+log = logging.getLogger(__name__)
+
+CD = PIXSCALE_ARCSEC / 3600.0  # deg per pixel: CD2_2 = -CD1_1 = 7.2778e-5
+# Galactic extinction coefficients A_b / E(B-V) for DECam (DR9)
+EXTINCTION = {"g": 3.214, "r": 2.165, "z": 1.211}
+PSF_FWHM = {"g": 1.5, "r": 1.35, "z": 1.25}  # arcsec, typical seeing
+# Per-pixel noise of one exposure (nanomaggies): ~ 5-sigma depths g 24.0, r 23.4, z 22.5
+SKY_SIGMA = {"g": 0.0065, "r": 0.011, "z": 0.025}
+RELEASE = {"dr9": 9010, "dr5": 5000}
+# Quantisation as in real coadds: images absolute 1e-4 with dither, invvar relative 16
+IMAGE_COMPRESSION = dict(compress="RICE", qlevel=-1e-4, qmethod="SUBTRACTIVE_DITHER_2")
+INVVAR_COMPRESSION = dict(compress="RICE", qlevel=16, qmethod="NO_DITHER")
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    """What to render; every field has a config key under ``synthetic:``."""
+
+    bricks: tuple[str, ...]
+    image_size: int = 800
+    seed: int = 42
+    schema: str = "dr9"
+    rs: tuple[str, ...] = ("rs0",)
+    galaxy_density: float = 16.0  # real galaxies per arcmin^2
+    star_density: float = 2.0  # stars per arcmin^2
+    fake_density: float = 7.0  # injected sources per arcmin^2 and rs
+    fake_model: str = "elg"  # "elg": single Sersic n=1; "real": same model as the real galaxies
+    fake_psf: bool = True  # False: fakes are not convolved with the PSF
+    min_fake_separation: float = 5.0  # arcsec; closer fakes are skipped, as obiwan does
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.schema not in RELEASE:
+            raise ValueError(f"synthetic.schema must be one of {sorted(RELEASE)}, not {self.schema!r}")
+        if self.fake_model not in ("elg", "real"):
+            raise ValueError(f"synthetic.fake_model must be 'elg' or 'real', not {self.fake_model!r}")
+        if self.image_size < 64:
+            raise ValueError(f"synthetic.image_size must be >= 64 pixels, not {self.image_size}")
+        for b in self.bricks:
+            layout.check_brick(b)
+        for rs in self.rs:
+            layout.check_rs(rs)
+
+    @property
+    def area_arcmin2(self) -> float:
+        return (self.image_size * PIXSCALE_ARCSEC / 60.0) ** 2
+
+
+def wcs_header(ra: float, dec: float, size: int) -> dict:
+    """TAN WCS centred on the brick centre, as in the real coadds (CRPIX = 1800.5 at 3600)."""
+    return {
+        "CTYPE1": "RA---TAN",
+        "CTYPE2": "DEC--TAN",
+        "CRVAL1": float(ra),
+        "CRVAL2": float(dec),
+        "CRPIX1": (size + 1) / 2.0,
+        "CRPIX2": (size + 1) / 2.0,
+        "CD1_1": -CD,
+        "CD1_2": 0.0,
+        "CD2_1": 0.0,
+        "CD2_2": CD,
+        "IMAGEW": float(size),
+        "IMAGEH": float(size),
+    }
+
+
+def astropy_wcs(header: dict):
+    from astropy.wcs import WCS
+
+    keys = ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2", "CD2_1", "CD2_2")
+    return WCS({k: header[k] for k in keys})
+
+
+# --------------------------------------------------------------------------- populations
+
+
+def elg_colours(rng, n):
+    """(g-r, r-z) inside the reference ELG colour box (no pad)."""
+    rz = rng.uniform(0.3, 1.5, n)
+    top = np.minimum(1.15 * rz - 0.15, -1.2 * rz + 1.6)
+    gr = rng.uniform(-0.1, 1.0, n) * (top + 0.1) - 0.1
+    return gr, rz
+
+
+def real_population(rng, n):
+    """Real galaxies: 65 % ELG-like, the rest redder and brighter or fainter."""
+    elg = rng.random(n) < 0.65
+    gr, rz = elg_colours(rng, n)
+    gr = np.where(elg, gr, rng.uniform(0.9, 1.8, n))
+    rz = np.where(elg, rz, rng.uniform(0.7, 1.6, n))
+    g = np.where(elg, rng.uniform(21.0, 24.4, n), rng.uniform(19.5, 24.8, n))
+    disc_r = np.exp(rng.uniform(np.log(0.2), np.log(2.2), n))
+    bt = rng.uniform(0.15, 0.9, n)
+    return dict(
+        g=g,
+        gr=gr,
+        rz=rz,
+        disc_r=disc_r,
+        bulge_r=disc_r * rng.uniform(0.15, 0.5, n),
+        bulge_n=rng.uniform(1.5, 4.0, n),
+        bt=bt,
+        clump_frac=np.where(rng.random(n) < 0.7, rng.uniform(0.1, 0.35, n), 0.0),
+        e1=rng.normal(0, 0.2, n).clip(-0.6, 0.6),
+        e2=rng.normal(0, 0.2, n).clip(-0.6, 0.6),
+    )
+
+
+def elg_population(rng, n):
+    """The injected model: ELG colours and sizes, single exponential (Sersic n = 1)."""
+    gr, rz = elg_colours(rng, n)
+    return dict(
+        g=rng.uniform(21.0, 24.0, n),
+        gr=gr,
+        rz=rz,
+        rhalf=np.exp(rng.uniform(np.log(0.25), np.log(1.5), n)),
+        n=np.ones(n),
+        e1=rng.normal(0, 0.2, n).clip(-0.6, 0.6),
+        e2=rng.normal(0, 0.2, n).clip(-0.6, 0.6),
+    )
+
+
+def band_fluxes(g, gr, rz):
+    """Observed-frame fluxes (nanomaggies) from g and colours."""
+    mags = {"g": g, "r": g - gr, "z": g - gr - rz}
+    return {b: 10 ** ((22.5 - mags[b]) / 2.5) for b in BANDS}
+
+
+def real_galaxy_profile(galsim, p, i, band, flux, rng_clumps):
+    """Bulge + disc (+ clumps) with a colour gradient: the bulge is redder than the disc."""
+    redden = {"g": 1.0, "r": 1.3, "z": 1.6}[band]
+    bt = min(0.95, p["bt"][i] * redden)
+    cf = p["clump_frac"][i] * {"g": 1.0, "r": 0.7, "z": 0.5}[band]
+    shear = galsim.Shear(g1=p["e1"][i], g2=p["e2"][i])
+    disc = galsim.Exponential(half_light_radius=p["disc_r"][i], flux=flux * (1 - bt) * (1 - cf))
+    parts = [disc.shear(shear)]
+    if bt > 0.01:
+        bulge = galsim.Sersic(n=p["bulge_n"][i], half_light_radius=p["bulge_r"][i], flux=flux * bt, trunc=0)
+        parts.append(bulge.shear(shear))
+    if cf > 0:
+        k = 3
+        offsets, weights = rng_clumps
+        for j in range(k):
+            dx, dy = offsets[j] * p["disc_r"][i]
+            clump = galsim.Gaussian(sigma=0.08, flux=flux * (1 - bt) * cf * weights[j])
+            parts.append(clump.shift(dx, dy))
+    return galsim.Add(parts)
+
+
+def render(galsim, image, profile, psf, x, y, convolve=True):
+    """Add ``profile`` (convolved with ``psf``) at 0-indexed pixel (x, y) of a galsim image."""
+    obj = galsim.Convolve(profile, psf) if convolve else profile
+    ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+    size = int(min(301, max(33, 2 * int(obj.calculateHLR(scale=PIXSCALE_ARCSEC) * 6 / PIXSCALE_ARCSEC) + 1)))
+    size += 1 - size % 2  # odd: the stamp's centre is a pixel centre
+    method = "auto" if convolve else "no_pixel"
+    stamp = obj.drawImage(
+        nx=size, ny=size, scale=PIXSCALE_ARCSEC, offset=(x - ix, y - iy), method=method
+    )
+    stamp.setCenter(ix + 1, iy + 1)  # galsim images are 1-indexed
+    overlap = stamp.bounds & image.bounds
+    if overlap.isDefined():
+        image[overlap] += stamp[overlap]
+
+
+# --------------------------------------------------------------------------- one brick
+
+
+def exposure_map(rng, size):
+    """Number of exposures per pixel: smooth patches of 1-3, a corner with none, a bad column."""
+    nexp = np.ones((size, size), dtype=np.int16)
+    cuts = np.sort(rng.integers(size // 5, 4 * size // 5, 2))
+    nexp[:, cuts[0] :] += 1
+    nexp[cuts[1] :, :] += 1
+    corner = int(size * rng.uniform(0.12, 0.22))
+    if rng.random() < 0.5:
+        nexp[:corner, :corner] = 0
+    else:
+        nexp[-corner:, -corner:] = 0
+    nexp[:, rng.integers(0, size)] = 0
+    return nexp
+
+
+def _positions(rng, n, size):
+    return rng.uniform(-0.5, size - 0.5, n), rng.uniform(-0.5, size - 0.5, n)
+
+
+def _write_image(path, data, header, compression, dither_seed=None):
+    import fitsio
+
+    hdr = [{"name": k, "value": v} for k, v in header.items()]
+    extra = {"dither_seed": dither_seed} if dither_seed is not None else {}
+    with atomic_path(path) as tmp:
+        with fitsio.FITS(str(tmp), "rw", clobber=True) as f:
+            f.write(None)  # empty primary HDU, as in the real coadds
+            f.write(data, header=hdr, **compression, **extra)
+
+
+def _write_table(path, table, extname=None):
+    import fitsio
+
+    with atomic_path(path) as tmp:
+        fitsio.write(str(tmp), table, extname=extname, clobber=True)
+
+
+def make_brick(cfg: MockConfig, brick_row: np.void, release_root: Path, injection_root: Path) -> dict:
+    """Render one brick of the release and its injection runs; return counts for the log."""
+    import galsim
+
+    brick = brick_row["BRICKNAME"].decode().strip()
+    rng = np.random.default_rng([cfg.seed, int(brick_row["BRICKID"])])
+    size = cfg.image_size
+    ra0, dec0 = float(brick_row["RA"]), float(brick_row["DEC"])
+    header = wcs_header(ra0, dec0, size)
+    wcs = astropy_wcs(header)
+    ebv = rng.uniform(0.01, 0.08)
+    mw = {b: 10 ** (-0.4 * EXTINCTION[b] * ebv) for b in BANDS}
+    fwhm = {b: PSF_FWHM[b] * rng.uniform(0.85, 1.15) for b in BANDS}
+    psf = {b: galsim.Moffat(beta=3.5, fwhm=fwhm[b]) for b in BANDS}
+    nexp = exposure_map(rng, size)
+
+    # -- the real sky: galaxies and stars
+    ngal = rng.poisson(cfg.galaxy_density * cfg.area_arcmin2)
+    nstar = rng.poisson(cfg.star_density * cfg.area_arcmin2)
+    gal = real_population(rng, ngal)
+    gx, gy = _positions(rng, ngal, size)
+    clumps = [(rng.normal(0, 0.8, (3, 2)), rng.dirichlet(np.ones(3))) for _ in range(ngal)]
+    star_g = rng.uniform(16.0, 22.5, nstar)
+    star_gr, star_rz = rng.uniform(0.2, 1.4, nstar), rng.uniform(0.0, 1.5, nstar)
+    sx, sy = _positions(rng, nstar, size)
+    gflux = band_fluxes(gal["g"], gal["gr"], gal["rz"])
+    sflux = band_fluxes(star_g, star_gr, star_rz)
+
+    noiseless = {}
+    for b in BANDS:
+        img = galsim.ImageF(size, size, scale=PIXSCALE_ARCSEC)
+        for i in range(ngal):
+            prof = real_galaxy_profile(galsim, gal, i, b, gflux[b][i] * mw[b], clumps[i])
+            render(galsim, img, prof, psf[b], gx[i], gy[i])
+        for i in range(nstar):
+            render(galsim, img, galsim.DeltaFunction(flux=sflux[b][i] * mw[b]), psf[b], sx[i], sy[i])
+        noiseless[b] = img.array.copy()
+
+    invvar = {b: (nexp / SKY_SIGMA[b] ** 2).astype(np.float32) for b in BANDS}
+    image = {}
+    for b in BANDS:
+        sigma = np.where(nexp > 0, SKY_SIGMA[b] / np.sqrt(np.maximum(nexp, 1)), 0.0)
+        image[b] = np.where(nexp > 0, noiseless[b] + rng.normal(0.0, 1.0, (size, size)) * sigma, 0.0).astype(
+            np.float32
+        )
+
+    hdr_band = "FILTERX" if cfg.schema == "dr5" else "BAND"
+    for b in BANDS:
+        h = dict(header, BRICKNAM=brick, BUNIT="nanomaggy", **{hdr_band: b})
+        _write_image(layout.coadd_file(release_root, brick, "image", b), image[b], h, IMAGE_COMPRESSION,
+                     dither_seed=1 + (cfg.seed * 7919 + int(brick_row["BRICKID"])) % 10000)
+        _write_image(layout.coadd_file(release_root, brick, "invvar", b), invvar[b], h, INVVAR_COMPRESSION)
+
+    tractor = tractor_table(cfg, brick_row, wcs, gal, gx, gy, gflux, star_g, star_gr, star_rz, sx, sy, sflux,
+                            mw, fwhm, nexp, rng)
+    _write_table(layout.tractor_file(release_root, brick), tractor)
+
+    # -- the injection runs: fakes added to the same sky
+    nfake_total = 0
+    for k, rs in enumerate(cfg.rs):
+        frng = np.random.default_rng([cfg.seed, int(brick_row["BRICKID"]), 1000 + k])
+        nfake = frng.poisson(cfg.fake_density * cfg.area_arcmin2)
+        fx, fy = _positions(frng, nfake, size)
+        if cfg.fake_model == "real":
+            fp = real_population(frng, nfake)
+            fclumps = [(frng.normal(0, 0.8, (3, 2)), frng.dirichlet(np.ones(3))) for _ in range(nfake)]
+            rhalf = fp["disc_r"] * (1 - fp["bt"]) + fp["bulge_r"] * fp["bt"]
+            nser = np.where(fp["bt"] < 0.5, 1.0, fp["bulge_n"])
+        else:
+            fp = elg_population(frng, nfake)
+            rhalf, nser = fp["rhalf"], fp["n"]
+        fflux = band_fluxes(fp["g"], fp["gr"], fp["rz"])
+        ids = np.arange(nfake, dtype=np.int64)
+        skipped = too_close(fx, fy, cfg.min_fake_separation / PIXSCALE_ARCSEC)
+        added = ids[~skipped]
+        for b in BANDS:
+            img = galsim.Image(image[b].copy(), scale=PIXSCALE_ARCSEC)
+            for i in added:
+                if cfg.fake_model == "real":
+                    prof = real_galaxy_profile(galsim, fp, i, b, fflux[b][i] * mw[b], fclumps[i])
+                else:
+                    prof = galsim.Sersic(n=1, half_light_radius=rhalf[i], flux=fflux[b][i] * mw[b]).shear(
+                        galsim.Shear(g1=fp["e1"][i], g2=fp["e2"][i])
+                    )
+                render(galsim, img, prof, psf[b], fx[i], fy[i], convolve=cfg.fake_psf)
+            # no data stays no data: obiwan injects into exposures, not into gaps
+            arr = np.where(nexp > 0, img.array, 0.0).astype(np.float32)
+            h = dict(header, BRICKNAM=brick, BUNIT="nanomaggy", **{hdr_band: b})
+            _write_image(layout.coadd_file(injection_root, brick, "image", b, rs), arr, h, IMAGE_COMPRESSION,
+                         dither_seed=1 + (cfg.seed * 7919 + int(brick_row["BRICKID"]) + 17 * (k + 1)) % 10000)
+            _write_image(layout.coadd_file(injection_root, brick, "invvar", b, rs), invvar[b], h,
+                         INVVAR_COMPRESSION)
+        ra, dec = wcs.all_pix2world(fx, fy, 0)
+        simcat = np.zeros(nfake, dtype=SIMCAT_DTYPE)
+        simcat["id"], simcat["ra"], simcat["dec"] = ids, ra, dec
+        simcat["x"], simcat["y"] = fx + 1, fy + 1  # obiwan: 1-indexed
+        for b in BANDS:
+            simcat[f"{b}flux"] = fflux[b] * mw[b]
+            simcat[f"mw_transmission_{b}"] = mw[b]
+        simcat["n"], simcat["rhalf"], simcat["e1"], simcat["e2"] = nser, rhalf, fp["e1"], fp["e2"]
+        _write_table(layout.simcat_file(injection_root, brick, rs), simcat)
+        _write_table(layout.sim_ids_added_file(injection_root, brick, rs), np.array(added, dtype=[("id", ">i8")]))
+        _write_table(layout.skipped_ids_file(injection_root, brick, rs),
+                     np.array(ids[skipped], dtype=[("ids_skipped", ">i8")]))
+        meta = np.zeros(1, dtype=[("brickname", "S8"), ("objtype", "S3"), ("seed", ">i8"), ("nobj", ">i4"),
+                                  ("rs", "S8"), ("psf_convolved", "?"), ("model", "S8")])
+        meta[0] = (brick, "elg", cfg.seed, nfake, rs, cfg.fake_psf, cfg.fake_model)
+        _write_table(layout.metacat_file(injection_root, brick, rs), meta)
+        nfake_total += len(added)
+    return {"brick": brick, "galaxies": int(ngal), "stars": int(nstar), "fakes": nfake_total}
+
+
+SIMCAT_DTYPE = np.dtype(
+    [("id", ">i8"), ("ra", ">f8"), ("dec", ">f8"), ("x", ">f4"), ("y", ">f4")]
+    + [(f"{b}flux", ">f4") for b in BANDS]
+    + [(f"mw_transmission_{b}", ">f4") for b in BANDS]
+    + [("n", ">f4"), ("rhalf", ">f4"), ("e1", ">f4"), ("e2", ">f4")]
+)
+
+
+def too_close(x, y, min_sep_pix):
+    """Mask of sources within ``min_sep_pix`` of an earlier one (obiwan skips those)."""
+    skip = np.zeros(len(x), dtype=bool)
+    for i in range(len(x)):
+        d2 = (x[:i] - x[i]) ** 2 + (y[:i] - y[i]) ** 2
+        skip[i] = bool(np.any(d2[~skip[:i]] < min_sep_pix**2))
+    return skip
+
+
+def tractor_dtype(schema: str) -> np.dtype:
+    cols = [("release", ">i2"), ("brickid", ">i4"), ("brickname", "S8"), ("objid", ">i4"),
+            ("brick_primary", "?"), ("type", "S4" if schema == "dr5" else "S3"),
+            ("ra", ">f8"), ("dec", ">f8"), ("bx", ">f4"), ("by", ">f4")]
+    for b in BANDS:
+        cols += [(f"flux_{b}", ">f4"), (f"flux_ivar_{b}", ">f4"), (f"mw_transmission_{b}", ">f4"),
+                 (f"nobs_{b}", ">i2"), (f"anymask_{b}", ">i2"), (f"allmask_{b}", ">i2"), (f"psfsize_{b}", ">f4")]
+    if schema == "dr5":
+        cols += [("fracdev", ">f4")] + [(f"shape{m}_{p}", ">f4") for m in ("exp", "dev") for p in ("r", "e1", "e2")]
+    else:
+        cols += [("maskbits", ">i2"), ("sersic", ">f4"), ("shape_r", ">f4"), ("shape_e1", ">f4"), ("shape_e2", ">f4")]
+    return np.dtype(cols)
+
+
+def tractor_table(cfg, brick_row, wcs, gal, gx, gy, gflux, star_g, star_gr, star_rz, sx, sy, sflux, mw, fwhm,
+                  nexp, rng):
+    """The release's Tractor catalogue: measured (noisy) fluxes, types and shapes of every source."""
+    ngal, nstar = len(gx), len(sx)
+    n = ngal + nstar
+    t = np.zeros(n, dtype=tractor_dtype(cfg.schema))
+    x, y = np.concatenate([gx, sx]), np.concatenate([gy, sy])
+    order = np.argsort(y * cfg.image_size + x, kind="stable")  # Tractor lists sources roughly by position
+    t["release"] = RELEASE[cfg.schema]
+    t["brickid"] = brick_row["BRICKID"]
+    t["brickname"] = brick_row["BRICKNAME"]
+    t["objid"] = np.arange(n)
+    t["bx"], t["by"] = x[order], y[order]
+    ra, dec = wcs.all_pix2world(t["bx"].astype(np.float64), t["by"].astype(np.float64), 0)
+    t["ra"], t["dec"] = ra, dec
+    t["brick_primary"] = (
+        (ra >= brick_row["RA1"]) & (ra < brick_row["RA2"]) & (dec >= brick_row["DEC1"]) & (dec < brick_row["DEC2"])
+    )
+    ix = np.clip(np.floor(t["bx"] + 0.5).astype(int), 0, cfg.image_size - 1)
+    iy = np.clip(np.floor(t["by"] + 0.5).astype(int), 0, cfg.image_size - 1)
+    for b in BANDS:
+        true = np.concatenate([gflux[b], sflux[b]])[order] * mw[b]
+        neff = 4 * np.pi * (fwhm[b] / 2.355 / PIXSCALE_ARCSEC) ** 2
+        nobs = nexp[iy, ix]
+        sig = SKY_SIGMA[b] * np.sqrt(neff / np.maximum(nobs, 1))
+        t[f"flux_{b}"] = true + rng.normal(0, 1, n) * sig
+        t[f"flux_ivar_{b}"] = np.where(nobs > 0, 1 / sig**2, 0)
+        t[f"mw_transmission_{b}"] = mw[b]
+        t[f"nobs_{b}"] = nobs
+        t[f"psfsize_{b}"] = fwhm[b]
+    is_star = (np.arange(n) >= ngal)[order]
+    gi = np.where(~is_star, order, 0)  # index into the galaxy arrays
+    bt, disc_r = gal["bt"][gi] if ngal else np.zeros(n), gal["disc_r"][gi] if ngal else np.zeros(n)
+    r_half = np.where(is_star, 0.0, disc_r * (1 - bt) + (gal["bulge_r"][gi] if ngal else 0) * bt)
+    e1 = np.where(is_star, 0.0, gal["e1"][gi] if ngal else 0)
+    e2 = np.where(is_star, 0.0, gal["e2"][gi] if ngal else 0)
+    kind = np.select([is_star, r_half < 0.35, bt < 0.2, bt > 0.7], ["PSF", "REX", "EXP", "DEV"], "SER")
+    if cfg.schema == "dr5":
+        kind = np.where(kind == "SER", "COMP", kind)
+        t["type"] = np.char.ljust(kind.astype("U4"), 4)
+        dev = np.isin(kind, ["DEV", "COMP"])
+        exp = np.isin(kind, ["EXP", "REX", "COMP"])
+        t["fracdev"] = np.where(kind == "COMP", bt, dev.astype(float))
+        for m, sel in (("exp", exp), ("dev", dev)):
+            t[f"shape{m}_r"] = np.where(sel, r_half, 0)
+            t[f"shape{m}_e1"] = np.where(sel & (kind != "REX"), e1, 0)
+            t[f"shape{m}_e2"] = np.where(sel & (kind != "REX"), e2, 0)
+    else:
+        t["type"] = kind
+        t["shape_r"] = r_half
+        t["shape_e1"], t["shape_e2"] = np.where(kind == "REX", 0, e1), np.where(kind == "REX", 0, e2)
+        bulge_n = gal["bulge_n"][gi] if ngal else np.zeros(n)
+        t["sersic"] = np.select([kind == "PSF", kind == "DEV", kind == "SER"], [0.0, 4.0, 1 + bt * (bulge_n - 1)], 1.0)
+        bright = is_star & (np.concatenate([gal["g"], star_g])[order] < 17.0)
+        t["maskbits"] = np.where(bright, 2, 0)  # BRIGHT
+    return t
+
+
+def _make_brick_star(args):
+    return make_brick(*args)
+
+
+def make_release(cfg: MockConfig, root: str | Path, workers: int = 1) -> dict:
+    """Write the release under ``root/release`` and the injection run under ``root/injection``.
+
+    The whole tree is built in a temporary directory and moved into place at the end.
+    """
+    root = Path(root)
+    grid = brick_grid()
+    names = np.char.strip(grid["BRICKNAME"].astype("U8"))
+    missing = sorted(set(cfg.bricks) - set(names))
+    if missing:
+        raise ValueError(f"synthetic.bricks: not on the brick grid: {missing}")
+    rows = [grid[np.flatnonzero(names == b)[0]] for b in cfg.bricks]
+    with atomic_path(root, directory=True) as tmp:
+        release, injection = tmp / "release", tmp / "injection"
+        release.mkdir()
+        _write_survey_bricks(grid, layout.survey_bricks(release))
+        jobs = [(cfg, row, release, injection) for row in rows]
+        counts = []
+        with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+            for i, c in enumerate(pool.map(_make_brick_star, jobs), 1):
+                log.info("brick %s (%d/%d): %d galaxies, %d stars, %d fakes", c["brick"], i, len(rows),
+                         c["galaxies"], c["stars"], c["fakes"])
+                counts.append(c)
+        summary = {"config": asdict(cfg), "bricks": counts, "release": "release", "injection": "injection"}
+        (tmp / "synthetic.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _write_survey_bricks(grid, path):
+    from astropy.io import fits
+
+    with atomic_path(path) as tmp:
+        fits.BinTableHDU(grid, name="BRICKS").writeto(tmp)

@@ -1,0 +1,48 @@
+"""Shared fixtures: small synthetic releases (real files, written once per session)."""
+
+from __future__ import annotations
+
+import pytest
+
+from realfake.mock import MockConfig, make_release
+
+BRICKS = ("1210p060", "1212p060")
+
+
+@pytest.fixture(scope="session")
+def mock_dr9(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dr9") / "synthetic"
+    cfg = MockConfig(bricks=BRICKS, image_size=256, seed=7, schema="dr9", rs=("rs0", "rs1"))
+    make_release(cfg, root, workers=2)
+    return root, cfg
+
+
+@pytest.fixture(scope="session")
+def mock_dr5(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dr5") / "synthetic"
+    cfg = MockConfig(bricks=BRICKS[:1], image_size=200, seed=3, schema="dr5")
+    make_release(cfg, root)
+    return root, cfg
+
+
+@pytest.fixture(scope="session")
+def selection():
+    import yaml
+    from pathlib import Path
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    return cfg["selection"]
+
+
+@pytest.fixture(scope="session")
+def brick_files(mock_dr9, selection, tmp_path_factory):
+    from realfake.cutouts import DEFAULT_CHANNELS, make_brick_file
+
+    root, cfg = mock_dr9
+    out = tmp_path_factory.mktemp("cutouts")
+    files = []
+    for b in cfg.bricks:
+        path = out / f"{b}.h5"
+        make_brick_file(path, b, root / "release", root / "injection", cfg.rs, selection, 64, DEFAULT_CHANNELS)
+        files.append(path)
+    return files

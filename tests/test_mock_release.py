@@ -1,0 +1,145 @@
+"""The synthetic release has the on-disk layout and formats of a real Legacy Survey release."""
+
+from __future__ import annotations
+
+import fitsio
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from realfake import BANDS, layout
+from realfake.bricks import read_survey_bricks
+
+TRACTOR_DR9 = {"brickid", "brickname", "objid", "brick_primary", "type", "ra", "dec", "bx", "by", "maskbits",
+               "shape_r", "shape_e1", "shape_e2", "sersic"}
+def nchar(dtype) -> int:
+    """Characters of a string column, whether fitsio returns bytes or str."""
+    return dtype.itemsize // (4 if dtype.kind == "U" else 1)
+
+
+TRACTOR_BAND = ["flux_{}", "flux_ivar_{}", "mw_transmission_{}", "nobs_{}", "allmask_{}", "anymask_{}", "psfsize_{}"]
+
+
+def test_survey_bricks_columns_and_brick_names(mock_dr9):
+    root, cfg = mock_dr9
+    path = layout.survey_bricks(root / "release")
+    with fits.open(path) as hdul:
+        names = hdul[1].columns.names
+        assert names == ["BRICKNAME", "BRICKID", "BRICKQ", "BRICKROW", "BRICKCOL", "RA", "DEC", "RA1", "RA2", "DEC1", "DEC2"]
+        assert 600_000 < len(hdul[1].data) < 700_000
+    bricks = read_survey_bricks(path)
+    for b in cfg.bricks:
+        ra, dec = bricks.loc[b, "RA"], bricks.loc[b, "DEC"]
+        assert b == "%04d%s%03d" % (int(ra * 10), "p" if dec >= 0 else "m", int(abs(dec) * 10 + 1e-6))
+
+
+def test_coadds_are_rice_compressed_with_tan_wcs_centred_on_brick(mock_dr9):
+    root, cfg = mock_dr9
+    brick = cfg.bricks[0]
+    for kind, quant in (("image", "SUBTRACTIVE_DITHER_2"), ("invvar", "NO_DITHER")):
+        for b in BANDS:
+            for path in (layout.coadd_file(root / "release", brick, kind, b),
+                         layout.coadd_file(root / "injection", brick, kind, b, "rs0")):
+                with fits.open(path, disable_image_compression=True) as raw:
+                    assert raw[0].header["NAXIS"] == 0  # empty primary
+                    assert raw[1].header["ZCMPTYPE"] == "RICE_1"
+                    assert raw[1].header["ZQUANTIZ"] == quant
+                with fits.open(path) as hdul:
+                    h = hdul[1].header
+                    assert h["NAXIS1"] == h["NAXIS2"] == cfg.image_size
+                    assert h["CTYPE1"] == "RA---TAN" and h["CTYPE2"] == "DEC--TAN"
+                    assert h["CRPIX1"] == h["CRPIX2"] == (cfg.image_size + 1) / 2
+                    assert np.isclose(h["CD1_1"], -7.2778e-5, rtol=1e-4) and np.isclose(h["CD2_2"], 7.2778e-5, rtol=1e-4)
+                    assert h["BAND"] == b
+                    data = hdul[1].data
+                    assert data.dtype.kind == "f" and data.shape == (cfg.image_size,) * 2
+                # fitsio reads the same pixels
+                assert np.allclose(fitsio.read(str(path)), data)
+
+
+def test_invvar_has_no_data_pixels_and_noise_matches_it(mock_dr9):
+    root, cfg = mock_dr9
+    brick = cfg.bricks[0]
+    img = fitsio.read(str(layout.coadd_file(root / "release", brick, "image", "z")))
+    iv = fitsio.read(str(layout.coadd_file(root / "release", brick, "invvar", "z")))
+    assert (iv == 0).any() and (iv > 0).mean() > 0.5
+    assert np.all(img[iv == 0] == 0)
+    # sky pixels (robustly, sources are sparse) scatter as 1/sqrt(invvar)
+    chi = img[iv > 0] * np.sqrt(iv[iv > 0])
+    mad = 1.4826 * np.median(np.abs(chi - np.median(chi)))
+    assert 0.85 < mad < 1.2
+
+
+def test_tractor_dr9_columns_and_wcs_round_trip(mock_dr9):
+    root, cfg = mock_dr9
+    brick = cfg.bricks[0]
+    t = fitsio.read(str(layout.tractor_file(root / "release", brick)))
+    cols = set(t.dtype.names)
+    assert TRACTOR_DR9 <= cols
+    assert all(c.format(b) in cols for c in TRACTOR_BAND for b in BANDS)
+    assert nchar(t["type"].dtype) == 3 and set(np.char.strip(t["type"].astype("U3"))) <= {"PSF", "REX", "EXP", "DEV", "SER"}
+    assert t["bx"].dtype.str[1:] == "f4" and t["ra"].dtype.str[1:] == "f8" and t["brick_primary"].dtype == bool
+    with fits.open(layout.coadd_file(root / "release", brick, "image", "g")) as hdul:
+        wcs = WCS(hdul[1].header)
+    x, y = wcs.all_world2pix(t["ra"], t["dec"], 0)
+    assert np.max(np.hypot(x - t["bx"], y - t["by"])) < 0.01
+
+
+def test_tractor_dr5_schema(mock_dr5):
+    root, cfg = mock_dr5
+    t = fitsio.read(str(layout.tractor_file(root / "release", cfg.bricks[0])))
+    cols = set(t.dtype.names)
+    assert {"shapeexp_r", "shapeexp_e1", "shapedev_r", "fracdev"} <= cols
+    assert "maskbits" not in cols and "shape_r" not in cols
+    assert nchar(t["type"].dtype) == 4
+    assert set(t["type"].astype("U4")) <= {"PSF ", "REX ", "EXP ", "DEV ", "COMP"}
+    assert np.all(t["release"] == 5000)
+    hdr = fitsio.read_header(str(layout.coadd_file(root / "release", cfg.bricks[0], "image", "r")), 1)
+    assert hdr["FILTERX"].strip() == "r"
+
+
+def test_simcat_obiwan_layout_and_one_indexed_pixels(mock_dr9):
+    root, cfg = mock_dr9
+    brick = cfg.bricks[1]
+    inj = root / "injection"
+    for rs in cfg.rs:
+        sim = fitsio.read(str(layout.simcat_file(inj, brick, rs)))
+        assert {"id", "ra", "dec", "x", "y", "gflux", "rflux", "zflux", "n", "rhalf", "e1", "e2"} <= set(sim.dtype.names)
+        assert np.all(sim["n"] == 1)
+        for f in (layout.sim_ids_added_file, layout.skipped_ids_file, layout.metacat_file):
+            assert f(inj, brick, rs).exists()
+        with fits.open(layout.coadd_file(inj, brick, "image", "g", rs)) as hdul:
+            wcs = WCS(hdul[1].header)
+        x, y = wcs.all_world2pix(sim["ra"], sim["dec"], 0)
+        assert np.max(np.hypot(x - (sim["x"] - 1), y - (sim["y"] - 1))) < 0.01
+        added = fitsio.read(str(layout.sim_ids_added_file(inj, brick, rs)), ext=1)["id"]
+        skipped = fitsio.read(str(layout.skipped_ids_file(inj, brick, rs)), ext=1)["ids_skipped"]
+        assert sorted(np.concatenate([added, skipped])) == sorted(sim["id"])
+
+
+def test_fakes_are_added_to_the_same_sky(mock_dr9):
+    root, cfg = mock_dr9
+    brick = cfg.bricks[0]
+    rel = fitsio.read(str(layout.coadd_file(root / "release", brick, "image", "r")))
+    inj = fitsio.read(str(layout.coadd_file(root / "injection", brick, "image", "r", "rs0")))
+    diff = inj - rel
+    assert diff.sum() > 0  # flux was added
+    assert np.median(np.abs(diff)) < 1e-3  # and only where the fakes are (quantisation aside)
+
+
+def test_deterministic_from_seed(tmp_path):
+    from realfake.mock import MockConfig, make_release
+
+    cfg = MockConfig(bricks=("1210p060",), image_size=96, seed=5)
+    make_release(cfg, tmp_path / "a")
+    make_release(cfg, tmp_path / "b")
+    for rel in ("release/tractor/121/tractor-1210p060.fits", "release/coadd/121/1210p060/legacysurvey-1210p060-image-g.fits.fz",
+                "injection/obiwan/121/1210p060/rs0/simcat-elg-1210p060.fits"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_cli_help_and_bad_brick(capsys):
+    from realfake.cli import main
+
+    assert main(["mock-release", "--out", "/nonexistent/x", "--bricks", "12p6"]) == 2
+    assert "not a brick name" in capsys.readouterr().err

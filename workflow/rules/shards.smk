@@ -1,0 +1,20 @@
+rule build_shards:
+    input:
+        expand(rules.make_cutouts.output, brick=BRICKS),
+    output:
+        directory("results/shards"),
+    log:
+        "logs/build_shards.log",
+    benchmark:
+        "results/benchmarks/build_shards.tsv"
+    conda:
+        "../../envs/io.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        shards=config["shards"],
+        channels=config["cutouts"]["channels"],
+    script:
+        "../scripts/build_shards.py"

@@ -1,0 +1,12 @@
+"""Rule build_shards: global shuffle, train/test split, .npy shards, manifest and statistics."""
+
+from realfake.logs import to_file
+
+to_file(snakemake.log[0])
+
+from realfake.atomic import atomic_path  # noqa: E402
+from realfake.shards import build  # noqa: E402
+
+s = snakemake.params.shards
+with atomic_path(snakemake.output[0], directory=True) as tmp:
+    build(snakemake.input, tmp, snakemake.params.channels, s["size"], s["test_fraction"], s["seed"])

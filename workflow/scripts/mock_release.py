@@ -1,0 +1,19 @@
+"""Rule mock_release: render the built-in synthetic release."""
+
+from realfake.logs import to_file
+
+to_file(snakemake.log[0])
+
+from realfake.mock import MockConfig, make_release  # noqa: E402
+
+s = snakemake.params.synthetic
+cfg = MockConfig(
+    bricks=tuple(snakemake.params.bricks),
+    rs=tuple(snakemake.params.rs),
+    image_size=s["image_size"],
+    seed=s["seed"],
+    schema=s["schema"],
+    fake_model=s["fake_model"],
+    fake_psf=s["fake_psf"],
+)
+make_release(cfg, snakemake.output[0], workers=snakemake.threads)
