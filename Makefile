@@ -7,19 +7,21 @@ BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint dryrun clean
+.PHONY: setup run test lint dryrun report clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@start=$$(date +%s); set -e; \
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	$(BIN)/python -m pip install --quiet --upgrade pip; \
+	$(BIN)/python -m pip install --quiet -e '.[dev]'; \
+	touch $(STAMP); \
+	echo "install wall time: $$(( $$(date +%s) - start )) s"
 
 run: $(STAMP)
 	@start=$$(date +%s); \
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --printshellcmds && \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) && \
 	echo "pipeline wall time: $$(( $$(date +%s) - start )) s" && \
 	echo "figures: results/evaluation/roc.png results/evaluation/mosaic.png" && \
 	echo "metrics and verdict: results/evaluation/metrics.json" && \
@@ -34,6 +36,10 @@ lint: $(STAMP)
 
 dryrun: $(STAMP)
 	$(BIN)/snakemake -n
+
+report: $(STAMP)
+	$(BIN)/snakemake --report report.html
+	@echo "report: $(CURDIR)/report.html"
 
 clean:
 	rm -rf results logs .snakemake

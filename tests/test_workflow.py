@@ -26,7 +26,10 @@ def test_dry_run_imports_no_tensorflow_and_globs_no_data(tmp_path):
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('TensorFlow imported at parse time')\n")
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "blocker"))
-    r = snakemake("-n", "--quiet", "rules", env=env)
+    # a fresh directory: no synthetic release, no results; the plan must not need them
+    work = tmp_path / "work"
+    shutil.copytree(ROOT / "config", work / "config")
+    r = snakemake("-s", str(ROOT / "Snakefile"), "--directory", str(work), "-n", "--quiet", "rules", env=env)
     assert r.returncode == 0, r.stderr
     for rule in ("mock_release", "make_cutouts", "build_shards", "train_cnn", "evaluate_cnn", "plot_mosaic"):
         assert rule in r.stdout + r.stderr
