@@ -1,4 +1,4 @@
-"""The ``realfake`` command: tools usable outside Snakemake."""
+"""realfake command-line tools, usable outside Snakemake."""
 
 from __future__ import annotations
 

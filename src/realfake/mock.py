@@ -133,7 +133,7 @@ def real_population(rng, n):
         bulge_r=disc_r * rng.uniform(0.15, 0.5, n),
         bulge_n=rng.uniform(1.5, 4.0, n),
         bt=bt,
-        clump_frac=np.where(rng.random(n) < 0.7, rng.uniform(0.1, 0.35, n), 0.0),
+        clump_frac=np.where(rng.random(n) < 0.8, rng.uniform(0.25, 0.5, n), 0.0),
         e1=rng.normal(0, 0.2, n).clip(-0.6, 0.6),
         e2=rng.normal(0, 0.2, n).clip(-0.6, 0.6),
     )
@@ -175,7 +175,7 @@ def real_galaxy_profile(galsim, p, i, band, flux, rng_clumps):
         offsets, weights = rng_clumps
         for j in range(k):
             dx, dy = offsets[j] * p["disc_r"][i]
-            clump = galsim.Gaussian(sigma=0.08, flux=flux * (1 - bt) * cf * weights[j])
+            clump = galsim.Gaussian(sigma=0.15, flux=flux * (1 - bt) * cf * weights[j])
             parts.append(clump.shift(dx, dy))
     return galsim.Add(parts)
 
