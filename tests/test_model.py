@@ -44,7 +44,7 @@ def test_smoke_fit_saves_a_model_that_reloads_with_its_input_transform(brick_fil
     from realfake.shards import build
     from realfake.train import fit
 
-    build(brick_files, tmp_path / "shards", DEFAULT_CHANNELS, shard_size=8, seed=1)
+    build(brick_files, tmp_path / "shards", DEFAULT_CHANNELS, size=8, seed=1)
     cfg = {"model": CONFIG["model"], "train": dict(CONFIG["train"], epochs=1, profile_batches=[2, 3])}
     model = fit(tmp_path / "shards", tmp_path / "run" / "model.keras", cfg, threads=2)
     again = load_model(tmp_path / "run" / "model.keras")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pandas as pd
+import pytest
 
 from realfake.cutouts import DEFAULT_CHANNELS
 from realfake.shards import build, shard_files
 
 
 def test_shards_named_shaped_and_traceable(brick_files, tmp_path):
-    summary = build(brick_files, tmp_path, DEFAULT_CHANNELS, shard_size=8, test_fraction=0.2, seed=3)
+    summary = build(brick_files, tmp_path, DEFAULT_CHANNELS, size=8, test_fraction=0.2, seed=3)
     n = summary["n_examples"]
     train, test = shard_files(tmp_path, "train"), shard_files(tmp_path, "test")
     assert train[0][0].name == "xtrain_0.npy" and test[0][1].name == "ytest_0.npy"
@@ -38,9 +39,93 @@ def test_shards_named_shaped_and_traceable(brick_files, tmp_path):
 
 
 def test_shards_deterministic_whatever_the_input_order(brick_files, tmp_path):
-    build(brick_files, tmp_path / "a", DEFAULT_CHANNELS, shard_size=5, seed=9)
-    build(list(reversed(brick_files)), tmp_path / "b", DEFAULT_CHANNELS, shard_size=5, seed=9)
+    build(brick_files, tmp_path / "a", DEFAULT_CHANNELS, size=5, seed=9)
+    build(list(reversed(brick_files)), tmp_path / "b", DEFAULT_CHANNELS, size=5, seed=9)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def _bytes(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_out_of_core_gives_the_same_bytes_whatever_the_memory_budget(brick_files, tmp_path):
+    # a few MB of cutouts: a 3 MB budget forces several scatter buckets, 2 GB keeps one
+    small = build(brick_files, tmp_path / "small", DEFAULT_CHANNELS, size=4, seed=4, memory_mb=3)
+    large = build(list(reversed(brick_files)), tmp_path / "large", DEFAULT_CHANNELS, size=4, seed=4)
+    assert small["scatter_buckets"] > 2 and large["scatter_buckets"] == 1
+    assert _bytes(tmp_path / "small").keys() == _bytes(tmp_path / "large").keys()
+    for name, content in _bytes(tmp_path / "small").items():
+        if name != "summary.json":
+            assert content == _bytes(tmp_path / "large")[name], name
+    assert not (tmp_path / "small" / ".buckets").exists()
+    other = build(brick_files, tmp_path / "seed5", DEFAULT_CHANNELS, size=4, seed=5)
+    assert other["n_examples"] == small["n_examples"]
+    assert (tmp_path / "seed5" / "ytrain_0.npy").read_bytes() != (tmp_path / "small" / "ytrain_0.npy").read_bytes()
+
+
+def test_per_shard_class_counts_and_validation_split(brick_files, tmp_path):
+    s = build(brick_files, tmp_path, DEFAULT_CHANNELS, size=8, test_fraction=0.2, validation_fraction=0.1, seed=2)
+    n = s["n_examples"]
+    counts = {sp: sum(len(np.load(y)) for _, y in shard_files(tmp_path, sp)) for sp in ("train", "valid", "test")}
+    assert counts == {"test": round(0.2 * n), "valid": round(0.1 * n), "train": n - round(0.2 * n) - round(0.1 * n)}
+    for row in s["per_shard"]:
+        y = np.load(tmp_path / f"y{row['split']}_{row['shard']}.npy")
+        assert (row["n_real"], row["n_fake"]) == ((y == 0).sum(), (y == 1).sum())
+    man = pd.read_csv(tmp_path / "manifest.csv")
+    assert len(man) == n and man.groupby("split").size().to_dict() == counts
+    # no example is in two splits
+    assert not man.duplicated(["brick", "rs", "id", "label"]).any()
+
+
+@pytest.fixture(scope="module")
+def many_examples(tmp_path_factory):
+    """Four brick files of random 16x16 cutouts: 1200 reals (g 20.5-24.5), 800 fakes (g 21-24)."""
+    from realfake.mock import mock_cutout_file
+
+    d = tmp_path_factory.mktemp("many")
+    files = []
+    for k, brick in enumerate(("1000p100", "1001p100", "1002p100", "1003p100")):
+        mock_cutout_file(d / f"{brick}.h5", brick, 300, 200, size=16, seed=k)
+        files.append(d / f"{brick}.h5")
+    return files
+
+
+def test_undersampling_balances_the_classes_exactly(many_examples, tmp_path):
+    s = build(many_examples, tmp_path, DEFAULT_CHANNELS, size=64, seed=2, balance="undersample")
+    y = np.concatenate([np.load(y) for sp in ("train", "test") for _, y in shard_files(tmp_path, sp)])
+    assert s["n_in"] == {"real": 1200, "fake": 800}
+    assert (y == 0).sum() == (y == 1).sum() == 800
+    assert s["splits"]["test"]["n_real"] + s["splits"]["test"]["n_fake"] == 320
+
+
+def test_weights_balance_the_classes(many_examples, tmp_path):
+    build(many_examples, tmp_path, DEFAULT_CHANNELS, size=64, seed=2, balance="weights")
+    y = np.concatenate([np.load(y) for _, y in shard_files(tmp_path, "train")])
+    w = np.concatenate([np.load(tmp_path / ("w" + x.name[1:])) for x, _ in shard_files(tmp_path, "train")])
+    assert len(w) == len(y) and len(set(w[y == 0])) == len(set(w[y == 1])) == 1
+    # weighted, each class counts the same in the whole set (split sampling aside)
+    assert w[y == 0][0] == pytest.approx(2000 / 2400) and w[y == 1][0] == pytest.approx(2000 / 1600)
+    assert w[y == 0].sum() / w[y == 1].sum() == pytest.approx(1.0, abs=0.1)
+
+
+def test_magnitude_matching_follows_the_fakes_histogram(many_examples, tmp_path):
+    bins = np.arange(20.0, 25.01, 0.5)
+    s = build(many_examples, tmp_path, DEFAULT_CHANNELS, size=64, seed=2, match_magnitude=True, match_bins=bins)
+    man = pd.read_csv(tmp_path / "manifest.csv")
+    real = man.loc[man.label == 0, "mag_g"]
+    # the fakes span g 21-24: reals outside are dropped, inside kept with equal probability (binomial thinning)
+    assert real.between(21.0, 24.0).all() and len(real) == s["splits"]["train"]["n_real"] + s["splits"]["test"]["n_real"]
+    assert 800 * 0.6 < len(real) < 1200 * 0.75 * 1.2
+    h_real = np.histogram(real, bins)[0] / len(real)
+    h_fake = np.histogram(man.loc[man.label == 1, "mag_g"], bins)[0] / (man.label == 1).sum()
+    assert np.abs(h_real - h_fake).max() < 0.06
+
+
+def test_bad_shard_config_is_refused(brick_files, tmp_path):
+    with pytest.raises(ValueError, match="test_fraction"):
+        build(brick_files, tmp_path, DEFAULT_CHANNELS, test_fraction=0.7, validation_fraction=0.4)
+    with pytest.raises(ValueError, match="memory_mb"):
+        build(brick_files, tmp_path, DEFAULT_CHANNELS, size=512, memory_mb=64)

@@ -474,3 +474,33 @@ def _write_survey_bricks(grid, path):
 
     with atomic_path(path) as tmp:
         fits.BinTableHDU(grid, name="BRICKS").writeto(tmp)
+
+
+def mock_cutout_file(path, brick: str, n_real: int, n_fake: int, size: int = 64, seed: int = 0,
+                     mag_real=(20.5, 24.5), mag_fake=(21.0, 24.0)) -> None:
+    """A per-brick cutout file (cutouts.write_brick layout) of random pixels.
+
+    For tests and benchmarks of the later stages at any scale, without rendering
+    a release: class counts and the g-magnitude ranges of reals and fakes are
+    chosen; the pixels are Gaussian noise plus a label-dependent offset.
+    """
+    import pandas as pd
+
+    from .cutouts import DEFAULT_CHANNELS, SOURCE_COLUMNS, write_brick
+
+    rng = np.random.default_rng([seed, int(brick[:4]), int(brick[5:])])
+    n = n_real + n_fake
+    label = np.r_[np.zeros(n_real, np.int8), np.ones(n_fake, np.int8)]
+    src = pd.DataFrame({c: np.zeros(n) for c in SOURCE_COLUMNS})
+    src["id"] = np.arange(n)
+    src["brick"], src["rs"], src["type"] = brick, np.where(label == 1, "rs0", ""), np.where(label == 1, "SIM", "EXP")
+    src["label"] = label
+    src["mag_g"] = np.where(label == 1, rng.uniform(*mag_fake, n), rng.uniform(*mag_real, n))
+    src["mag_r"], src["mag_z"] = src["mag_g"] - 0.5, src["mag_g"] - 1.0
+    src["size"], src["frac_nodata"] = rng.uniform(0.2, 1.5, n), 0.0
+    stamps = rng.normal(0, 1, (n, size, size, len(DEFAULT_CHANNELS))).astype(np.float32)
+    stamps += label[:, None, None, None] * 0.1
+    empty = src.iloc[:0]
+    cuts = pd.DataFrame([{"brick": brick, "rs": "", "label": 0, "n_in": n_real, "offedge": 0, "kept": n_real},
+                         {"brick": brick, "rs": "rs0", "label": 1, "n_in": n_fake, "offedge": 0, "kept": n_fake}])
+    write_brick(path, stamps, src, empty, cuts, [], DEFAULT_CHANNELS, dict(brick=brick, config_hash="mock"))

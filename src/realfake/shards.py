@@ -1,89 +1,408 @@
-"""Per-brick cutout files to shuffled train/test shards.
+"""Per-brick cutout files to shuffled train/test shards, out of core.
 
-All real and fake examples of the selected bricks are shuffled together with
-one seeded permutation, split (test fraction from the config) and written as
-``xtrain_<N>.npy`` (shard_size, S, S, C) float32 and ``ytrain_<N>.npy`` int8,
-``xtest_<N>``/``ytest_<N>`` likewise; the last shard of a split may be short.
+All real and fake examples of the selected bricks are shuffled together and
+split (test, optional validation, train), then written as ``xtrain_<N>.npy``
+(size, S, S, C) float32 and ``ytrain_<N>.npy`` int8 (real = 0, fake = 1),
+``xtest_<N>``/``ytest_<N>`` and ``xvalid_<N>``/``yvalid_<N>`` likewise; the
+last shard of a split may be short.
 
-Only the small source tables are held in memory; each shard is gathered from
-the brick files and written before the next one is started. A manifest names
-the brick, rs, id and label of every example of every shard, so anything in a
-figure can be traced back to the sky.
+The shuffle is a sort on a random 64-bit key computed from each example's
+identity (seed, brick, rs, id, label), so the result does not depend on the
+order of the input files, on brick batching or on the number of workers.
+It never holds the data in memory: a first pass scatters the examples into
+key-range buckets on disk, each small enough for the memory budget; a second
+pass sorts one bucket at a time and streams it into the shards. Examples with
+the smallest keys form the test split, the next the validation split, the
+rest the training split, so the split sizes are exact.
+
+A manifest names the split, shard, position, brick, rs, id and label of every
+example, so anything in a figure can be traced back to the sky; a summary
+gives the class counts per shard and the per-channel normalisation statistics
+of the training split.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import FAKE, REAL
 from .atomic import atomic_path
 from .cutouts import read_sources
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "valid", "test")
+BALANCE = ("none", "undersample", "weights")
+# Examples of the training split whose pixels give the normalisation statistics
+STATS_EXAMPLES = 512
+
+# One manifest row as stored next to the pixels in the scatter buckets
+META_DTYPE = np.dtype(
+    [
+        ("key", "<u8"),
+        ("file", "<i4"),
+        ("row", "<i8"),
+        ("brick", "S8"),
+        ("rs", "S8"),
+        ("id", "<i8"),
+        ("label", "i1"),
+        ("weight", "<f4"),
+        ("ra", "<f8"),
+        ("dec", "<f8"),
+        ("mag_g", "<f4"),
+        ("mag_r", "<f4"),
+        ("mag_z", "<f4"),
+        ("type", "S4"),
+        ("size", "<f4"),
+        ("frac_nodata", "<f4"),
+    ]
+)
+MANIFEST_COLUMNS = ["split", "shard", "index"] + [n for n in META_DTYPE.names if n not in ("key", "file", "row")]
 
 
-def plan(brick_files, test_fraction: float, shard_size: int, seed: int) -> pd.DataFrame:
-    """The manifest: one row per example with its split, shard, position and origin."""
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"shards.test_fraction must be in (0, 1), not {test_fraction}")
-    tables = []
-    for k, path in enumerate(sorted(map(str, brick_files))):
-        t = read_sources(path)
-        t["file"], t["row"] = path, np.arange(len(t))
-        tables.append(t)
-    allsrc = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    if len(allsrc) == 0:
-        raise ValueError("no cutouts in any brick file: nothing to shard")
-    order = np.random.default_rng(seed).permutation(len(allsrc))
-    m = allsrc.iloc[order].reset_index(drop=True)
-    n_test = int(round(len(m) * test_fraction))
-    m["split"] = np.where(np.arange(len(m)) < n_test, "test", "train")
-    pos = np.where(m["split"] == "test", np.arange(len(m)), np.arange(len(m)) - n_test)
-    m["shard"], m["index"] = pos // shard_size, pos % shard_size
-    return m
+@dataclass(frozen=True)
+class ShardConfig:
+    """The ``shards:`` block of the config."""
+
+    size: int = 512
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.0
+    seed: int = 1
+    balance: str = "none"  # none | undersample (the majority class) | weights (per-example, in w<split>_N.npy)
+    match_magnitude: bool = False  # keep reals so that their g-magnitude histogram follows the fakes'
+    match_bins: tuple = (20.0, 20.5, 21.0, 21.5, 22.0, 22.5, 23.0, 23.5, 24.0, 24.5, 25.0)
+    memory_mb: float = 2048  # bound on the memory the shuffle uses for pixels
+
+    def __post_init__(self):
+        if self.size < 1:
+            raise ValueError(f"shards.size must be >= 1, not {self.size}")
+        if not (0 < self.test_fraction < 1 and 0 <= self.validation_fraction < 1):
+            raise ValueError("shards.test_fraction must be in (0, 1) and shards.validation_fraction in [0, 1)")
+        if self.test_fraction + self.validation_fraction >= 1:
+            raise ValueError("shards.test_fraction + shards.validation_fraction must be < 1: no training split left")
+        if self.balance not in BALANCE:
+            raise ValueError(f"shards.balance must be one of {BALANCE}, not {self.balance!r}")
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "ShardConfig":
+        cfg = dict(cfg)
+        if "match_bins" in cfg:
+            cfg["match_bins"] = tuple(cfg["match_bins"])
+        return cls(**cfg)
 
 
-def _gather(rows: pd.DataFrame) -> np.ndarray:
-    """Read the cutouts of ``rows`` (in that order), one sorted read per brick file."""
-    import h5py
+# --------------------------------------------------------------------------- keys
 
-    out = None
-    for path, grp in rows.groupby("file", sort=True):
-        with h5py.File(path, "r") as f:
-            d = f["cutouts"]
-            if out is None:
-                out = np.empty((len(rows),) + d.shape[1:], dtype=np.float32)
-            order = np.argsort(grp["row"].to_numpy())
-            idx = grp["row"].to_numpy()[order]
-            out[grp["pos"].to_numpy()[order]] = d[idx]
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a bijective scramble of uint64 (wrap-around arithmetic)."""
+    z = np.asarray(z, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _hash_strings(values) -> np.ndarray:
+    """A stable 64-bit hash of each string (Python's hash() is salted per process)."""
+    cache = {}
+    out = np.empty(len(values), dtype=np.uint64)
+    for i, v in enumerate(values):
+        if v not in cache:
+            cache[v] = int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little")
+        out[i] = cache[v]
     return out
 
 
-def write_shards(manifest: pd.DataFrame, out_dir: str | Path) -> None:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shards = manifest.groupby(["split", "shard"], sort=True)
-    for i, ((split, shard), rows) in enumerate(shards, 1):
-        rows = rows.assign(pos=rows["index"].to_numpy())
-        x = _gather(rows)
-        y = rows.sort_values("index")["label"].to_numpy(np.int8)
-        for name, arr in ((f"x{split}_{shard}.npy", x), (f"y{split}_{shard}.npy", y)):
-            with atomic_path(out_dir / name) as tmp:
+def example_keys(sources: pd.DataFrame, seed: int) -> np.ndarray:
+    """The random key of each example: a function of its identity (brick, rs, id, label) and the seed only."""
+    z = _mix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+    z = _mix(z ^ _hash_strings(sources["brick"].to_numpy()))
+    z = _mix(z ^ _hash_strings(sources["rs"].to_numpy()))
+    ids = sources["id"].to_numpy(np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = _mix(z ^ (ids * np.uint64(2) + sources["label"].to_numpy(np.uint64)))
+    return z
+
+
+def _uniform(keys: np.ndarray) -> np.ndarray:
+    return (keys >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def _match_mask(src: pd.DataFrame, cfg: ShardConfig, p_match, keys) -> np.ndarray:
+    """Reals kept with the probability of their magnitude bin; fakes always."""
+    keep = np.ones(len(src), dtype=bool)
+    if p_match is None:
+        return keep
+    real = src["label"].to_numpy() == REAL
+    idx = np.digitize(src["mag_g"].to_numpy(float), cfg.match_bins) - 1
+    inside = (idx >= 0) & (idx < len(p_match))
+    p = np.where(inside, p_match[np.clip(idx, 0, len(p_match) - 1)], 0.0)
+    u = _uniform(_mix(keys ^ np.uint64(0xA5A5A5A5A5A5A5A5)))
+    keep[real] = u[real] < p[real]
+    return keep
+
+
+def _balance_u(keys) -> np.ndarray:
+    """The uniform variate that decides which examples of the majority class undersampling keeps."""
+    return _uniform(_mix(keys ^ np.uint64(0x5A5A5A5A5A5A5A5A)))
+
+
+def kth_smallest(chunks, k: int, n_bins: int = 2**20) -> float:
+    """The k-th smallest (1-based) of values in [0, 1) given as a re-iterable of arrays, out of core.
+
+    A histogram locates the bin of the k-th value, a second pass collects only that bin.
+    """
+    hist = np.zeros(n_bins, dtype=np.int64)
+    for v in chunks():
+        hist += np.bincount((v * n_bins).astype(np.int64), minlength=n_bins)
+    cum = np.cumsum(hist)
+    if not 1 <= k <= cum[-1]:
+        raise ValueError(f"k = {k} outside 1..{cum[-1]}")
+    b = int(np.searchsorted(cum, k))
+    below = int(cum[b - 1]) if b else 0
+    inbin = np.sort(np.concatenate([v[(v * n_bins).astype(np.int64) == b] for v in chunks()]))
+    return float(inbin[k - below - 1])
+
+
+def _read_sources(path) -> pd.DataFrame:
+    src = read_sources(path)
+    if len(src) and not set(np.unique(src["label"])) <= {REAL, FAKE}:
+        raise ValueError(f"{path}: labels other than real = 0 and fake = 1")
+    return src
+
+
+@dataclass
+class Census:
+    """What the brick files hold, and the decisions that match and balance the classes."""
+
+    files: list
+    example_shape: tuple
+    n_in: dict  # label -> examples in the brick files
+    n_kept: dict  # label -> examples after matching and balancing
+    p_match: np.ndarray | None = None  # per magnitude bin, probability to keep a real (None: no matching)
+    undersample: tuple | None = None  # (label, threshold): keep that label where its balance variate <= threshold
+    weights: dict | None = None  # label -> per-example weight
+
+    def keep(self, src: pd.DataFrame, cfg: ShardConfig):
+        """Mask of the examples of ``src`` that go into the shards, and their keys."""
+        keys = example_keys(src, cfg.seed)
+        keep = _match_mask(src, cfg, self.p_match, keys)
+        if self.undersample is not None:
+            label, threshold = self.undersample
+            keep &= (src["label"].to_numpy() != label) | (_balance_u(keys) <= threshold)
+        return keep, keys
+
+
+def census(brick_files, cfg: ShardConfig) -> Census:
+    """Count the examples (reading only the small source tables) and decide matching and balancing.
+
+    Undersampling keeps exactly as many of the majority class as the minority has.
+    """
+    import h5py
+
+    files = sorted(set(map(str, brick_files)))
+    if not files:
+        raise ValueError("no brick files given: nothing to shard")
+    shape, n_in = None, {REAL: 0, FAKE: 0}
+    nb = len(cfg.match_bins) - 1
+    hist = {REAL: np.zeros(nb), FAKE: np.zeros(nb)}
+    for path in files:
+        with h5py.File(path, "r") as f:
+            s = f["cutouts"].shape[1:]
+        if shape is None:
+            shape = s
+        elif s != shape:
+            raise ValueError(f"{path}: cutouts of shape {s}, other brick files have {shape}")
+        src = _read_sources(path)
+        for lab in (REAL, FAKE):
+            sel = src["label"].to_numpy() == lab
+            n_in[lab] += int(sel.sum())
+            hist[lab] += np.histogram(src["mag_g"].to_numpy(float)[sel], cfg.match_bins)[0]
+    if sum(n_in.values()) == 0:
+        raise ValueError(f"no cutouts in any of the {len(files)} brick files: nothing to shard")
+    c = Census(files, tuple(shape), n_in, dict(n_in), weights={REAL: 1.0, FAKE: 1.0})
+
+    def kept_variates(label):
+        """Per file, the balance variates of the examples of ``label`` that matching keeps."""
+        def chunks():
+            for path in files:
+                src = _read_sources(path)
+                keep, keys = c.keep(src, cfg)
+                yield _balance_u(keys)[keep & (src["label"].to_numpy() == label)]
+        return chunks
+
+    if cfg.match_magnitude:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(hist[REAL] > 0, hist[FAKE] / hist[REAL], 0.0)
+        if ratio.max() <= 0:
+            raise ValueError("shards.match_magnitude: no magnitude bin holds both reals and fakes")
+        c.p_match = ratio / ratio.max()
+        c.n_kept[REAL] = sum(len(v) for v in kept_variates(REAL)())
+
+    minority = min(c.n_kept, key=c.n_kept.get)
+    majority = FAKE if minority == REAL else REAL
+    n_min, n_max = c.n_kept[minority], c.n_kept[majority]
+    if cfg.balance == "undersample" and 0 < n_min < n_max:
+        c.undersample = (majority, kth_smallest(kept_variates(majority), n_min))
+        c.n_kept[majority] = n_min
+    elif cfg.balance == "weights" and n_min > 0:
+        total = n_min + n_max
+        c.weights = {lab: total / (2.0 * n) for lab, n in c.n_kept.items()}
+    return c
+
+
+# --------------------------------------------------------------------------- scatter and gather
+
+
+def _meta(src: pd.DataFrame, keys, file_index: int, weights: dict) -> np.ndarray:
+    m = np.zeros(len(src), dtype=META_DTYPE)
+    m["key"], m["file"], m["row"] = keys, file_index, np.arange(len(src))
+    for col in ("brick", "rs", "type"):
+        m[col] = src[col].astype(str).str.encode("ascii").to_numpy()
+    for col in ("id", "label", "ra", "dec", "mag_g", "mag_r", "mag_z", "size", "frac_nodata"):
+        m[col] = src[col].to_numpy()
+    m["weight"] = np.where(m["label"] == REAL, weights[REAL], weights[FAKE])
+    return m
+
+
+# How the memory budget is shared in the gather pass: one bucket, the shard being
+# filled, a shard-sized temporary of the copy into it, and the statistics sample.
+BUCKET_SHARE, SHARD_SHARE = 1 / 3, 1 / 6
+
+
+def n_buckets(n_examples: int, example_bytes: int, memory_mb: float) -> int:
+    """Buckets needed for one bucket's pixels to fit in its share of the memory budget."""
+    return max(1, math.ceil(n_examples * example_bytes / (memory_mb * 2**20 * BUCKET_SHARE)))
+
+
+def scatter(c: Census, cfg: ShardConfig, bucket_dir: Path, nb: int) -> None:
+    """Pass 1: every kept example goes to the bucket of its key range, pixels and manifest row apart."""
+    import h5py
+
+    example_bytes = int(np.prod(c.example_shape)) * 4
+    chunk = max(1, int(cfg.memory_mb * 2**20 / 8 // example_bytes))
+    for k, path in enumerate(c.files):
+        src = _read_sources(path)
+        keep, keys = c.keep(src, cfg)
+        meta = _meta(src, keys, k, c.weights)
+        bucket = ((keys >> np.uint64(32)) * np.uint64(nb)) >> np.uint64(32)
+        with h5py.File(path, "r") as f:
+            d = f["cutouts"]
+            for i0 in range(0, len(src), chunk):
+                i1 = min(i0 + chunk, len(src))
+                sel = np.flatnonzero(keep[i0:i1])
+                if not len(sel):
+                    continue
+                x = d[i0:i1][sel]
+                b = bucket[i0:i1][sel]
+                m = meta[i0:i1][sel]
+                for bb in np.unique(b):
+                    j = b == bb
+                    with open(bucket_dir / f"{int(bb):06d}.x", "ab") as fx:
+                        fx.write(np.ascontiguousarray(x[j], dtype="<f4").tobytes())
+                    with open(bucket_dir / f"{int(bb):06d}.m", "ab") as fm:
+                        fm.write(m[j].tobytes())
+        log.info("scattered %s (%d/%d): %d of %d examples kept", Path(path).name, k + 1, len(c.files),
+                 int(keep.sum()), len(src))
+
+
+def gather(bucket_dir: Path, nb: int, example_shape):
+    """Pass 2: (manifest rows, pixels, order) of one bucket at a time, buckets in key order.
+
+    ``meta[order]`` and ``x[order]`` are in global key order; the pixels are not
+    reordered here, which would need a second bucket-sized copy.
+    """
+    for bb in range(nb):
+        mpath, xpath = bucket_dir / f"{bb:06d}.m", bucket_dir / f"{bb:06d}.x"
+        if not mpath.exists():
+            continue
+        meta = np.fromfile(mpath, dtype=META_DTYPE)
+        x = np.fromfile(xpath, dtype="<f4").reshape((len(meta),) + tuple(example_shape))
+        # ties (the same example listed twice) fall back to file and row order
+        order = np.lexsort((meta["row"], meta["file"], meta["key"]))
+        yield meta, x, order
+        mpath.unlink()
+        xpath.unlink()
+
+
+class ShardWriter:
+    """Streams examples in order into the shards of each split; holds at most one shard."""
+
+    def __init__(self, out_dir: Path, sizes: dict, shard_size: int, example_shape, weights: bool, manifest):
+        self.out_dir, self.shard_size, self.weights, self.manifest = out_dir, shard_size, weights, manifest
+        # splits in key order: test first, then validation, then train
+        self.bounds, start = [], 0
+        for split in ("test", "valid", "train"):
+            self.bounds.append((split, start, start + sizes[split]))
+            start += sizes[split]
+        self.x = np.empty((shard_size,) + tuple(example_shape), dtype=np.float32)
+        self.meta = np.empty(shard_size, dtype=META_DTYPE)
+        self.pos, self.fill, self.per_shard, self.stats_sample = 0, 0, [], []
+        self.header_written = False
+
+    def _split_at(self, pos):
+        for split, lo, hi in self.bounds:
+            if lo <= pos < hi:
+                return split, lo, hi
+        raise IndexError(pos)
+
+    def add(self, meta: np.ndarray, x: np.ndarray, order: np.ndarray) -> None:
+        """Append the examples ``order`` of ``meta`` and ``x``, in that order."""
+        i = 0
+        while i < len(order):
+            split, lo, hi = self._split_at(self.pos)
+            room = min(self.shard_size - self.fill, hi - self.pos, len(order) - i)
+            rows = order[i : i + room]
+            self.x[self.fill : self.fill + room] = x[rows]
+            self.meta[self.fill : self.fill + room] = meta[rows]
+            self.fill += room
+            self.pos += room
+            i += room
+            if self.fill == self.shard_size or self.pos == hi:
+                self._flush(split, (self.pos - 1 - lo) // self.shard_size)
+
+    def _flush(self, split: str, shard: int) -> None:
+        n = self.fill
+        x, meta = self.x[:n], self.meta[:n]
+        files = [(f"x{split}_{shard}.npy", x), (f"y{split}_{shard}.npy", meta["label"].astype(np.int8))]
+        if self.weights:
+            files.append((f"w{split}_{shard}.npy", meta["weight"].astype(np.float32)))
+        for name, arr in files:
+            with atomic_path(self.out_dir / name) as tmp:
                 np.save(tmp, arr, allow_pickle=False)
-        log.info("shard %s_%d written (%d examples; %d/%d)", split, shard, len(rows), i, shards.ngroups)
+        rows = pd.DataFrame({c: meta[c] for c in MANIFEST_COLUMNS[3:]})
+        for c in ("brick", "rs", "type"):
+            rows[c] = rows[c].str.decode("ascii")
+        rows.insert(0, "index", np.arange(n))
+        rows.insert(0, "shard", shard)
+        rows.insert(0, "split", split)
+        rows.to_csv(self.manifest, header=not self.header_written, index=False)
+        self.header_written = True
+        labels = meta["label"]
+        self.per_shard.append({"split": split, "shard": shard, "n_real": int((labels == REAL).sum()),
+                               "n_fake": int((labels == FAKE).sum())})
+        if split == "train" and not self.stats_sample:  # train order is random: its first shard is a fair sample
+            self.stats_sample.append(x[:STATS_EXAMPLES].copy())
+        log.info("shard %s_%d written (%d examples, %d/%d in all)", split, shard, n, self.pos,
+                 self.bounds[-1][2])
+        self.fill = 0
 
 
-def channel_stats(out_dir: str | Path, channels, max_shards: int = 8) -> dict:
-    """Per-channel median and robust scale (1.4826 x MAD) on training shards only."""
-    out_dir = Path(out_dir)
-    files = sorted(out_dir.glob("xtrain_*.npy"), key=lambda p: int(p.stem.split("_")[1]))[:max_shards]
-    x = np.concatenate([np.load(f, mmap_mode="r") for f in files])
+def channel_stats(x: np.ndarray, channels) -> dict:
+    """Per-channel median and robust scale (1.4826 x MAD) of a sample of training examples."""
     stats = {}
     for c, name in enumerate(channels):
         v = x[..., c].ravel()
@@ -94,36 +413,72 @@ def channel_stats(out_dir: str | Path, channels, max_shards: int = 8) -> dict:
     return stats
 
 
-def build(brick_files, out_dir, channels, shard_size=512, test_fraction=0.2, seed=1) -> dict:
-    """Plan, write the shards, the manifest, the statistics and a summary; return the summary."""
+def split_sizes(n: int, cfg: ShardConfig) -> dict:
+    n_test = int(round(n * cfg.test_fraction))
+    n_valid = int(round(n * cfg.validation_fraction))
+    return {"test": n_test, "valid": n_valid, "train": n - n_test - n_valid}
+
+
+def build(brick_files, out_dir, channels, cfg: ShardConfig | dict | None = None, **overrides) -> dict:
+    """Census, scatter, gather into shards; write the manifest and the summary; return the summary.
+
+    ``out_dir`` should be new or empty (the rule writes it through an atomic directory).
+    """
+    if cfg is None or isinstance(cfg, dict):
+        cfg = ShardConfig.from_config({**(cfg or {}), **overrides})
+    elif overrides:
+        raise TypeError("pass either a ShardConfig or keyword overrides")
     out_dir = Path(out_dir)
-    manifest = plan(brick_files, test_fraction, shard_size, seed)
-    write_shards(manifest, out_dir)
-    with atomic_path(out_dir / "manifest.csv") as tmp:
-        manifest.drop(columns=["file", "row"]).to_csv(tmp, index=False)
-    counts = manifest.groupby(["split", "shard", "label"]).size().unstack(fill_value=0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    c = census(brick_files, cfg)
+    n = sum(c.n_kept.values())
+    if n == 0:
+        raise ValueError("no example left after magnitude matching and balancing: nothing to shard")
+    sizes = split_sizes(n, cfg)
+    if sizes["train"] == 0 or sizes["test"] == 0:
+        raise ValueError(f"{n} examples are too few for a test fraction of {cfg.test_fraction}")
+    example_bytes = int(np.prod(c.example_shape)) * 4
+    if cfg.size * example_bytes > cfg.memory_mb * 2**20 * SHARD_SHARE:
+        raise ValueError(f"shards.memory_mb = {cfg.memory_mb} is too small for shards of {cfg.size} examples "
+                         f"({cfg.size * example_bytes / 2**20:.0f} MB each; need at least {1 / SHARD_SHARE:.0f}x that)")
+    nb = n_buckets(n, example_bytes, cfg.memory_mb)
+    log.info("%d examples (%d real, %d fake) from %d brick files; %d scatter buckets for %d MB",
+             n, c.n_kept[REAL], c.n_kept[FAKE], len(c.files), nb, cfg.memory_mb)
+    bucket_dir = out_dir / ".buckets"
+    shutil.rmtree(bucket_dir, ignore_errors=True)
+    bucket_dir.mkdir()
+    try:
+        scatter(c, cfg, bucket_dir, nb)
+        with atomic_path(out_dir / "manifest.csv") as tmp, open(tmp, "w", newline="") as manifest:
+            writer = ShardWriter(out_dir, sizes, cfg.size, c.example_shape, cfg.balance == "weights", manifest)
+            for meta, x, order in gather(bucket_dir, nb, c.example_shape):
+                writer.add(meta, x, order)
+    finally:
+        shutil.rmtree(bucket_dir, ignore_errors=True)
+    if writer.pos != n:
+        raise RuntimeError(f"wrote {writer.pos} examples, expected {n}")
+    per_shard = writer.per_shard
     summary = {
-        "n_examples": int(len(manifest)),
-        "shard_size": shard_size,
-        "test_fraction": test_fraction,
-        "seed": seed,
+        "n_examples": n,
+        "example_shape": list(c.example_shape),
         "channels": list(channels),
+        "config": asdict(cfg),
+        "n_in": {"real": c.n_in[REAL], "fake": c.n_in[FAKE]},
+        "class_weights": {"real": c.weights[REAL], "fake": c.weights[FAKE]},
+        "scatter_buckets": nb,
         "splits": {
             s: {
-                "n_shards": int(manifest.loc[manifest.split == s, "shard"].nunique()),
-                "n_real": int(((manifest.split == s) & (manifest.label == 0)).sum()),
-                "n_fake": int(((manifest.split == s) & (manifest.label == 1)).sum()),
+                "n_shards": sum(1 for p in per_shard if p["split"] == s),
+                "n_real": sum(p["n_real"] for p in per_shard if p["split"] == s),
+                "n_fake": sum(p["n_fake"] for p in per_shard if p["split"] == s),
             }
             for s in SPLITS
         },
-        "per_shard": [
-            {"split": s, "shard": int(k), "n_real": int(r.get(0, 0)), "n_fake": int(r.get(1, 0))}
-            for (s, k), r in counts.iterrows()
-        ],
-        "normalisation": channel_stats(out_dir, channels),
+        "per_shard": per_shard,
+        "normalisation": channel_stats(np.concatenate(writer.stats_sample), channels),
     }
     with atomic_path(out_dir / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=1))
+        tmp.write_text(json.dumps(summary, indent=1, default=float))
     return summary
 
 

@@ -11,7 +11,8 @@ rule build_shards:
         "../../envs/io.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        # the shuffle's pixel budget plus the interpreter and libraries
+        mem_mb=config["shards"]["memory_mb"] + 1024,
         runtime=120,
     params:
         shards=config["shards"],

@@ -5,8 +5,8 @@ from realfake.logs import to_file
 to_file(snakemake.log[0])
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.shards import build  # noqa: E402
+from realfake.shards import ShardConfig, build  # noqa: E402
 
-s = snakemake.params.shards
+cfg = ShardConfig.from_config(snakemake.params.shards)
 with atomic_path(snakemake.output[0], directory=True) as tmp:
-    build(snakemake.input, tmp, snakemake.params.channels, s["size"], s["test_fraction"], s["seed"])
+    build(snakemake.input, tmp, snakemake.params.channels, cfg)

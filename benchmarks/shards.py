@@ -1,0 +1,100 @@
+"""Benchmark of the shard stage: bytes written per second against a plain `cp`, and peak memory.
+
+    .venv/bin/python benchmarks/shards.py [--gb 1.0] [--memory-mb 256] [--workdir DIR]
+
+Writes brick cutout files of random pixels (64x64x6 float32, realfake.mock.mock_cutout_file)
+adding up to --gb, then, side by side in one run on the same disk:
+  cp      `cp` of those files to a new folder, then `sync`
+  shards  realfake.shards.build on them with a memory budget of --memory-mb, then `sync`
+Both are timed as whole child processes; the shard build's peak RSS comes from wait4().
+Goal (issue 6): shards throughput >= 0.5 x cp, and peak RSS bounded by the budget, not the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+EXAMPLE_BYTES = 64 * 64 * 6 * 4
+BUILD = """
+import sys
+from realfake.cutouts import DEFAULT_CHANNELS
+from realfake.shards import build
+files = sys.argv[3:]
+s = build(files, sys.argv[1], DEFAULT_CHANNELS, memory_mb=float(sys.argv[2]))
+print(s["scatter_buckets"], s["n_examples"])
+"""
+
+
+def run(cmd) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (MB) and stdout of a child process (then sync, in the time)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    subprocess.run(["sync"], check=True)
+    dt = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(map(str, cmd[:3]))} ...")
+    return dt, usage.ru_maxrss // 1024, out
+
+
+def du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gb", type=float, default=1.0, help="input size in GB [%(default)s]")
+    p.add_argument("--memory-mb", type=float, default=256, help="shards.memory_mb budget [%(default)s]")
+    p.add_argument("--bricks", type=int, default=16, help="brick files the input is spread over [%(default)s]")
+    p.add_argument("--workdir", default=None, help="folder on the disk to measure [a temporary folder]")
+    a = p.parse_args(argv)
+
+    from realfake.mock import mock_cutout_file
+
+    work = Path(tempfile.mkdtemp(prefix="realfake-bench-shards-", dir=a.workdir))
+    try:
+        per_brick = int(a.gb * 1e9 / EXAMPLE_BYTES / a.bricks)
+        inputs = work / "cutouts"
+        inputs.mkdir()
+        files = []
+        for k in range(a.bricks):
+            brick = f"{1000 + k:04d}p100"
+            mock_cutout_file(inputs / f"{brick}.h5", brick, per_brick // 2, per_brick - per_brick // 2, seed=k)
+            files.append(str(inputs / f"{brick}.h5"))
+        subprocess.run(["sync"], check=True)
+
+        t_cp, rss_cp, _ = run(["cp", "-r", str(inputs), str(work / "copy")])
+        bytes_cp = du(work / "copy")
+        shutil.rmtree(work / "copy")
+        t_sh, rss_sh, out = run([sys.executable, "-c", BUILD, str(work / "shards"), str(a.memory_mb), *files])
+        nb, n = map(int, out.split())
+        bytes_sh = sum(f.stat().st_size for f in (work / "shards").glob("[xy]*.npy"))
+
+        mbps_cp, mbps_sh = bytes_cp / t_cp / 1e6, bytes_sh / t_sh / 1e6
+        print(f"disk: {os.statvfs(work).f_frsize} B blocks under {work}")
+        print(f"input: {a.bricks} brick files, {n} examples, {bytes_cp / 1e9:.2f} GB; memory budget {a.memory_mb:.0f} MB "
+              f"({bytes_cp / 2**20 / a.memory_mb:.1f}x smaller than the data), {nb} scatter buckets")
+        print()
+        print(f"| {'step':<7} | {'bytes written':>13} | {'wall s':>7} | {'MB/s':>7} | {'peak RSS MB':>11} |")
+        print(f"| {'-' * 7} | {'-' * 13}:| {'-' * 6}:| {'-' * 6}:| {'-' * 10}:|")
+        print(f"| {'cp':<7} | {bytes_cp:>13,} | {t_cp:>7.1f} | {mbps_cp:>7.0f} | {rss_cp:>11} |")
+        print(f"| {'shards':<7} | {bytes_sh:>13,} | {t_sh:>7.1f} | {mbps_sh:>7.0f} | {rss_sh:>11} |")
+        print()
+        ratio = mbps_sh / mbps_cp
+        print(f"throughput ratio shards/cp: {ratio:.2f} (goal >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})")
+        print(f"peak RSS / memory budget: {rss_sh / a.memory_mb:.2f} (interpreter and libraries included)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
