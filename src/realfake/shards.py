@@ -280,7 +280,7 @@ def _meta(src: pd.DataFrame, keys, file_index: int, weights: dict) -> np.ndarray
 
 # How the memory budget is shared in the gather pass: one bucket, the shard being
 # filled, a shard-sized temporary of the copy into it, and the statistics sample.
-BUCKET_SHARE, SHARD_SHARE = 1 / 3, 1 / 6
+BUCKET_SHARE, SHARD_SHARE = 1 / 5, 1 / 6
 
 
 def n_buckets(n_examples: int, example_bytes: int, memory_mb: float) -> int:
@@ -293,7 +293,8 @@ def scatter(c: Census, cfg: ShardConfig, bucket_dir: Path, nb: int) -> None:
     import h5py
 
     example_bytes = int(np.prod(c.example_shape)) * 4
-    chunk = max(1, int(cfg.memory_mb * 2**20 / 8 // example_bytes))
+    # a chunk is read, then copied once per bucket it spans: a few chunks in memory at once
+    chunk = max(1, int(cfg.memory_mb * 2**20 / 16 // example_bytes))
     for k, path in enumerate(c.files):
         src = _read_sources(path)
         keep, keys = c.keep(src, cfg)
@@ -312,9 +313,9 @@ def scatter(c: Census, cfg: ShardConfig, bucket_dir: Path, nb: int) -> None:
                 for bb in np.unique(b):
                     j = b == bb
                     with open(bucket_dir / f"{int(bb):06d}.x", "ab") as fx:
-                        fx.write(np.ascontiguousarray(x[j], dtype="<f4").tobytes())
+                        x[j].astype("<f4", copy=False).tofile(fx)
                     with open(bucket_dir / f"{int(bb):06d}.m", "ab") as fm:
-                        fm.write(m[j].tobytes())
+                        m[j].tofile(fm)
         log.info("scattered %s (%d/%d): %d of %d examples kept", Path(path).name, k + 1, len(c.files),
                  int(keep.sum()), len(src))
 
