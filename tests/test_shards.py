@@ -129,3 +129,45 @@ def test_bad_shard_config_is_refused(brick_files, tmp_path):
         build(brick_files, tmp_path, DEFAULT_CHANNELS, test_fraction=0.7, validation_fraction=0.4)
     with pytest.raises(ValueError, match="memory_mb"):
         build(brick_files, tmp_path, DEFAULT_CHANNELS, size=512, memory_mb=64)
+
+
+KILLABLE = """
+import sys
+from realfake.atomic import atomic_path
+from realfake.cutouts import DEFAULT_CHANNELS
+from realfake.shards import build
+with atomic_path(sys.argv[1], directory=True) as tmp:  # as the rule's script does
+    build(sys.argv[3:], tmp, DEFAULT_CHANNELS, size=4, seed=6, memory_mb=float(sys.argv[2]))
+"""
+
+
+def test_killed_at_any_point_leaves_nothing_that_looks_complete_and_rerun_is_identical(brick_files, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-c", KILLABLE, str(tmp_path / "out"), "3", *map(str, brick_files)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    build_time = time.perf_counter() - t0
+    reference = _bytes(tmp_path / "out")
+    rng = np.random.default_rng(0)
+    killed_mid_write = 0
+    for fraction in rng.uniform(0, 1, 4):
+        subprocess.run(["rm", "-rf", str(tmp_path / "out")], check=True)
+        p = subprocess.Popen(cmd)
+        while p.poll() is None and not any(tmp_path.glob(".out.*.tmp")):  # writing has started
+            time.sleep(0.005)
+        time.sleep(fraction * build_time / 3)  # a random point of the writing (imports are most of build_time)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        killed_mid_write += p.returncode == -signal.SIGKILL and any(tmp_path.glob(".out.*.tmp"))
+        # killed: no output folder at all; finished: the complete one
+        if (tmp_path / "out").exists():
+            assert _bytes(tmp_path / "out") == reference
+        subprocess.run(cmd, check=True)
+        assert _bytes(tmp_path / "out") == reference
+    assert killed_mid_write, "no kill landed while the shards were being written"
+    # the hidden temporaries of the killed runs were removed by the reruns
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -8,6 +8,7 @@ writer fails: a killed job never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -23,6 +24,10 @@ def atomic_path(path: str | Path, directory: bool = False):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # temporaries of a writer that was killed (SIGKILL, node failure) can be large: a rerun
+    # removes them. One writer per output at a time, as Snakemake guarantees.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmpdir) / path.name
     try:
