@@ -35,6 +35,14 @@ def test_dry_run_imports_no_tensorflow_and_globs_no_data(tmp_path):
         assert rule in r.stdout + r.stderr
 
 
+def test_slurm_profile_dry_run_needs_no_cluster(tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(ROOT / "config", work / "config")
+    r = snakemake("-s", str(ROOT / "Snakefile"), "--directory", str(work), "-n", "--profile", str(ROOT / "profiles" / "slurm"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "train_cnn" in r.stdout + r.stderr
+
+
 def test_lint_is_clean():
     r = snakemake("--lint")
     assert r.returncode == 0, r.stdout + r.stderr
