@@ -25,3 +25,24 @@ rule all:
     default_target: True
     input:
         get_final_output(),
+
+
+# Partial targets: `snakemake --cores 2 shards` stops after that stage.
+rule cutouts:
+    input:
+        rules.build_shards.input,
+
+
+rule shards:
+    input:
+        rules.build_shards.output,
+
+
+rule train:
+    input:
+        rules.train_cnn.output,
+
+
+rule evaluate:
+    input:
+        get_final_output(),

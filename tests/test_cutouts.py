@@ -95,3 +95,19 @@ def test_missing_column_is_named(tmp_path, mock_dr9):
     fitsio.write(str(bad / "tractor-1210p060.fits"), t[names])
     with pytest.raises(CatalogError, match=r"tractor-1210p060.fits.*flux_r"):
         read_tractor(tmp_path, "1210p060")
+
+
+def test_no_cutout_is_centred_on_missing_data_real_or_fake(brick_files):
+    with h5py.File(brick_files[0], "r") as f:
+        x = f["cutouts"][()]
+        cuts = pd.DataFrame(f["cuts"][()])
+    src = read_sources(brick_files[0])
+    ivar = [DEFAULT_CHANNELS.index(c) for c in ("ivar_g", "ivar_r", "ivar_z")]
+    assert (x[:, 32, 32][:, ivar] > 0).all()
+    assert (src["frac_nodata"] <= 0.5).all()
+    # the synthetic release has a corner and a column without data: fakes land there and are dropped, counted
+    n_dropped = 0
+    for path in brick_files:
+        with h5py.File(path, "r") as f:
+            n_dropped += pd.DataFrame(f["cuts"][()])["cut_nodata"].sum()
+    assert n_dropped > 0

@@ -24,7 +24,7 @@ def _pred(y, p):
 def test_chance_classifier_is_not_rejected():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 600)
-    m = evaluate(_pred(y, rng.random(600)), n_boot=200, seed=1, mag_edges=[20.5, 22.5, 24.5])
+    m = evaluate(_pred(y, rng.random(600)), n_boot=200, seed=1, bins={"mag_g": [20.5, 22.5, 24.5]})
     assert m["chance"]["p_value"] > 0.05
     assert m["ci95"]["auc"][0] < 0.5 < m["ci95"]["auc"][1]
     assert "no better than chance" in m["verdict"]
@@ -39,3 +39,17 @@ def test_good_classifier_is_detected_with_tv_bound():
     assert m["chance"]["p_value"] < 1e-10 and m["auc"] > 0.95
     assert m["tv_lower_bound"] > 0.8
     assert "distinguishable" in m["verdict"]
+
+
+def test_verdict_says_where_the_network_separates():
+    rng = np.random.default_rng(3)
+    n = 3000
+    y = rng.integers(0, 2, n)
+    mag = rng.uniform(20.5, 24.5, n)
+    # informative brighter than g = 22.5, a coin flip fainter
+    p = np.where(mag < 22.5, np.clip(0.25 + 0.5 * y + rng.normal(0, 0.15, n), 0, 1), rng.random(n))
+    pred = pd.DataFrame({"label": y, "p_fake": p, "mag_g": mag})
+    m = evaluate(pred, n_boot=200, seed=1, bins={"mag_g": [20.5, 21.5, 22.5, 23.5, 24.5]})
+    lo = [b["auc_ci95"][0] for b in m["by_mag_g"]]
+    assert lo[0] > 0.5 and lo[1] > 0.5 and lo[2] < 0.5 and lo[3] < 0.5
+    assert "Separable brighter than g = 22.5" in m["verdict"] and "indistinguishable fainter" in m["verdict"]

@@ -63,7 +63,7 @@ def test_out_of_core_gives_the_same_bytes_whatever_the_memory_budget(brick_files
     assert not (tmp_path / "small" / ".buckets").exists()
     other = build(brick_files, tmp_path / "seed5", DEFAULT_CHANNELS, size=4, seed=5)
     assert other["n_examples"] == small["n_examples"]
-    assert (tmp_path / "seed5" / "ytrain_0.npy").read_bytes() != (tmp_path / "small" / "ytrain_0.npy").read_bytes()
+    assert (tmp_path / "seed5" / "manifest.csv").read_bytes() != (tmp_path / "small" / "manifest.csv").read_bytes()
 
 
 def test_per_shard_class_counts_and_validation_split(brick_files, tmp_path):

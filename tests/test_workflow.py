@@ -86,11 +86,26 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     for key in ("accuracy", "auc", "log_loss", "ci95", "chance", "verdict", "by_mag_g"):
         assert key in m
     assert 0 <= m["auc"] <= 1 and m["chance"]["baseline_accuracy"] >= 0.5
-    for png in ("roc.png", "mosaic.png"):
-        head = (w / "results" / "evaluation" / png).read_bytes()[:8]
-        assert head == b"\x89PNG\r\n\x1a\n"
-    for log in ("mock_release", "build_shards", "train_cnn", "evaluate_cnn", "plot_mosaic"):
+    figures = ("roc", "binned", "calibration", "training", "statistics", "attribution", "mosaic", "mosaic_extremes")
+    for name in figures:
+        assert (w / "results" / "evaluation" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (w / "results" / "evaluation" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+    stats = json.loads((w / "results" / "evaluation" / "image_statistics.json").read_text())
+    assert set(stats) == {"concentration", "asymmetry", "noise_chi", "neighbours"}
+    assert {len(m[f"by_{k}"]) > 0 for k in ("mag_g", "rz", "size")} == {True}
+    for log in ("mock_release", "build_shards", "train_cnn", "evaluate_cnn", "plot_evaluation", "plot_mosaic"):
         assert (w / "logs" / f"{log}.log").exists()
+
+
+def test_report_holds_every_figure_and_the_metrics(tiny_run):
+    r = snakemake("-s", str(ROOT / "Snakefile"), "--directory", str(tiny_run), "--report", "report.html", cwd=tiny_run)
+    assert r.returncode == 0, r.stderr[-3000:]
+    html = (tiny_run / "report.html").read_text()
+    for name in ("roc.png", "binned.png", "calibration.png", "training.png", "statistics.png", "attribution.png",
+                 "mosaic.png", "mosaic_extremes.png", "metrics.json"):
+        assert name in html, name
+    for caption in ("reliability diagram", "Integrated gradients", "Kolmogorov-Smirnov", "matched in extinction"):
+        assert caption in html, caption
 
 
 def test_rerun_has_nothing_to_do(tiny_run):

@@ -149,7 +149,8 @@ def _source_table(cat, brick, rs, label):
     return t[SOURCE_COLUMNS]
 
 
-def brick_cutouts(brick, release_root, injection_root, rs_list, selection, size=64, channels=DEFAULT_CHANNELS):
+def brick_cutouts(brick, release_root, injection_root, rs_list, selection, size=64, channels=DEFAULT_CHANNELS,
+                  max_frac_nodata=0.5):
     """All cutouts of one brick: the selected real galaxies, then the fakes of each run."""
     stamps, tables, offedge, cuts, files = [], [], [], [], []
     jobs = [(None, release_root)] + [(rs, injection_root) for rs in rs_list]
@@ -170,13 +171,19 @@ def brick_cutouts(brick, release_root, injection_root, rs_list, selection, size=
         st, on, frac = extract(coadd, chosen["x"].to_numpy(), chosen["y"].to_numpy(), size, channels)
         table = _source_table(chosen, brick, rs, label)
         table.loc[on, "frac_nodata"] = frac
-        stamps.append(st)
-        tables.append(table[on])
+        # Both classes alike: no cutout centred on a pixel without data in some band (the reals' nobs cut
+        # does this for reals only; obiwan places fakes there too), nor one mostly without data.
+        ix = np.clip(np.floor(chosen["x"].to_numpy() + 0.5).astype(int), 0, coadd.nodata.shape[1] - 1)
+        iy = np.clip(np.floor(chosen["y"].to_numpy() + 0.5).astype(int), 0, coadd.nodata.shape[0] - 1)
+        data = on & ~coadd.nodata[iy, ix]
+        data[on] &= frac <= max_frac_nodata
+        stamps.append(st[data[on]])
+        tables.append(table[data])
         offedge.append(table[~on])
         cuts.append(dict(brick=brick, rs=rs or "", label=label, n_in=len(cat), **{f"cut_{k}": v for k, v in removed.items()},
-                         offedge=int((~on).sum()), kept=int(on.sum())))
-        log.info("brick %s %s: %d sources, %d selected, %d off the edge, %d cutouts", brick, rs or "release",
-                 len(cat), len(chosen), (~on).sum(), on.sum())
+                         cut_nodata=int((on & ~data).sum()), offedge=int((~on).sum()), kept=int(data.sum())))
+        log.info("brick %s %s: %d sources, %d selected, %d off the edge, %d without data, %d cutouts", brick,
+                 rs or "release", len(cat), len(chosen), (~on).sum(), (on & ~data).sum(), data.sum())
     sources = pd.concat(tables, ignore_index=True)
     return np.concatenate(stamps), sources, pd.concat(offedge, ignore_index=True), pd.DataFrame(cuts), files
 
@@ -235,9 +242,10 @@ def read_sources(path) -> pd.DataFrame:
     return df
 
 
-def make_brick_file(out, brick, release_root, injection_root, rs_list, selection, size, channels, config_hash=""):
+def make_brick_file(out, brick, release_root, injection_root, rs_list, selection, size, channels, config_hash="",
+                    max_frac_nodata=0.5):
     stamps, sources, offedge, cuts, files = brick_cutouts(
-        brick, release_root, injection_root, rs_list, selection, size, channels
+        brick, release_root, injection_root, rs_list, selection, size, channels, max_frac_nodata
     )
     write_brick(out, stamps, sources, offedge, cuts, files, channels,
                 dict(brick=brick, config_hash=config_hash, selection=json.dumps(selection)))

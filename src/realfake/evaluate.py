@@ -70,23 +70,52 @@ def chance_test(y, p) -> dict:
     return {"n": n, "correct": k, "baseline_accuracy": float(baseline), "p_value": float(res.pvalue)}
 
 
-def binned(df: pd.DataFrame, column: str, edges) -> pd.DataFrame:
-    """Accuracy and AUC (with counts) in bins of ``column``."""
+# The columns the metrics are binned by, and how the predictions table derives them
+BINNED = {"mag_g": "g magnitude", "rz": "r - z colour", "size": "half-light radius (arcsec)"}
+
+
+def binned(df: pd.DataFrame, column: str, edges, n_boot: int = 200, seed: int = 1) -> pd.DataFrame:
+    """Accuracy and AUC, with counts and bootstrap 95% intervals, in bins of ``column``."""
     rows = []
     cut = pd.cut(df[column], edges)
-    for interval, grp in df.groupby(cut, observed=True):
-        y, p = grp["label"].to_numpy(), grp["p_fake"].to_numpy()
+    for k, (interval, grp) in enumerate(df.groupby(cut, observed=True)):
+        y, p = grp["label"].to_numpy(int), grp["p_fake"].to_numpy(float)
+        ci = bootstrap(y, p, n_boot, seed + k) if len(y) > 1 else {}
         rows.append(
             {
-                column + "_lo": interval.left,
-                column + "_hi": interval.right,
+                "lo": float(interval.left),
+                "hi": float(interval.right),
                 "n_real": int((y == 0).sum()),
                 "n_fake": int((y == 1).sum()),
                 "accuracy": float(np.mean((p >= 0.5) == y)),
+                "accuracy_ci95": ci.get("accuracy", [np.nan, np.nan]),
                 "auc": roc_auc(y, p),
+                "auc_ci95": ci.get("auc", [np.nan, np.nan]),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _separable(b: dict) -> bool:
+    return bool(np.isfinite(b["auc_ci95"][0]) and b["auc_ci95"][0] > 0.5)
+
+
+def magnitude_statement(bins: list[dict]) -> str:
+    """Where in g magnitude the network separates the populations (AUC interval above 0.5)."""
+    sep = [b for b in bins if _separable(b)]
+    if not bins:
+        return ""
+    if not sep:
+        return "In no g-magnitude bin does the AUC interval exclude 0.5."
+    if len(sep) == len(bins):
+        return "The AUC interval excludes 0.5 in every g-magnitude bin."
+    hi_sep, lo_not = max(b["hi"] for b in sep), min(b["lo"] for b in bins if not _separable(b))
+    best = max(sep, key=lambda b: b["auc"])
+    if hi_sep <= lo_not:
+        return (f"Separable brighter than g = {hi_sep:.1f} (AUC up to {best['auc']:.2f} at g {best['lo']:.1f}-"
+                f"{best['hi']:.1f}); indistinguishable fainter.")
+    ranges = ", ".join(f"{b['lo']:.1f}-{b['hi']:.1f}" for b in sep)
+    return f"Separable in the g-magnitude bins {ranges} (AUC up to {best['auc']:.2f}); indistinguishable elsewhere."
 
 
 def verdict(m: dict, alpha: float = 0.05) -> str:
@@ -94,35 +123,44 @@ def verdict(m: dict, alpha: float = 0.05) -> str:
     ci = m["ci95"]
     auc, (lo, hi) = m["auc"], ci["auc"]
     head = (
-        f"On {m['chance']['n']} test examples the network reaches accuracy {m['accuracy']:.3f} "
-        f"(95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}) against a majority-class baseline of "
-        f"{m['chance']['baseline_accuracy']:.3f}, and ROC AUC {auc:.3f} (95% CI {lo:.3f}-{hi:.3f}). "
+        f"On {m['chance']['n']} test examples ({m['n_real']} real, {m['n_fake']} fake) the network reaches accuracy "
+        f"{m['accuracy']:.3f} (95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}) against a majority-class "
+        f"baseline of {m['chance']['baseline_accuracy']:.3f}, and ROC AUC {auc:.3f} (95% CI {lo:.3f}-{hi:.3f}). "
     )
-    if m["chance"]["p_value"] < alpha and lo > 0.5:
+    p = m["chance"]["p_value"]
+    if p < alpha and lo > 0.5:
         body = (
-            f"It does better than chance (binomial p = {m['chance']['p_value']:.2g}): the injected galaxies are "
-            f"distinguishable from the real ones, and the two populations differ by a total-variation distance of "
-            f"at least {m['tv_lower_bound']:.2f} (95% CI {ci['tv_lower_bound'][0]:.2f}-{ci['tv_lower_bound'][1]:.2f}). "
-            "The magnitude-binned metrics and the mosaics show where."
+            f"It does better than chance (one-sided binomial p = {p:.2g}): the injected galaxies "
+            f"are distinguishable from the real ones, and the two populations differ by a total-variation distance "
+            f"of at least {m['tv_lower_bound']:.2f} (95% CI {ci['tv_lower_bound'][0]:.2f}-"
+            f"{ci['tv_lower_bound'][1]:.2f}). "
+        )
+    elif p >= alpha and lo <= 0.5:
+        body = (
+            f"It does no better than chance (one-sided binomial p = {p:.2g}; the AUC interval contains 0.5): at "
+            "this sample size the injected galaxies are indistinguishable from the real ones. "
         )
     else:
         body = (
-            f"It does no better than chance (binomial p = {m['chance']['p_value']:.2g}; the AUC interval contains "
-            "0.5 or the accuracy is within the baseline's reach): at this sample size the injected galaxies are "
-            "indistinguishable from the real ones."
+            f"The evidence is marginal: the binomial test {'rejects' if p < alpha else 'does not reject'} chance "
+            f"(p = {p:.2g}) while the AUC interval {'contains' if lo <= 0.5 else 'excludes'} 0.5; more test "
+            "examples are needed to decide. "
         )
-    return head + body
+    return head + body + magnitude_statement(m.get("by_mag_g", []))
 
 
-def evaluate(pred: pd.DataFrame, n_boot: int = 1000, seed: int = 1, mag_edges=None) -> dict:
-    """All metrics of a predictions table with columns ``label``, ``p_fake`` and ``mag_g``."""
+def evaluate(pred: pd.DataFrame, n_boot: int = 1000, seed: int = 1, bins: dict | None = None) -> dict:
+    """All metrics of a predictions table with columns ``label``, ``p_fake`` and those of ``bins``.
+
+    ``bins`` maps a column of :data:`BINNED` to its bin edges.
+    """
     y, p = pred["label"].to_numpy(int), pred["p_fake"].to_numpy(float)
     m = _metrics(y, p)
     m["n_real"], m["n_fake"] = int((y == 0).sum()), int((y == 1).sum())
     m["ci95"] = bootstrap(y, p, n_boot, seed)
     m["chance"] = chance_test(y, p)
-    if mag_edges is not None:
-        m["by_mag_g"] = binned(pred, "mag_g", mag_edges).to_dict(orient="records")
+    for column, edges in (bins or {}).items():
+        m[f"by_{column}"] = binned(pred, column, edges, max(100, n_boot // 5), seed).to_dict(orient="records")
     m["verdict"] = verdict(m)
     return m
 
@@ -140,4 +178,5 @@ def predict(model_path, shard_dir, manifest_path, batch_size: int = 256) -> pd.D
     if len(test) != len(probs):
         raise ValueError(f"{manifest_path}: {len(test)} test rows but {len(probs)} predictions from {shard_dir}")
     test["p_fake"] = probs[:, 1]
+    test["rz"] = test["mag_r"] - test["mag_z"]
     return test

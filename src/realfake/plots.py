@@ -31,6 +31,17 @@ def rgb_composite(planes: dict, m: float = 0.03, q: float = 20.0) -> np.ndarray:
     return np.clip(rgb, 0, 1)
 
 
+def save(fig, path: str | Path, dpi: int = 120) -> None:
+    """Write ``path`` (PNG) and the same figure as vector graphics beside it (``.pdf``), each atomically."""
+    from .atomic import atomic_path
+
+    path = Path(path)
+    for out, kw in ((path, {"dpi": dpi}), (path.with_suffix(".pdf"), {})):
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, **kw)
+    plt.close(fig)
+
+
 def roc_figure(pred: pd.DataFrame, metrics: dict, path: str | Path) -> None:
     """ROC curve (left) and the fake-probability histograms of reals and fakes (right)."""
     y, p = pred["label"].to_numpy(), pred["p_fake"].to_numpy()
@@ -51,27 +62,36 @@ def roc_figure(pred: pd.DataFrame, metrics: dict, path: str | Path) -> None:
     b.set(xlabel="network's probability of fake", ylabel="density", title="Score distributions")
     b.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
-def matched_pairs(pred: pd.DataFrame, percentiles, seed: int = 1) -> list[tuple[pd.Series, pd.Series, float]]:
-    """For each brightness percentile, a real galaxy near it and the fake nearest to it in g magnitude.
+def matched_pairs(pred: pd.DataFrame, percentiles) -> list[tuple[pd.Series, str, str]]:
+    """Mosaic rows: for each brightness percentile, a real galaxy near it and the fake nearest in g magnitude.
 
-    The 99th percentile of brightness is the 1st percentile of magnitude.
+    The 99th percentile of brightness is the 1st percentile of magnitude. Each
+    fake is used once.
     """
     real = pred[(pred["label"] == 0) & np.isfinite(pred["mag_g"])]
     fake = pred[(pred["label"] == 1) & np.isfinite(pred["mag_g"])]
-    pairs, used = [], set()
+    rows, used = [], np.zeros(len(fake), dtype=bool)
     for pct in percentiles:
         target = np.percentile(real["mag_g"], 100 - pct)
         r = real.iloc[int(np.argmin(np.abs(real["mag_g"].to_numpy() - target)))]
-        dist = np.abs(fake["mag_g"].to_numpy() - r["mag_g"])
-        dist[[i for i in range(len(fake)) if fake.index[i] in used]] = np.inf
-        f = fake.iloc[int(np.argmin(dist))]
-        used.add(f.name)
-        pairs.append((r, f, pct))
-    return pairs
+        dist = np.where(used, np.inf, np.abs(fake["mag_g"].to_numpy() - r["mag_g"]))
+        k = int(np.argmin(dist))
+        used[k] = True
+        rows += [(r, "R", f"{ordinal(pct)} percentile of brightness"), (fake.iloc[k], "F", "")]
+    return rows
+
+
+def extremes(pred: pd.DataFrame, k: int = 5) -> list[tuple[pd.Series, str, str]]:
+    """Mosaic rows: the ``k`` fakes the network is surest are fake, and the ``k`` most fake-looking reals."""
+    fakes = pred[pred["label"] == 1].nlargest(k, "p_fake")
+    reals = pred[pred["label"] == 0].nlargest(k, "p_fake")
+    rows = [(r, "F", "fakes the network is surest about" if i == 0 else "") for i, (_, r) in enumerate(fakes.iterrows())]
+    rows += [(r, "R", "reals the network finds most fake-looking" if i == 0 else "")
+             for i, (_, r) in enumerate(reals.iterrows())]
+    return rows
 
 
 def ordinal(n: float) -> str:
@@ -80,35 +100,32 @@ def ordinal(n: float) -> str:
     return f"{n}{suffix}"
 
 
-def mosaic(pairs, cutouts: dict, channels, path: str | Path, title: str = "") -> None:
-    """Rows R, F, R, F, ...: the colour composite, then the six channels; g magnitude on the right.
+def mosaic(rows, cutouts: dict, channels, path: str | Path, title: str = "") -> None:
+    """One row per galaxy: the colour composite, then the channels; R/F on the left, g and P(fake) on the right.
 
-    ``cutouts`` maps a predictions row's index to its (S, S, C) array.
+    ``rows`` are (predictions row, "R" or "F", header or ""); ``cutouts`` maps a
+    predictions row's index to its (S, S, C) array.
     """
     ncol = 1 + len(channels)
-    nrow = 2 * len(pairs)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(1.45 * ncol + 1.2, 1.45 * nrow + 0.6), squeeze=False)
-    for k, (r, f, pct) in enumerate(pairs):
-        for j, (row, tag) in enumerate(((r, "R"), (f, "F"))):
-            ax = axes[2 * k + j]
-            x = cutouts[row.name]
-            planes = {b: x[..., channels.index(b)] for b in "grz"}
-            ax[0].imshow(rgb_composite(planes), origin="lower", interpolation="nearest")
-            for c, name in enumerate(channels):
-                img = x[..., c]
-                if name.startswith("ivar"):
-                    ax[1 + c].imshow(img, origin="lower", cmap="gray", vmin=0, vmax=1.25 * max(img.max(), 1e-12),
-                                     interpolation="nearest")
-                else:
-                    s = max(np.percentile(np.abs(img), 50), 1e-4)
-                    ax[1 + c].imshow(np.arcsinh(img / s), origin="lower", cmap="gray", vmin=-2, interpolation="nearest")
-            colour = "C0" if tag == "R" else "C3"
-            ax[0].set_ylabel(f"{tag}", rotation=0, fontsize=14, color=colour, labelpad=12, va="center")
-            ax[-1].yaxis.set_label_position("right")
-            ax[-1].set_ylabel(f"g={row['mag_g']:.2f}\np={row['p_fake']:.2f}", rotation=0, fontsize=9,
-                              labelpad=28, va="center")
-            if j == 0:
-                ax[0].set_title(f"{ordinal(pct)} percentile of brightness", fontsize=8, loc="left")
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(1.45 * ncol + 1.2, 1.45 * len(rows) + 0.6), squeeze=False)
+    for ax, (row, tag, header) in zip(axes, rows):
+        x = cutouts[row.name]
+        planes = {b: x[..., channels.index(b)] for b in "grz"}
+        ax[0].imshow(rgb_composite(planes), origin="lower", interpolation="nearest")
+        for c, name in enumerate(channels):
+            img = x[..., c]
+            if name.startswith("ivar"):
+                ax[1 + c].imshow(img, origin="lower", cmap="gray", vmin=0, vmax=1.25 * max(img.max(), 1e-12),
+                                 interpolation="nearest")
+            else:
+                s = max(np.percentile(np.abs(img), 50), 1e-4)
+                ax[1 + c].imshow(np.arcsinh(img / s), origin="lower", cmap="gray", vmin=-2, interpolation="nearest")
+        ax[0].set_ylabel(tag, rotation=0, fontsize=14, color="C0" if tag == "R" else "C3", labelpad=12, va="center")
+        ax[-1].yaxis.set_label_position("right")
+        ax[-1].set_ylabel(f"g={row['mag_g']:.2f}\np={row['p_fake']:.2f}", rotation=0, fontsize=9, labelpad=28,
+                          va="center")
+        if header:
+            ax[0].set_title(header, fontsize=8, loc="left")
     for c, name in enumerate(["g r z"] + list(channels)):
         axes[0, c].set_xlabel(name)
         axes[0, c].xaxis.set_label_position("top")
@@ -118,15 +135,98 @@ def mosaic(pairs, cutouts: dict, channels, path: str | Path, title: str = "") ->
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path, dpi=100)
 
 
 def load_cutouts(pred: pd.DataFrame, rows, shard_dir) -> dict:
     """Read the cutouts of ``rows`` (predictions index) from the test shards (memory-mapped)."""
     out = {}
     for i in rows:
+        if i in out:
+            continue
         r = pred.loc[i]
         x = np.load(Path(shard_dir) / f"xtest_{int(r['shard'])}.npy", mmap_mode="r")
         out[i] = np.array(x[int(r["index"])])
     return out
+
+
+def _band(ax, lo, hi, y, ylo, yhi, color, label):
+    mid = (np.asarray(lo) + np.asarray(hi)) / 2
+    ax.errorbar(mid, y, xerr=(np.asarray(hi) - np.asarray(lo)) / 2, fmt="o", color=color, ms=4, lw=1, label=label)
+    ax.fill_between(np.ravel(np.column_stack([lo, hi])), np.repeat(ylo, 2), np.repeat(yhi, 2), color=color,
+                    alpha=0.2, lw=0)
+
+
+def binned_figure(metrics: dict, path: str | Path) -> None:
+    """AUC and accuracy with bootstrap 95% bands against g magnitude, r - z colour and size."""
+    from .evaluate import BINNED
+
+    keys = [k for k in BINNED if f"by_{k}" in metrics]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 4.0), squeeze=False, sharey=True)
+    for ax, key in zip(axes[0], keys):
+        b = pd.DataFrame(metrics[f"by_{key}"])
+        if b.empty:
+            continue
+        auc_ci, acc_ci = np.array(b["auc_ci95"].tolist()), np.array(b["accuracy_ci95"].tolist())
+        _band(ax, b["lo"], b["hi"], b["auc"], auc_ci[:, 0], auc_ci[:, 1], "C3", "ROC AUC")
+        _band(ax, b["lo"], b["hi"], b["accuracy"], acc_ci[:, 0], acc_ci[:, 1], "C0", "accuracy")
+        base = np.maximum(b["n_real"], b["n_fake"]) / (b["n_real"] + b["n_fake"])
+        ax.step(np.ravel(np.column_stack([b["lo"], b["hi"]])), np.repeat(base, 2), color="C0", ls=":", lw=1,
+                label="majority baseline")
+        ax.axhline(0.5, color="k", ls="--", lw=1)
+        for _, r in b.iterrows():
+            ax.annotate(f"{r.n_real}R\n{r.n_fake}F", ((r.lo + r.hi) / 2, 0.02), ha="center", fontsize=7,
+                        xycoords=("data", "axes fraction"))
+        ax.set(xlabel=BINNED[key], ylim=(0, 1.05))
+    axes[0, 0].set_ylabel("test-split metric (95% CI)")
+    axes[0, 0].legend(loc="upper left", fontsize=8)
+    fig.suptitle("Where the network tells fakes from reals: 0.5 = chance", fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def calibration_figure(pred: pd.DataFrame, path: str | Path, n_bins: int = 10) -> None:
+    """Reliability diagram (fraction of fakes against P(fake)) and the confusion matrix at 0.5."""
+    y, p = pred["label"].to_numpy(int), pred["p_fake"].to_numpy(float)
+    edges = np.linspace(0, 1, n_bins + 1)
+    idx = np.clip(np.digitize(p, edges) - 1, 0, n_bins - 1)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 4.2))
+    n = np.bincount(idx, minlength=n_bins)
+    ok = n > 0
+    frac = np.bincount(idx, weights=y, minlength=n_bins)[ok] / n[ok]
+    mean_p = np.bincount(idx, weights=p, minlength=n_bins)[ok] / n[ok]
+    err = np.sqrt(frac * (1 - frac) / n[ok])
+    a.errorbar(mean_p, frac, yerr=err, fmt="o-", color="C3", ms=4, label="network")
+    a.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
+    a.axhline(y.mean(), color="C0", ls=":", lw=1, label=f"fraction of fakes ({y.mean():.2f})")
+    a.set(xlabel="predicted P(fake), binned", ylabel="observed fraction of fakes", xlim=(0, 1), ylim=(0, 1),
+          title="Calibration on the test split")
+    a.legend(fontsize=8, loc="upper left")
+    cm = np.array([[np.sum((y == t) & ((p >= 0.5) == pr)) for pr in (0, 1)] for t in (0, 1)])
+    b.imshow(cm, cmap="Blues", vmin=0)
+    for t in (0, 1):
+        for pr in (0, 1):
+            b.text(pr, t, f"{cm[t, pr]}\n({cm[t, pr] / max(cm[t].sum(), 1):.0%} of row)", ha="center",
+                   va="center", color="white" if cm[t, pr] > cm.max() / 2 else "black")
+    b.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["called real", "called fake"],
+          yticklabels=["real", "fake"], title="Confusion matrix (P(fake) >= 0.5)")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def training_figure(history_csv: str | Path, path: str | Path) -> None:
+    """Loss and accuracy per epoch, from the training log (validation too when there is one)."""
+    h = pd.read_csv(history_csv, na_values=["NA"])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    for ax, key in ((a, "loss"), (b, "accuracy")):
+        ax.plot(h["epoch"] + 1, h[key], "o-", color="C3", ms=3, label="training")
+        if f"val_{key}" in h and h[f"val_{key}"].notna().any():
+            ax.plot(h["epoch"] + 1, h[f"val_{key}"], "s--", color="C0", ms=3, label="validation")
+        ax.set(xlabel="epoch", ylabel=key)
+        ax.legend(fontsize=8)
+    a.axhline(np.log(2), color="k", ls=":", lw=1)
+    a.annotate("chance (ln 2)", (1, np.log(2)), fontsize=7, va="bottom")
+    b.axhline(0.5, color="k", ls=":", lw=1)
+    fig.suptitle("Training curves", fontsize=10)
+    fig.tight_layout()
+    save(fig, path)

@@ -77,17 +77,20 @@ def run_record(cfg: dict, threads: int) -> dict:
     }
 
 
-def start_or_resume(run_dir: Path, cfg: dict) -> None:
-    """Keep the checkpoints of an interrupted run of the same config; start afresh otherwise.
+def start_or_resume(run_dir: Path, cfg: dict, shard_dir) -> None:
+    """Keep the checkpoints of an interrupted run of the same config on the same shards; start afresh otherwise.
 
     A job killed at its time limit resumes from its checkpoint, but a changed
-    model or training config must not inherit the weights of the old one.
+    model or training config, or new shards (a new split: resuming would train
+    on today's test examples), must not inherit the old weights. A finished run
+    leaves no checkpoint behind, so a rerun always trains anew.
     """
     import hashlib
     import shutil
 
-    key = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
-    stamp = run_dir / "checkpoints" / "config.sha256"
+    summary = (Path(shard_dir) / "summary.json").read_text()
+    key = hashlib.sha256(json.dumps([cfg, summary], sort_keys=True, default=str).encode()).hexdigest()
+    stamp = run_dir / "checkpoints" / "run.sha256"
     if not stamp.exists() or stamp.read_text() != key:
         for old in ("checkpoints", "tensorboard"):
             shutil.rmtree(run_dir / old, ignore_errors=True)
@@ -112,7 +115,7 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1):
     if tcfg["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     run_dir = Path(model_path).parent
-    start_or_resume(run_dir, cfg)
+    start_or_resume(run_dir, cfg, shard_dir)
     (run_dir / "run.json").write_text(json.dumps(run_record(cfg, threads), indent=1, default=str))
 
     summary = json.loads((Path(shard_dir) / "summary.json").read_text())
@@ -127,7 +130,7 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1):
         metrics=["accuracy"],
     )
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints"), save_freq="epoch", delete_checkpoint=False),
+        keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints"), save_freq="epoch", delete_checkpoint=True),
         keras.callbacks.TensorBoard(
             log_dir=str(run_dir / "tensorboard"), write_graph=True, profile_batch=tuple(tcfg["profile_batches"])
         ),

@@ -34,8 +34,9 @@ def config_hash(*sections):
 
 
 def get_final_output():
+    """Everything the evaluation draws and writes: the answer to the question."""
     return [
-        "results/evaluation/metrics.json",
-        "results/evaluation/roc.png",
-        "results/evaluation/mosaic.png",
+        *rules.evaluate_cnn.output,
+        *rules.plot_evaluation.output,
+        *rules.plot_mosaic.output,
     ]

@@ -14,6 +14,11 @@ rule evaluate_cnn:
             caption="../report/roc.rst",
             category="Evaluation",
         ),
+        attribution=report(
+            "results/evaluation/attribution.png",
+            caption="../report/attribution.rst",
+            category="Why",
+        ),
     log:
         "logs/evaluate_cnn.log",
     benchmark:
@@ -26,8 +31,51 @@ rule evaluate_cnn:
         runtime=30,
     params:
         evaluate=config["evaluate"],
+        channels=config["cutouts"]["channels"],
     script:
         "../scripts/evaluate_cnn.py"
+
+
+rule plot_evaluation:
+    input:
+        predictions=rules.evaluate_cnn.output.predictions,
+        metrics=rules.evaluate_cnn.output.metrics,
+        model=rules.train_cnn.output[0],
+        shards=rules.build_shards.output[0],
+    output:
+        binned=report(
+            "results/evaluation/binned.png",
+            caption="../report/binned.rst",
+            category="Evaluation",
+        ),
+        calibration=report(
+            "results/evaluation/calibration.png",
+            caption="../report/calibration.rst",
+            category="Evaluation",
+        ),
+        training=report(
+            "results/evaluation/training.png",
+            caption="../report/training.rst",
+            category="Training",
+        ),
+        statistics=report(
+            "results/evaluation/statistics.png",
+            caption="../report/statistics.rst",
+            category="Why",
+        ),
+        statistics_json="results/evaluation/image_statistics.json",
+    log:
+        "logs/plot_evaluation.log",
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        channels=config["cutouts"]["channels"],
+    script:
+        "../scripts/plot_evaluation.py"
 
 
 rule plot_mosaic:
@@ -35,10 +83,17 @@ rule plot_mosaic:
         predictions=rules.evaluate_cnn.output.predictions,
         shards=rules.build_shards.output[0],
     output:
-        report(
+        pairs=report(
             "results/evaluation/mosaic.png",
             caption="../report/mosaic.rst",
             category="Mosaics",
+            subcategory="matched in g magnitude",
+        ),
+        extremes=report(
+            "results/evaluation/mosaic_extremes.png",
+            caption="../report/mosaic_extremes.rst",
+            category="Mosaics",
+            subcategory="most confident",
         ),
     log:
         "logs/plot_mosaic.log",

@@ -17,4 +17,5 @@ make_brick_file(
     cut["size"],
     cut["channels"],
     config_hash=snakemake.params.config_hash,
+    max_frac_nodata=cut["max_frac_nodata"],
 )

@@ -1,4 +1,4 @@
-"""Rule plot_mosaic: real/fake test pairs matched in g magnitude at several brightness percentiles."""
+"""Rule plot_mosaic: real/fake test pairs matched in g magnitude, and the network's most confident cases."""
 
 from realfake.logs import to_file
 
@@ -6,13 +6,15 @@ to_file(snakemake.log[0])
 
 import pandas as pd  # noqa: E402
 
-from realfake.atomic import atomic_path  # noqa: E402
-from realfake.plots import load_cutouts, matched_pairs, mosaic  # noqa: E402
+from realfake.plots import extremes, load_cutouts, matched_pairs, mosaic  # noqa: E402
 
+e, channels = snakemake.params.evaluate, list(snakemake.params.channels)
 pred = pd.read_csv(snakemake.input.predictions, dtype={"brick": str, "rs": str})
-pairs = matched_pairs(pred, snakemake.params.evaluate["mosaic_percentiles"])
-rows = [r.name for pair in pairs for r in pair[:2]]
-cutouts = load_cutouts(pred, rows, snakemake.input.shards)
-with atomic_path(snakemake.output[0]) as tmp:
-    mosaic(pairs, cutouts, list(snakemake.params.channels), tmp,
-           title="Test-split real (R) and fake (F) galaxies matched in g magnitude; p = network's P(fake)")
+for rows, out, title in (
+    (matched_pairs(pred, e["mosaic_percentiles"]), snakemake.output.pairs,
+     "Test-split real (R) and fake (F) galaxies matched in g magnitude; p = network's P(fake)"),
+    (extremes(pred, e["mosaic_extremes"]), snakemake.output.extremes,
+     "The network's most confident calls on the test split; p = P(fake)"),
+):
+    cutouts = load_cutouts(pred, [r.name for r, _, _ in rows], snakemake.input.shards)
+    mosaic(rows, cutouts, channels, out, title=title)

@@ -1,0 +1,174 @@
+"""Why the network separates fakes from reals: simple image statistics and attribution maps.
+
+The statistics are measured on the test cutouts, in one band, around the
+centre: the radial light profile, concentration, asymmetry, the noise level
+against the inverse variance, and the light of off-centre neighbours. A
+two-sample Kolmogorov-Smirnov test says which of them differ between the real
+and injected populations; they point at what the injection gets wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RADII = np.arange(0, 17)  # annulus edges of the radial profile (pixels)
+STATISTICS = {
+    "concentration": "flux(r < 3 px) / flux(r < 8 px)",
+    "asymmetry": "sum |I - I rotated 180 deg| / sum |I|, r < 8 px",
+    "noise_chi": "robust std of image x sqrt(invvar), r > 24 px (1 = noise as the invvar says)",
+    "neighbours": "fraction of pixels at r > 10 px above 5 sigma",
+}
+
+
+def _radius(size: int) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    c = size // 2
+    return np.hypot(yy - c, xx - c)
+
+
+def cutout_statistics(x: np.ndarray, channels, band: str = "r") -> tuple[pd.DataFrame, np.ndarray]:
+    """Per cutout of ``x`` (N, S, S, C): the statistics of :data:`STATISTICS` and the normalised radial profile."""
+    img, ivar = x[..., channels.index(band)].astype(np.float64), x[..., channels.index(f"ivar_{band}")]
+    r = _radius(x.shape[1])
+    inner, core, outer, far = r < 8, r < 3, r > 10, r > 24
+    f8 = img[:, inner].sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conc = img[:, core].sum(1) / f8
+        rot = img[:, ::-1, ::-1]
+        asym = np.abs(img - rot)[:, inner].sum(1) / np.abs(img)[:, inner].sum(1)
+        chi = img * np.sqrt(np.clip(ivar, 0, None))
+        good = ivar > 0
+        noise = np.array([1.4826 * np.median(np.abs(c[m & far] - np.median(c[m & far]))) if (m & far).any() else np.nan
+                          for c, m in zip(chi, good)])
+        neigh = ((chi > 5) & outer & good).sum((1, 2)) / np.maximum((outer & good).sum((1, 2)), 1)
+        prof = np.stack([img[:, (r >= lo) & (r < hi)].mean(1) for lo, hi in zip(RADII[:-1], RADII[1:])], 1)
+        prof = prof / prof[:, :1]
+    stats = pd.DataFrame({"concentration": conc, "asymmetry": asym, "noise_chi": noise, "neighbours": neigh})
+    return stats.replace([np.inf, -np.inf], np.nan), prof
+
+
+def compare(pred: pd.DataFrame, shard_dir, channels, max_examples: int = 4000, band: str = "r"):
+    """Statistics of the test cutouts, real against fake: (per-example table, per-statistic summary, profiles)."""
+    from scipy.stats import ks_2samp
+
+    rows = pred.sort_values(["shard", "index"]).head(max_examples)
+    tables, profiles = [], []
+    for shard, grp in rows.groupby("shard", sort=True):
+        x = np.load(Path(shard_dir) / f"xtest_{int(shard)}.npy", mmap_mode="r")
+        st, prof = cutout_statistics(np.asarray(x[grp["index"].to_numpy()]), list(channels), band)
+        st.index = grp.index
+        tables.append(st)
+        profiles.append(pd.DataFrame(prof, index=grp.index))
+    stats = pd.concat(tables).join(rows[["label", "mag_g", "p_fake"]])
+    prof = pd.concat(profiles)
+    summary = {}
+    for name, what in STATISTICS.items():
+        real = stats.loc[stats["label"] == 0, name].dropna()
+        fake = stats.loc[stats["label"] == 1, name].dropna()
+        ks = ks_2samp(real, fake) if len(real) and len(fake) else None
+        summary[name] = {
+            "definition": what,
+            "median_real": float(real.median()) if len(real) else None,
+            "median_fake": float(fake.median()) if len(fake) else None,
+            "ks_statistic": float(ks.statistic) if ks else None,
+            "ks_p_value": float(ks.pvalue) if ks else None,
+        }
+    return stats, summary, prof
+
+
+def statistics_figure(stats: pd.DataFrame, summary: dict, profiles: pd.DataFrame, path, band: str = "r") -> None:
+    """Radial profiles in two magnitude ranges, and the distributions of each statistic, real against fake."""
+    import matplotlib.pyplot as plt
+
+    from .plots import save
+
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    mid = (RADII[:-1] + RADII[1:]) / 2 * 0.262
+    med = stats["mag_g"].median()
+    for ax, (label, sel) in zip(axes[0, :2], ((f"g < {med:.1f}", stats["mag_g"] < med),
+                                              (f"g >= {med:.1f}", stats["mag_g"] >= med))):
+        for lab, name, color in ((0, "real", "C0"), (1, "fake", "C3")):
+            p = profiles[sel & (stats["label"] == lab)]
+            if len(p):
+                # median and its standard error (1.2533 sigma / sqrt(N) for a normal population)
+                m, e = p.median(), 1.2533 * p.std() / np.sqrt(len(p))
+                ax.plot(mid, m, "o-", ms=3, color=color, label=f"{name} (N={len(p)})")
+                ax.fill_between(mid, np.clip(m - e, 1e-3, None), m + e, color=color, alpha=0.2, lw=0)
+        ax.set(yscale="log", ylim=(1e-3, 1.5), xlabel="radius (arcsec)", ylabel="surface brightness / centre",
+               title=f"Median radial profile, {band} band, {label}")
+        ax.legend(fontsize=8)
+    for ax, name in zip([axes[0, 2], *axes[1]], STATISTICS):
+        real = stats.loc[stats["label"] == 0, name].dropna()
+        fake = stats.loc[stats["label"] == 1, name].dropna()
+        both = pd.concat([real, fake])
+        if both.empty:
+            continue
+        lo, hi = np.nanpercentile(both, [1, 99])
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 30)
+        ax.hist(real.clip(lo, hi), bins, histtype="step", lw=2, color="C0", density=True, label="real")
+        ax.hist(fake.clip(lo, hi), bins, histtype="step", lw=2, color="C3", density=True, label="fake")
+        s = summary[name]
+        ax.set(xlabel=STATISTICS[name], ylabel="density",
+               title=f"{name}: KS D = {s['ks_statistic']:.2f}, p = {s['ks_p_value']:.2g}")
+        ax.title.set_fontsize(9)
+        ax.xaxis.label.set_fontsize(8)
+        ax.legend(fontsize=8)
+    fig.suptitle("What differs between real and injected galaxies (test cutouts)", fontsize=11)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def integrated_gradients(model, x: np.ndarray, channels, steps: int = 32) -> np.ndarray:
+    """Integrated gradients of P(fake) for cutouts ``x`` (N, S, S, C).
+
+    The path runs from an empty sky (image channels 0, inverse variances as
+    observed) to the cutout, so the attribution is that of the light.
+    """
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(np.asarray(x), tf.float32)
+    light = tf.constant([0.0 if c.startswith("ivar") else 1.0 for c in channels], tf.float32)
+    grads = []
+    for a in np.linspace(0.0, 1.0, steps + 1, dtype=np.float32):
+        xa = x * (1.0 - light + a * light)
+        with tf.GradientTape() as tape:
+            tape.watch(xa)
+            p = model(xa, training=False)[:, 1]
+        grads.append(tape.gradient(p, xa))
+    avg = (tf.add_n(grads[:-1]) + tf.add_n(grads[1:])) / (2.0 * steps)  # trapezoid rule
+    return (x * light * avg).numpy()
+
+
+def attribution_figure(rows, cutouts: dict, attributions: dict, channels, path) -> None:
+    """Per galaxy: the colour composite, then where the light pushed P(fake) up (red) or down (blue)."""
+    import matplotlib.pyplot as plt
+
+    from .plots import rgb_composite, save
+
+    bands = [c for c in channels if not c.startswith("ivar")]
+    fig, axes = plt.subplots(len(rows), 1 + len(bands) + 1, figsize=(2.0 * (len(bands) + 2), 1.9 * len(rows) + 0.6),
+                             squeeze=False)
+    for ax, (row, tag, header) in zip(axes, rows):
+        x, ig = cutouts[row.name], attributions[row.name]
+        ax[0].imshow(rgb_composite({b: x[..., channels.index(b)] for b in "grz"}), origin="lower")
+        ax[0].set_ylabel(f"{tag}\np={row['p_fake']:.2f}", rotation=0, labelpad=22, va="center",
+                         color="C0" if tag == "R" else "C3")
+        total = ig[..., [channels.index(b) for b in bands]].sum(-1)
+        vmax = max(np.abs(total).max(), 1e-12)
+        for k, b in enumerate(bands):
+            ax[1 + k].imshow(ig[..., channels.index(b)], origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        ax[-1].imshow(total, origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        if header:
+            ax[0].set_title(header, fontsize=8, loc="left")
+    for k, name in enumerate(["g r z"] + [f"IG {b}" for b in bands] + ["IG, all bands"]):
+        axes[0, k].set_xlabel(name)
+        axes[0, k].xaxis.set_label_position("top")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Integrated gradients of P(fake): red pixels push towards fake, blue towards real", fontsize=10)
+    fig.tight_layout()
+    save(fig, path, dpi=100)
