@@ -23,8 +23,8 @@ run: $(STAMP)
 	@start=$$(date +%s); \
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) && \
 	echo "pipeline wall time: $$(( $$(date +%s) - start )) s" && \
-	echo "figures: results/evaluation/roc.png results/evaluation/mosaic.png" && \
-	echo "metrics and verdict: results/evaluation/metrics.json" && \
+	echo "figures (PNG and PDF): $(CURDIR)/results/evaluation/ (make report: all of them in report.html)" && \
+	echo "metrics and verdict: $(CURDIR)/results/evaluation/metrics.json" && \
 	$(BIN)/python -c "import json; print(json.load(open('results/evaluation/metrics.json'))['verdict'])"
 
 test: $(STAMP)
