@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from realfake.mock import MockConfig, make_release
@@ -46,3 +51,22 @@ def brick_files(mock_dr9, selection, tmp_path_factory):
         make_brick_file(path, b, root / "release", root / "injection", cfg.rs, selection, 64, DEFAULT_CHANNELS)
         files.append(path)
     return files
+
+
+ROOT = Path(__file__).parents[1]
+
+
+def snakemake(*args, cwd=ROOT, env=None, timeout=900):
+    """Run the venv's snakemake; the completed process."""
+    exe = Path(sys.executable).parent / "snakemake"
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The .test scenario run locally end to end (2 bricks, one epoch): its working directory."""
+    work = tmp_path_factory.mktemp("run")
+    shutil.copytree(ROOT / ".test" / "config", work / "config")
+    r = snakemake("-s", str(ROOT / "Snakefile"), "--directory", str(work), "--cores", "2", cwd=work)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    return work

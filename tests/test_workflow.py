@@ -11,13 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[1]
-BIN = Path(sys.executable).parent
-
-
-def snakemake(*args, cwd=ROOT, env=None, timeout=900):
-    return subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=timeout)
+from conftest import ROOT, snakemake
 
 
 def test_dry_run_imports_no_tensorflow_and_globs_no_data(tmp_path):
@@ -49,7 +43,8 @@ def test_lint_is_clean():
 
 
 def test_snakefmt_check():
-    r = subprocess.run([str(BIN / "snakefmt"), "--check", "."], cwd=ROOT, capture_output=True, text=True)
+    snakefmt = Path(sys.executable).parent / "snakefmt"
+    r = subprocess.run([str(snakefmt), "--check", "."], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -61,15 +56,6 @@ def test_config_typo_fails_at_parse_time(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
     r = snakemake("-n", "--configfile", str(tmp_path / "bad.yaml"))
     assert r.returncode != 0 and "sise" in r.stdout + r.stderr
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("run")
-    shutil.copytree(ROOT / ".test" / "config", work / "config")
-    r = snakemake("-s", str(ROOT / "Snakefile"), "--directory", str(work), "--cores", "2", cwd=work)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-    return work
 
 
 def test_tiny_pipeline_end_to_end(tiny_run):
