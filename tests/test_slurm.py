@@ -94,3 +94,28 @@ def test_outputs_equal_those_of_a_local_run(slurm_run, tiny_run):
     local = pd.read_csv(tiny_run / "results" / "evaluation" / "predictions.csv")
     remote = pd.read_csv(work / "results" / "evaluation" / "predictions.csv")
     assert np.allclose(local["p_fake"], remote["p_fake"], atol=1e-5)  # same training, deterministic ops
+
+
+def test_a_failed_job_is_reported_with_its_slurm_log_and_a_rerun_completes(slurm_run, tmp_path):
+    work, _ = slurm_run
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / ".test" / "config", run / "config")
+    shutil.copytree(work / "resources", run / "resources")  # the synthetic release, already built
+    image = next((run / "resources" / "synthetic" / "release" / "coadd").rglob("legacysurvey-1212p060-image-r.fits.fz"))
+    good = image.read_bytes()
+    image.write_bytes(good[: len(good) // 3])  # truncated, as by a failed transfer
+    args = ("-s", str(ROOT / "Snakefile"), "--directory", str(run), "--profile", str(work / "profile"), "cutouts")
+
+    r = snakemake(*args, cwd=run, timeout=600)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert re.search(r"\.snakemake/slurm_logs/rule_make_cutouts/1212p060/\d+\.log", out), out[-3000:]
+    assert (run / "results" / "cutouts" / "1210p060.h5").exists()  # the other brick went on (keep-going)
+    assert not (run / "results" / "cutouts" / "1212p060.h5").exists()  # nothing half-written
+    log = (run / "logs" / "cutouts" / "1212p060.log").read_text()
+    assert "legacysurvey-1212p060-image-r.fits.fz" in log  # the error names the file
+
+    image.write_bytes(good)
+    r = snakemake(*args, "--rerun-incomplete", cwd=run, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (run / "results" / "cutouts" / "1212p060.h5").exists()
