@@ -108,6 +108,7 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1):
 
     from .data import dataset, example_shape
     from .model import build_model
+    from .shards import shard_files
 
     configure_threads(threads)
     tcfg = cfg["train"]
@@ -122,6 +123,8 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1):
     channels, stats = summary["channels"], summary["normalisation"]
     shape = example_shape(shard_dir)
     train = dataset(shard_dir, "train", tcfg["batch_size"], shape, tcfg["shuffle_buffer"], tcfg["seed"])
+    # the validation split, when the shards have one, shows over-fitting in the training curves
+    valid = dataset(shard_dir, "valid", tcfg["batch_size"], shape) if shard_files(shard_dir, "valid") else None
     model = build_model(cfg["model"], shape, channels, stats)
     model.summary(print_fn=lambda line, **kw: log.info(line))
     model.compile(
@@ -137,7 +140,7 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1):
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TerminateOnNaN(),
     ]
-    model.fit(train, epochs=tcfg["epochs"], callbacks=callbacks, verbose=2)
+    model.fit(train, validation_data=valid, epochs=tcfg["epochs"], callbacks=callbacks, verbose=2)
     from .atomic import atomic_path
 
     with atomic_path(model_path) as tmp:
