@@ -44,7 +44,7 @@ def test_smoke_fit_saves_a_model_that_reloads_with_its_input_transform(brick_fil
     from realfake.shards import build
     from realfake.train import fit
 
-    build(brick_files, tmp_path / "shards", DEFAULT_CHANNELS, size=8, seed=1)
+    build(brick_files, tmp_path / "shards", DEFAULT_CHANNELS, size=8, seed=1, validation_fraction=0.2)
     cfg = {"model": CONFIG["model"], "train": dict(CONFIG["train"], epochs=1, profile_batches=[2, 3])}
     model = fit(tmp_path / "shards", tmp_path / "run" / "model.keras", cfg, threads=2)
     again = load_model(tmp_path / "run" / "model.keras")
@@ -52,5 +52,6 @@ def test_smoke_fit_saves_a_model_that_reloads_with_its_input_transform(brick_fil
     assert np.allclose(model.predict(x, verbose=0), again.predict(x, verbose=0), atol=1e-6)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["config"]["model"]["name"] == "lenet" and "tensorflow-cpu" in run["packages"]
-    assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 2
+    history = (tmp_path / "run" / "history.csv").read_text()
+    assert history.count("\n") == 2 and "val_loss" in history.splitlines()[0]
     assert list((tmp_path / "run" / "tensorboard").rglob("*.xplane.pb")), "profiler trace missing"

@@ -140,6 +140,10 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1):
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TerminateOnNaN(),
     ]
+    patience = tcfg.get("early_stopping_patience", 0)
+    if patience and valid is not None:
+        # stop when the validation loss has not improved for `patience` epochs; keep the best weights
+        callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True))
     model.fit(train, validation_data=valid, epochs=tcfg["epochs"], callbacks=callbacks, verbose=2)
     from .atomic import atomic_path
 
