@@ -9,6 +9,8 @@ bound ``2a - 1`` on the total-variation distance between the two populations.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -165,12 +167,13 @@ def evaluate(pred: pd.DataFrame, n_boot: int = 1000, seed: int = 1, bins: dict |
     return m
 
 
-def predict(model_path, shard_dir, manifest_path, batch_size: int = 256) -> pd.DataFrame:
-    """The test manifest with the network's fake probability ``p_fake`` per example."""
+def predict(model, shard_dir, manifest_path, batch_size: int = 256) -> pd.DataFrame:
+    """The test manifest with the network's fake probability ``p_fake`` per example (a Keras model or its path)."""
     from .data import dataset, example_shape
     from .model import load_model
 
-    model = load_model(model_path)
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
     ds = dataset(shard_dir, "test", batch_size, example_shape(shard_dir, "test"))
     probs = model.predict(ds.map(lambda x, y: x), verbose=0)
     man = pd.read_csv(manifest_path)

@@ -19,14 +19,15 @@ configure_threads(snakemake.threads)
 e = snakemake.params.evaluate
 channels = list(snakemake.params.channels)
 shards = Path(snakemake.input.shards)
-pred = predict(snakemake.input.model, shards, shards / "manifest.csv")
+model = load_model(snakemake.input.model)
+pred = predict(model, shards, shards / "manifest.csv")
 metrics = evaluate(pred, e["bootstrap"], e["seed"], e["bins"])
 logging.getLogger("realfake").info(metrics["verdict"])
 
 rows = extremes(pred, e["attribution_examples"])
 cutouts = load_cutouts(pred, [r.name for r, _, _ in rows], shards)
 keys = list(cutouts)
-ig = integrated_gradients(load_model(snakemake.input.model), [cutouts[k] for k in keys], channels)
+ig = integrated_gradients(model, [cutouts[k] for k in keys], channels)
 
 with atomic_path(snakemake.output.predictions) as tmp:
     pred.to_csv(tmp, index=False)
