@@ -112,11 +112,12 @@ def check_positions(cat: pd.DataFrame, wcs, what: str) -> float:
     return err
 
 
-def extract(coadd: Coadd, x: np.ndarray, y: np.ndarray, size: int, channels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def extract(coadd: Coadd, x: np.ndarray, y: np.ndarray, size: int, channels):
     """Cut ``size``x``size`` stamps centred on the pixels nearest (x, y).
 
     Returns (stamps of the sources on the image, mask of those sources, their
-    fraction of no-data pixels). Off-edge sources are never padded.
+    fraction of no-data pixels, whether their centre pixel has no data).
+    Off-edge sources are never padded.
     """
     ny, nx = coadd.nodata.shape
     half = size // 2
@@ -131,7 +132,8 @@ def extract(coadd: Coadd, x: np.ndarray, y: np.ndarray, size: int, channels) -> 
         for c, name in enumerate(channels):
             out[k, :, :, c] = coadd.planes[name][sl]
         frac[k] = coadd.nodata[sl].mean()
-    return out, on, frac
+    centre_nodata = coadd.nodata[iy[idx] + half, ix[idx] + half]
+    return out, on, frac, centre_nodata
 
 
 SOURCE_COLUMNS = (
@@ -168,15 +170,13 @@ def brick_cutouts(brick, release_root, injection_root, rs_list, selection, size=
         files += coadd.files
         check_positions(cat, coadd.wcs, cat.attrs["path"])
         chosen = cat[keep].reset_index(drop=True)
-        st, on, frac = extract(coadd, chosen["x"].to_numpy(), chosen["y"].to_numpy(), size, channels)
+        st, on, frac, centre_nodata = extract(coadd, chosen["x"].to_numpy(), chosen["y"].to_numpy(), size, channels)
         table = _source_table(chosen, brick, rs, label)
         table.loc[on, "frac_nodata"] = frac
         # Both classes alike: no cutout centred on a pixel without data in some band (the reals' nobs cut
         # does this for reals only; obiwan places fakes there too), nor one mostly without data.
-        ix = np.clip(np.floor(chosen["x"].to_numpy() + 0.5).astype(int), 0, coadd.nodata.shape[1] - 1)
-        iy = np.clip(np.floor(chosen["y"].to_numpy() + 0.5).astype(int), 0, coadd.nodata.shape[0] - 1)
-        data = on & ~coadd.nodata[iy, ix]
-        data[on] &= frac <= max_frac_nodata
+        data = on.copy()
+        data[on] = ~centre_nodata & (frac <= max_frac_nodata)
         stamps.append(st[data[on]])
         tables.append(table[data])
         offedge.append(table[~on])

@@ -146,7 +146,7 @@ def attribution_figure(rows, cutouts: dict, attributions: dict, channels, path) 
     """Per galaxy: the colour composite, then where the light pushed P(fake) up (red) or down (blue)."""
     import matplotlib.pyplot as plt
 
-    from .plots import rgb_composite, save
+    from .plots import image_grid_labels, rgb_composite, save
 
     bands = [c for c in channels if not c.startswith("ivar")]
     fig, axes = plt.subplots(len(rows), 1 + len(bands) + 1, figsize=(2.0 * (len(bands) + 2), 1.9 * len(rows) + 0.6),
@@ -163,12 +163,7 @@ def attribution_figure(rows, cutouts: dict, attributions: dict, channels, path) 
         ax[-1].imshow(total, origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         if header:
             ax[0].set_title(header, fontsize=8, loc="left")
-    for k, name in enumerate(["g r z"] + [f"IG {b}" for b in bands] + ["IG, all bands"]):
-        axes[0, k].set_xlabel(name)
-        axes[0, k].xaxis.set_label_position("top")
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
+    image_grid_labels(axes, ["g r z"] + [f"IG {b}" for b in bands] + ["IG, all bands"])
     fig.suptitle("Integrated gradients of P(fake): red pixels push towards fake, blue towards real", fontsize=10)
     fig.tight_layout()
     save(fig, path, dpi=100)

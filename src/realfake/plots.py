@@ -100,6 +100,16 @@ def ordinal(n: float) -> str:
     return f"{n}{suffix}"
 
 
+def image_grid_labels(axes, names) -> None:
+    """A grid of image panels: column names on top, no ticks."""
+    for c, name in enumerate(names):
+        axes[0, c].set_xlabel(name)
+        axes[0, c].xaxis.set_label_position("top")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
 def mosaic(rows, cutouts: dict, channels, path: str | Path, title: str = "") -> None:
     """One row per galaxy: the colour composite, then the channels; R/F on the left, g and P(fake) on the right.
 
@@ -126,12 +136,7 @@ def mosaic(rows, cutouts: dict, channels, path: str | Path, title: str = "") -> 
                           va="center")
         if header:
             ax[0].set_title(header, fontsize=8, loc="left")
-    for c, name in enumerate(["g r z"] + list(channels)):
-        axes[0, c].set_xlabel(name)
-        axes[0, c].xaxis.set_label_position("top")
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
+    image_grid_labels(axes, ["g r z"] + list(channels))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
