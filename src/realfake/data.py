@@ -93,19 +93,19 @@ def epoch_dataset(shard_dir, split: str, batch_size: int, example_shape, epoch=0
         x.set_shape((None,) + tuple(example_shape))
         y.set_shape((None,))
         w.set_shape((None,))
-        return tf.data.Dataset.from_tensor_slices((x, y, w))
+        # per-example work is what streaming costs: only what is needed goes through the shuffle
+        return tf.data.Dataset.from_tensor_slices((x, y, w) if weights == "shards" else (x, y))
 
+    if weights not in ("none", "shards", "class"):
+        raise ValueError(f"weights must be none, shards or class, not {weights!r}")
     ds = files.interleave(read, cycle_length=cycle_length, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=epoch_seed + 1, reshuffle_each_iteration=False)
-    if weights == "none":
-        ds = ds.map(lambda x, y, w: (x, y))
-    elif weights == "class":
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if weights == "class":
         table = tf.constant(class_weights, tf.float32)
-        ds = ds.map(lambda x, y, w: (x, y, tf.gather(table, y)))
-    elif weights != "shards":
-        raise ValueError(f"weights must be none, shards or class, not {weights!r}")
-    return ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.map(lambda x, y: (x, y, tf.gather(table, y)))
+    return ds
 
 
 def train_stream(shard_dir, batch_size: int, example_shape, first_epoch: int, end_epoch: int,
