@@ -211,7 +211,8 @@ def test_tf_config_from_slurm_variables():
     from realfake.distribute import expand_tasks_per_node, is_chief, slurm_tf_config
 
     assert expand_tasks_per_node("2(x2),1") == [2, 2, 1]
-    env = {"SLURM_NTASKS": "5", "SLURM_PROCID": "3", "SLURM_JOB_NODELIST": "knl[7-9]", "SLURM_TASKS_PER_NODE": "2(x2),1"}
+    env = {"SLURM_NTASKS": "5", "SLURM_PROCID": "3", "SLURM_JOB_NODELIST": "knl[7-9]",
+           "SLURM_TASKS_PER_NODE": "2(x2),1"}
     tf_config = slurm_tf_config(env, port=4000)
     assert tf_config["cluster"]["worker"] == ["knl7:4000", "knl7:4001", "knl8:4000", "knl8:4001", "knl9:4000"]
     assert tf_config["task"] == {"type": "worker", "index": 3} and not is_chief(tf_config)

@@ -433,7 +433,8 @@ def log_example_images(log_dir, shard_dir, channels, stats, n: int) -> None:
             idx = np.flatnonzero(y == label)[:n]
             if len(idx):
                 tf.summary.image(f"examples/{name}", composite(np.asarray(x[idx]), channels, stats), step=0,
-                                 max_outputs=n, description=f"{name} cutouts of {x_path.name}: z, r, g as R, G, B (asinh)")
+                                 max_outputs=n,
+                                 description=f"{name} cutouts of {x_path.name}: z, r, g as R, G, B (asinh)")
     writer.close()
 
 
@@ -466,6 +467,23 @@ def use_mixed_precision(mode: str) -> bool:
 
 
 # --------------------------------------------------------------------------- fit
+
+
+class _closing:
+    """On an exception (SIGTERM's exit included), end the TensorBoard callback: stop a running trace, flush."""
+
+    def __init__(self, tensorboard):
+        self.tensorboard = tensorboard
+
+    def __enter__(self):
+        return self.tensorboard
+
+    def __exit__(self, kind, value, tb):
+        if kind is not None:
+            try:
+                self.tensorboard.on_train_end()
+            except Exception as err:  # never hide the original exception
+                log.warning("closing TensorBoard logs: %s", err)
 
 
 def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=()):
@@ -589,7 +607,7 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=()):
             log_example_images(out_dir / "tensorboard", shard_dir, channels, stats, tcfg["example_images"])
 
     t0 = time.perf_counter()
-    with interrupt:
+    with interrupt, _closing(tensorboard):
         if batch0 and epoch < epochs:
             # the rest of the interrupted epoch, then the following epochs
             checkpointer.position(epoch, batch0, metrics)
