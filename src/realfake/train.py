@@ -191,7 +191,7 @@ def start_or_resume(run_dir: Path, cfg: dict, shard_dir, chief: bool = True) -> 
     if not state_file.exists():
         return None
     state = json.loads(state_file.read_text())
-    log.info("resuming from the checkpoints in %s: epoch %d, batch %d (%s)", ckpt, state["epoch"] + 1,
+    log.info("resuming from the checkpoint in %s: epoch %d, batch %d (%s)", ckpt, state["epoch"] + 1,
              state["batch"], state.get("reason"))
     return state
 
