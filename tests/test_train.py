@@ -74,9 +74,14 @@ def sigterm_at(epoch: int, batch: int):
     return Kill()
 
 
-@pytest.mark.parametrize("epoch,batch", [(0, 1), (1, 4)])
+@pytest.mark.parametrize("epoch,batch,resume_at", [
+    (0, 1, (0, 2, "signal")),
+    (1, 4, (1, 5, "signal")),
+    # the last batch: the checkpoint waits for the epoch's end (validation); the rerun has no epoch left to train
+    (1, STEPS - 1, (2, 0, "epoch")),
+])
 def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(shards, uninterrupted, tmp_path, epoch,
-                                                                        batch):
+                                                                        batch, resume_at):
     from realfake.train import EXIT_SIGTERM, fit
 
     cfg = {"model": CONFIG["model"], "train": TRAIN}
@@ -86,12 +91,12 @@ def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(shards, u
     assert stop.value.code == EXIT_SIGTERM
     assert not model.exists()
     state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
-    assert (state["epoch"], state["batch"], state["reason"]) == (epoch, batch + 1, "signal")
+    assert (state["epoch"], state["batch"], state["reason"]) == resume_at
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone with the run
 
-    fit(shards, model, cfg, threads=2)  # the rerun: resumes at (epoch, batch + 1)
+    fit(shards, model, cfg, threads=2)  # the rerun: resumes where the checkpoint says
     run = json.loads((tmp_path / "run.json").read_text())
-    assert run["resumed_from"] == {"epoch": epoch, "batch": batch + 1, "reason": "signal"}
+    assert run["resumed_from"] == dict(zip(("epoch", "batch", "reason"), resume_at))
     assert len(run["previous_attempts"]) == 1
     for a, b in zip(weights_of(uninterrupted), weights_of(model), strict=True):
         assert np.array_equal(a, b)

@@ -582,6 +582,7 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=()):
     if patience and valid is not None:
         # stop when the validation loss has not improved for `patience` epochs; keep the best weights
         early = ResumableEarlyStopping("val_loss", patience=patience, restore_best_weights=True)
+        early.set_model(model)  # a resumed run with no epoch left runs no fit, which would attach it
     history = out_dir / "history.csv"
     checkpointer = Checkpointer(ckpt_dir if dist.is_chief else out_dir / "checkpoints", steps,
                                 tcfg["checkpoint_every_batches"], interrupt, early, history, save_metrics)
