@@ -71,7 +71,7 @@ def read_coadd(root: str | Path, brick: str, rs: str | None = None) -> Coadd:
             except CoaddError:
                 raise
             except Exception as err:
-                raise CoaddError(f"cannot read {path}: {err}") from err
+                raise CoaddError(f"cannot read {path}: {layout.fits_error(err)}") from err
             if data is None or data.ndim != 2:
                 raise CoaddError(f"{path}: HDU 1 holds no 2-D image")
             if shape is None:
@@ -181,7 +181,7 @@ def brick_cutouts(brick, release_root, injection_root, rs_list, selection, size=
         tables.append(table[data])
         offedge.append(table[~on])
         cuts.append(dict(brick=brick, rs=rs or "", label=label, n_in=len(cat), **{f"cut_{k}": v for k, v in removed.items()},
-                         cut_nodata=int((on & ~data).sum()), offedge=int((~on).sum()), kept=int(data.sum())))
+                         offedge=int((~on).sum()), cut_nodata=int((on & ~data).sum()), kept=int(data.sum())))
         log.info("brick %s %s: %d sources, %d selected, %d off the edge, %d without data, %d cutouts", brick,
                  rs or "release", len(cat), len(chosen), (~on).sum(), (on & ~data).sum(), data.sum())
     sources = pd.concat(tables, ignore_index=True)
