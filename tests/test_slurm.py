@@ -42,7 +42,7 @@ def slurm_run(cluster, tmp_path_factory):
     shutil.copytree(ROOT / ".test" / "config", work / "config")
     profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
     profile["set-resources"]["train_cnn"].update(cpus_per_task=2, mem_mb=4000)  # the node has 2 cores
-    profile["set-threads"]["train_cnn"] = 2
+    profile["set-threads"]["make_cutouts"] = 2
     profile["cores"] = 2  # caps grouped jobs at the node's cores
     profile["slurm-init-seconds-before-status-checks"] = 1
     (work / "profile").mkdir()

@@ -456,7 +456,7 @@ def make_release(cfg: MockConfig, root: str | Path, workers: int = 1) -> dict:
     with atomic_path(root, directory=True) as tmp:
         release, injection = tmp / "release", tmp / "injection"
         release.mkdir()
-        _write_survey_bricks(grid, layout.survey_bricks(release))
+        write_survey_bricks(grid, layout.survey_bricks(release))
         jobs = [(cfg, row, release, injection) for row in rows]
         counts = []
         with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -469,7 +469,7 @@ def make_release(cfg: MockConfig, root: str | Path, workers: int = 1) -> dict:
     return summary
 
 
-def _write_survey_bricks(grid, path):
+def write_survey_bricks(grid, path):
     from astropy.io import fits
 
     with atomic_path(path) as tmp:
