@@ -297,4 +297,4 @@ def test_refused_at_parse_time(reference, record, tmp_path, case):
     assert TRACEBACK not in res.out, res.explain()
     for w in words:
         assert w in res.out, f"terminal lacks {w!r}:\n{res.explain()}"
-    record(note=words[0])
+    record(note=" ... ".join(words))

@@ -116,6 +116,9 @@ def test_kill(reference, record, tmp_path, stage, k, mode):
         assert state.get("epoch"), "the kill did not land after a checkpoint"
     after = check_complete(ref, run, roots)
     record(after)
+    if stage == "train_cnn" and state.get("epoch") and (after.lost or after.corrupted):
+        # this kill happened to land after a checkpoint: it met the known failure of the case below
+        pytest.xfail(KNOWN["train_cnn_resume"])
     assert not after.lost and not after.corrupted, f"lost {after.lost}, corrupted {after.corrupted}"
     assert not after.litter, f"the rerun left temporaries behind: {after.litter}"
     shutil.rmtree(tmp_path, ignore_errors=True)
