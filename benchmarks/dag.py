@@ -46,6 +46,7 @@ def dry_run(work: Path) -> tuple[float, float, int, str]:
 def setup(work: Path, release: Path, bricks) -> None:
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     work.mkdir(parents=True)
+    (work / "injection").mkdir()  # the release roots must be directories (checked when the run is planned)
     cfg["release"].update(root=str(release), injection_root=str(work / "injection"))
     if isinstance(bricks, dict):
         cfg["release"]["bricks"] = bricks

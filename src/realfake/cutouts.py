@@ -137,7 +137,10 @@ def header_wcs(hdr, path):
     missing = [k for k in keys if k not in hdr]
     if missing:
         raise CoaddError(f"{path}: header lacks WCS keywords {missing}")
-    return WCS({k: hdr[k] for k in keys})
+    try:  # values are only ever parsed as numbers and projection codes, never evaluated
+        return WCS({k: hdr[k] for k in keys})
+    except Exception as err:  # astropy raises its own kinds for bad projections, non-numeric values, singular CD
+        raise CoaddError(f"{path}: unusable WCS in the header: {' '.join(str(err).split())}") from err
 
 
 def check_positions(cat: pd.DataFrame, wcs, what: str) -> float:

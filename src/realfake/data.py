@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .shards import shard_files
+from .shards import load_shard, shard_files
 
 
 def _load_pair(x_path, y_path):
-    x = np.load(x_path.decode(), mmap_mode="r", allow_pickle=False)
-    y = np.load(y_path.decode(), allow_pickle=False)
+    x = load_shard(x_path.decode(), mmap_mode="r")
+    y = load_shard(y_path.decode())
     return np.ascontiguousarray(x), y.astype(np.int32)
 
 
@@ -43,4 +43,4 @@ def dataset(shard_dir, split: str, batch_size: int, example_shape, shuffle_buffe
 
 def example_shape(shard_dir, split: str = "train"):
     x, _ = shard_files(shard_dir, split)[0]
-    return np.load(x, mmap_mode="r").shape[1:]
+    return load_shard(x, mmap_mode="r").shape[1:]

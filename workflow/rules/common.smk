@@ -7,8 +7,19 @@ from snakemake.utils import validate
 # the package's brick selection plans the run even where realfake is not installed (a bare snakemake env)
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from realfake.bricks import batch_bricks, select_bricks
-from realfake.config import config_hash, cutout_inputs
+from realfake.config import (
+    ConfigError,
+    check_config,
+    check_release_roots,
+    config_hash,
+    cutout_inputs,
+)
 
+# one line per bad key (name and problem) instead of the schema dump; then the defaults are filled in
+try:
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 validate(config, schema="../schemas/config.schema.yaml")
 
 
@@ -23,6 +34,12 @@ def uses_synthetic_release():
         Path(config["release"][key]).resolve().is_relative_to(synthetic)
         for key in ("root", "injection_root")
     )
+
+
+try:
+    check_release_roots(config, uses_synthetic_release())
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 
 def get_bricks():
