@@ -39,13 +39,36 @@ def test_resnet_option_builds():
     assert m.output.shape[-1] == 2
 
 
+def test_input_scaling_choices_and_mixed_precision_keep_float32_ends():
+    import keras
+
+    from realfake.model import InputTransform, build_model
+
+    x = np.array([[[[0.03, 4.0]]]], np.float32)  # one pixel: an image value and an inverse variance
+    for image, ivar, expected in (("asinh", "median", [np.arcsinh(3.0), 2.0]), ("linear", "sqrt", [3.0, np.sqrt(2.0)]),
+                                  ("asinh", "log", [np.arcsinh(3.0), np.log(3.0)])):
+        t = InputTransform([0.0, 2.0], [0.01, 1.0], [False, True], image=image, ivar=ivar)
+        assert np.allclose(keras.ops.convert_to_numpy(t(x)).ravel(), expected, rtol=1e-5)
+        assert InputTransform.from_config(t.get_config()).get_config() == t.get_config()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        m = build_model(dict(CONFIG["model"], input_scaling={"image": "linear", "ivar": "sqrt"}), (64, 64, 6),
+                        DEFAULT_CHANNELS, STATS)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert m.get_layer("input_transform").compute_dtype == "float32"
+    assert {l.compute_dtype for l in m.layers if isinstance(l, keras.layers.Conv2D)} == {"float16"}
+    assert m.get_layer("p_real_fake").compute_dtype == "float32" and m.output.dtype == "float32"
+
+
 def test_smoke_fit_saves_a_model_that_reloads_with_its_input_transform(brick_files, tmp_path):
     from realfake.model import load_model
     from realfake.shards import build
     from realfake.train import fit
 
     build(brick_files, tmp_path / "shards", DEFAULT_CHANNELS, size=8, seed=1, validation_fraction=0.2)
-    cfg = {"model": CONFIG["model"], "train": dict(CONFIG["train"], epochs=1, profile_batches=[2, 3])}
+    # these shards hold a single training batch: trace it
+    cfg = {"model": CONFIG["model"], "train": dict(CONFIG["train"], epochs=1, profile_batches=[1, 1])}
     model = fit(tmp_path / "shards", tmp_path / "run" / "model.keras", cfg, threads=2)
     again = load_model(tmp_path / "run" / "model.keras")
     x = np.load(tmp_path / "shards" / "xtest_0.npy")[:8]

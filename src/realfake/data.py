@@ -1,4 +1,11 @@
-"""Shards to a seeded ``tf.data`` pipeline: every shard streamed, never the whole set in memory."""
+"""Shards to ``tf.data`` pipelines: every shard streamed, never the whole set in memory.
+
+Training reads an explicit *epoch*: the shard order and the shuffle buffer of
+epoch ``k`` are seeded from ``(seed, k)`` only, so epoch ``k`` holds the same
+batches in the same order whether it is the first epoch of a process or the
+fifth, and a run resumed at epoch ``k``, batch ``b`` sees exactly the batches
+an uninterrupted run would have seen from there (:func:`train_stream`).
+"""
 
 from __future__ import annotations
 
@@ -7,38 +14,128 @@ import tensorflow as tf
 
 from .shards import load_shard, shard_files
 
-
-def _load_pair(x_path, y_path):
-    x = load_shard(x_path.decode(), mmap_mode="r")
-    y = load_shard(y_path.decode())
-    return np.ascontiguousarray(x), y.astype(np.int32)
+# Epoch seeds: (seed * SEED_STRIDE + epoch) * 2 (+ 1 for the example shuffle); distinct for any epoch < SEED_STRIDE
+SEED_STRIDE = 1_000_003
 
 
-def dataset(shard_dir, split: str, batch_size: int, example_shape, shuffle_buffer: int = 0, seed: int = 1,
-            cycle_length: int = 2) -> tf.data.Dataset:
-    """Batches of (cutout, label) from all shards of ``split``.
+def _load(x_path, y_path, w_path):
+    """One shard: pixels, int32 labels and float32 weights (ones when there is no weight shard)."""
+    x = load_shard(x_path.decode())
+    y = load_shard(y_path.decode()).astype(np.int32)
+    w_path = w_path.decode()
+    w = load_shard(w_path).astype(np.float32) if w_path else np.ones(len(y), np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32), y, w
 
-    Shards are read by ``cycle_length`` interleaved readers; with a shuffle
-    buffer the shard order and examples are reshuffled each epoch from
-    ``seed``, deterministically.
+
+def weight_files(shard_dir, split: str):
+    """The ``w<split>_N.npy`` weight shards, one per (x, y) pair, or None when any is missing."""
+    files = [y.with_name("w" + y.name[1:]) for _, y in shard_files(shard_dir, split)]
+    return files if files and all(f.exists() for f in files) else None
+
+
+def shard_lengths(shard_dir, split: str) -> list[int]:
+    """Examples in each shard of ``split`` (from the ``.npy`` headers only)."""
+    return [len(load_shard(y, mmap_mode="r")) for _, y in shard_files(shard_dir, split)]
+
+
+def class_counts(shard_dir, split: str = "train") -> np.ndarray:
+    """Examples per label (real = 0, fake = 1) in ``split``."""
+    counts = np.zeros(2, np.int64)
+    for _, y in shard_files(shard_dir, split):
+        counts += np.bincount(load_shard(y), minlength=2)[:2]
+    return counts
+
+
+def balanced_class_weights(shard_dir, split: str = "train") -> list[float]:
+    """``n / (2 n_c)`` per class: both classes weigh the same in the loss (1, 1 when balanced)."""
+    counts = class_counts(shard_dir, split)
+    if counts.min() == 0:
+        raise ValueError(f"train.class_weight: balanced needs both classes in the {split} split; counts {counts}")
+    return [float(counts.sum() / (2.0 * c)) for c in counts]
+
+
+def batches_per_epoch(shard_dir, split: str, batch_size: int, drop_remainder: bool = False) -> int:
+    n = sum(shard_lengths(shard_dir, split))
+    return n // batch_size if drop_remainder else -(-n // batch_size)
+
+
+def epoch_dataset(shard_dir, split: str, batch_size: int, example_shape, epoch=0, shuffle_buffer: int = 0,
+                  seed: int = 1, cycle_length: int = 2, weights: str = "none", class_weights=None,
+                  drop_remainder: bool = False) -> tf.data.Dataset:
+    """The batches of one epoch of ``split``; ``epoch`` may be a tensor.
+
+    Shards are read by ``cycle_length`` interleaved readers. With a shuffle
+    buffer, the shard order and the examples are shuffled with seeds derived
+    from ``(seed, epoch)``. ``weights``: ``"none"`` yields (x, y); ``"shards"``
+    yields (x, y, w) from the ``w<split>_N.npy`` shards; ``"class"`` yields
+    (x, y, class_weights[y]).
     """
     pairs = shard_files(shard_dir, split)
     if not pairs:
         raise FileNotFoundError(f"no {split} shards (x{split}_N.npy) in {shard_dir}")
-    files = tf.data.Dataset.from_tensor_slices(([str(x) for x, _ in pairs], [str(y) for _, y in pairs]))
+    if weights == "shards":
+        wfiles = weight_files(shard_dir, split)
+        if wfiles is None:
+            raise FileNotFoundError(f"weights from shards asked for, but {shard_dir} lacks w{split}_N.npy")
+        wnames = [str(w) for w in wfiles]
+    else:
+        wnames = [""] * len(pairs)
+    files = tf.data.Dataset.from_tensor_slices(
+        ([str(x) for x, _ in pairs], [str(y) for _, y in pairs], wnames)
+    )
+    epoch_seed = (tf.cast(seed, tf.int64) * SEED_STRIDE + tf.cast(epoch, tf.int64)) * 2
     if shuffle_buffer:
-        files = files.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+        files = files.shuffle(len(pairs), seed=epoch_seed, reshuffle_each_iteration=False)
 
-    def read(x_path, y_path):
-        x, y = tf.numpy_function(_load_pair, [x_path, y_path], [tf.float32, tf.int32], stateful=False)
+    def read(x_path, y_path, w_path):
+        x, y, w = tf.numpy_function(_load, [x_path, y_path, w_path], [tf.float32, tf.int32, tf.float32],
+                                    stateful=False)
         x.set_shape((None,) + tuple(example_shape))
         y.set_shape((None,))
-        return tf.data.Dataset.from_tensor_slices((x, y))
+        w.set_shape((None,))
+        # per-example work is what streaming costs: only what is needed goes through the shuffle
+        return tf.data.Dataset.from_tensor_slices((x, y, w) if weights == "shards" else (x, y))
 
+    if weights not in ("none", "shards", "class"):
+        raise ValueError(f"weights must be none, shards or class, not {weights!r}")
     ds = files.interleave(read, cycle_length=cycle_length, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shuffle_buffer:
-        ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        ds = ds.shuffle(shuffle_buffer, seed=epoch_seed + 1, reshuffle_each_iteration=False)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if weights == "class":
+        table = tf.constant(class_weights, tf.float32)
+        ds = ds.map(lambda x, y: (x, y, tf.gather(table, y)))
+    return ds
+
+
+def train_stream(shard_dir, batch_size: int, example_shape, first_epoch: int, end_epoch: int,
+                 skip_batches: int = 0, **kwargs) -> tf.data.Dataset:
+    """Epochs ``first_epoch .. end_epoch - 1`` of the training split back to back, the first ``skip_batches`` dropped.
+
+    Fed to ``model.fit(steps_per_epoch=batches_per_epoch(...))``; a run resumed
+    at (epoch, batch) streams exactly the batches that remain of the uninterrupted run.
+    """
+    epochs = tf.data.Dataset.range(first_epoch, end_epoch)
+    ds = epochs.flat_map(lambda k: epoch_dataset(shard_dir, "train", batch_size, example_shape, epoch=k, **kwargs))
+    if skip_batches:
+        ds = ds.skip(skip_batches)
+    options = tf.data.Options()
+    # several workers split every global batch between them (the shards are not files tf.data can shard)
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def dataset(shard_dir, split: str, batch_size: int, example_shape, shuffle_buffer: int = 0, seed: int = 1,
+            cycle_length: int = 2, drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches of (cutout, label) from all shards of ``split`` (epoch 0's order; in shard order without shuffle)."""
+    ds = epoch_dataset(shard_dir, split, batch_size, example_shape, 0, shuffle_buffer, seed, cycle_length,
+                       drop_remainder=drop_remainder)
+    # a known length: Keras stops after the last batch instead of warning that the input "ran out of data"
+    ds = ds.apply(tf.data.experimental.assert_cardinality(batches_per_epoch(shard_dir, split, batch_size,
+                                                                            drop_remainder)))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def example_shape(shard_dir, split: str = "train"):

@@ -3,40 +3,71 @@
 The input transformation is the model's first layers, built from the
 normalisation statistics written with the shards, so nobody applying the
 saved model can normalise wrongly: images are scaled by their robust sigma
-and asinh-stretched, inverse variances scaled by their median.
+and asinh-stretched (or left linear), inverse variances scaled by their
+median (or its square root, or log). It and the final softmax compute in
+float32 whatever the precision policy (mixed precision on GPUs).
+
+The metric and learning-rate schedule used by training are defined here too,
+registered, so that ``load_model`` finds them in a saved model's compile config.
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 from keras import layers
 
 
+IMAGE_SCALINGS = ("asinh", "linear")
+IVAR_SCALINGS = ("median", "sqrt", "log")
+
+
 @keras.saving.register_keras_serializable(package="realfake")
 class InputTransform(layers.Layer):
-    """Per-channel ``asinh((x - median) / scale)`` for images, ``x / median`` for inverse variances."""
+    """Per-channel scaling with the training split's statistics.
 
-    def __init__(self, medians, scales, is_ivar, **kwargs):
+    Images: ``asinh((x - median) / scale)`` (``image="asinh"``) or ``(x - median) / scale``
+    (``"linear"``). Inverse variances, ``r = x / median``: ``r`` (``ivar="median"``),
+    ``sqrt(r)`` (``"sqrt"``, proportional to 1/sigma) or ``log(1 + r)`` (``"log"``).
+    """
+
+    def __init__(self, medians, scales, is_ivar, image="asinh", ivar="median", **kwargs):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+        if image not in IMAGE_SCALINGS or ivar not in IVAR_SCALINGS:
+            raise ValueError(f"image scaling must be one of {IMAGE_SCALINGS} and ivar scaling one of {IVAR_SCALINGS}")
         self.medians, self.scales, self.is_ivar = list(medians), list(scales), list(is_ivar)
+        self.image, self.ivar = image, ivar
 
     def call(self, x):
+        x = keras.ops.cast(x, self.compute_dtype)
         med = keras.ops.convert_to_tensor(self.medians, dtype=x.dtype)
         scale = keras.ops.convert_to_tensor(self.scales, dtype=x.dtype)
         ivar = keras.ops.convert_to_tensor(self.is_ivar, dtype="bool")
-        img = keras.ops.arcsinh((x - med) / scale)
+        img = (x - med) / scale
+        if self.image == "asinh":
+            img = keras.ops.arcsinh(img)
         iv = x / keras.ops.where(med > 0, med, scale)
+        if self.ivar == "sqrt":
+            iv = keras.ops.sqrt(keras.ops.maximum(iv, 0.0))
+        elif self.ivar == "log":
+            iv = keras.ops.log1p(keras.ops.maximum(iv, 0.0))
         return keras.ops.where(ivar, iv, img)
 
     def get_config(self):
-        return dict(super().get_config(), medians=self.medians, scales=self.scales, is_ivar=self.is_ivar)
+        return dict(super().get_config(), medians=self.medians, scales=self.scales, is_ivar=self.is_ivar,
+                    image=self.image, ivar=self.ivar)
 
 
-def input_transform(channels, stats) -> InputTransform:
+def input_transform(channels, stats, scaling: dict | None = None) -> InputTransform:
+    scaling = scaling or {}
     return InputTransform(
         medians=[stats[c]["median"] for c in channels],
         scales=[stats[c]["scale"] for c in channels],
         is_ivar=[c.startswith("ivar") for c in channels],
+        image=scaling.get("image", "asinh"),
+        ivar=scaling.get("ivar", "median"),
         name="input_transform",
     )
 
@@ -80,10 +111,52 @@ def build_model(model_cfg: dict, input_shape, channels, stats) -> keras.Model:
     if name not in ARCHITECTURES:
         raise ValueError(f"model.name must be one of {sorted(ARCHITECTURES)}, not {name!r}")
     inputs = keras.Input(shape=tuple(input_shape), name="cutout")
-    x = input_transform(channels, stats)(inputs)
+    x = input_transform(channels, stats, model_cfg.get("input_scaling"))(inputs)
     x = ARCHITECTURES[name](x, model_cfg[name])
-    outputs = layers.Dense(2, activation="softmax", name="p_real_fake")(x)
+    # float32 softmax: probabilities near 0 and 1 survive a mixed-precision policy
+    outputs = layers.Dense(2, activation="softmax", name="p_real_fake", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+@keras.saving.register_keras_serializable(package="realfake")
+class FakeAUC(keras.metrics.AUC):
+    """ROC AUC of P(fake) (the second softmax output) against integer labels (real = 0, fake = 1)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred[..., 1], sample_weight=sample_weight)
+
+
+@keras.saving.register_keras_serializable(package="realfake")
+class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """Learning rate per optimizer step: constant, cosine decay to 0, or step decay; optional linear warm-up.
+
+    A function of the optimizer's step count only, which a checkpoint holds, so a
+    resumed run follows the same curve. ``step_every`` (steps) and ``factor``: step decay.
+    """
+
+    def __init__(self, base: float, kind: str = "constant", total_steps: int = 1, warmup_steps: int = 0,
+                 step_every: int = 1, factor: float = 0.1):
+        if kind not in ("constant", "cosine", "step"):
+            raise ValueError(f"learning-rate schedule must be constant, cosine or step, not {kind!r}")
+        self.base, self.kind, self.total_steps = float(base), kind, max(1, int(total_steps))
+        self.warmup_steps, self.step_every, self.factor = int(warmup_steps), max(1, int(step_every)), float(factor)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        lr = keras.ops.convert_to_tensor(self.base, "float32")
+        if self.kind == "cosine":
+            span = max(1, self.total_steps - self.warmup_steps)
+            t = keras.ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
+            lr = lr * 0.5 * (1.0 + keras.ops.cos(math.pi * t))
+        elif self.kind == "step":
+            lr = lr * keras.ops.power(self.factor, keras.ops.floor(step / self.step_every))
+        if self.warmup_steps:
+            lr = lr * keras.ops.minimum(1.0, (step + 1.0) / self.warmup_steps)
+        return lr
+
+    def get_config(self):
+        return dict(base=self.base, kind=self.kind, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
+                    step_every=self.step_every, factor=self.factor)
 
 
 def load_model(path) -> keras.Model:

@@ -1,0 +1,294 @@
+"""Training: exact resume after SIGTERM, TensorBoard contents, options, SLURM cluster specs, two workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from realfake.cutouts import DEFAULT_CHANNELS
+
+ROOT = Path(__file__).parents[1]
+CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+# 80 examples of 16x16 pixels: 56 train (7 batches of 8), 8 validation, 16 test, in shards of 8
+TRAIN = dict(CONFIG["train"], epochs=2, batch_size=8, shuffle_buffer=16, profile_batches=[2, 3],
+             checkpoint_every_batches=3, early_stopping_patience=5, example_images=2)
+STEPS = 7
+
+
+def make_shards(root: Path, balance="none", n_real=20, n_fake=20) -> Path:
+    from realfake.mock import mock_cutout_file
+    from realfake.shards import build
+
+    files = []
+    for k in range(2):
+        brick = f"{1000 + k:04d}p100"
+        mock_cutout_file(root / f"{brick}.h5", brick, n_real, n_fake, size=16, seed=k)
+        files.append(root / f"{brick}.h5")
+    build(files, root / "shards", DEFAULT_CHANNELS, size=8, test_fraction=0.2, validation_fraction=0.1, seed=1,
+          balance=balance)
+    return root / "shards"
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shards(tmp_path_factory.mktemp("train"))
+
+
+def weights_of(path):
+    from realfake.model import load_model
+
+    return load_model(path).get_weights()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(shards, tmp_path_factory):
+    from realfake.train import fit
+
+    run = tmp_path_factory.mktemp("uninterrupted") / "model.keras"
+    fit(shards, run, {"model": CONFIG["model"], "train": TRAIN}, threads=2)
+    return run
+
+
+def sigterm_at(epoch: int, batch: int):
+    """A callback that sends this process SIGTERM at the end of (0-based) ``batch`` of ``epoch``."""
+    import keras
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, e, logs=None):
+            self.epoch = e
+
+        def on_train_batch_end(self, b, logs=None):
+            if self.epoch == epoch and b == batch:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return Kill()
+
+
+@pytest.mark.parametrize("epoch,batch", [(0, 1), (1, 4)])
+def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(shards, uninterrupted, tmp_path, epoch,
+                                                                        batch):
+    from realfake.train import EXIT_SIGTERM, fit
+
+    cfg = {"model": CONFIG["model"], "train": TRAIN}
+    model = tmp_path / "model.keras"
+    with pytest.raises(SystemExit) as stop:
+        fit(shards, model, cfg, threads=2, callbacks=[sigterm_at(epoch, batch)])
+    assert stop.value.code == EXIT_SIGTERM
+    assert not model.exists()
+    state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
+    assert (state["epoch"], state["batch"], state["reason"]) == (epoch, batch + 1, "signal")
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone with the run
+
+    fit(shards, model, cfg, threads=2)  # the rerun: resumes at (epoch, batch + 1)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["resumed_from"] == {"epoch": epoch, "batch": batch + 1, "reason": "signal"}
+    assert len(run["previous_attempts"]) == 1
+    for a, b in zip(weights_of(uninterrupted), weights_of(model), strict=True):
+        assert np.array_equal(a, b)
+    # the same epochs logged, with the same numbers (the interrupted epoch's metrics were checkpointed too)
+    assert (tmp_path / "history.csv").read_text() == (uninterrupted.parent / "history.csv").read_text()
+    assert not (tmp_path / "checkpoints").exists(), "a finished run leaves no checkpoint"
+
+
+def test_checkpoints_every_n_batches_and_each_epoch(shards, tmp_path):
+    import keras
+
+    from realfake.train import fit
+
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, b, logs=None):
+            f = tmp_path / "checkpoints" / "state.json"
+            if f.exists():
+                s = json.loads(f.read_text())
+                seen.append((s["epoch"], s["batch"], s["reason"]))
+
+    fit(shards, tmp_path / "model.keras", {"model": CONFIG["model"], "train": TRAIN}, threads=2, callbacks=[Watch()])
+    # every 3 global steps (steps 3, 6 of epoch 1; 9, 12 = batches 2, 5 of epoch 2) and at the end of epoch 1
+    assert sorted(set(seen)) == [(0, 3, "batch"), (0, 6, "batch"), (1, 0, "epoch"), (1, 2, "batch"), (1, 5, "batch")]
+
+
+def test_tensorboard_events_hold_scalars_images_graph_and_profile(uninterrupted):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = uninterrupted.parent / "tensorboard"
+
+    def load(run):
+        ea = EventAccumulator(str(tb / run), size_guidance={"tensors": 0})
+        ea.Reload()
+        return ea
+
+    def plugin(ea, tag):
+        return ea.SummaryMetadata(tag).plugin_data.plugin_name
+
+    train, valid, examples = load("train"), load("validation"), load("examples")
+    for tag in ("epoch_loss", "epoch_accuracy", "epoch_auc", "epoch_learning_rate"):
+        assert plugin(train, tag) == "scalars", tag
+        assert [e.step for e in train.Tensors(tag)] == [0, 1], tag
+    lr = [float(np.asarray(__import__("tensorflow").make_ndarray(e.tensor_proto))) for e in
+          train.Tensors("epoch_learning_rate")]
+    assert np.allclose(lr, TRAIN["learning_rate"])
+    for tag in ("epoch_loss", "epoch_accuracy", "epoch_auc"):
+        assert plugin(valid, tag) == "scalars", tag
+    assert train.Tags()["graph"], "no graph"
+    for tag in ("examples/real", "examples/fake"):
+        assert plugin(examples, tag) == "images", tag
+        # an image summary: width, height, then the encoded PNGs
+        images = examples.Tensors(tag)[0].tensor_proto.string_val
+        assert len(images) == 2 + TRAIN["example_images"] and images[2][:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((tb / "train" / "plugins" / "profile").rglob("*.xplane.pb")), "profiler trace missing"
+    run = json.loads((uninterrupted.parent / "run.json").read_text())
+    for key in ("git", "packages", "host", "thread_env", "slurm", "intra_op_threads", "distribution", "config"):
+        assert key in run, key
+    assert run["config"]["train"]["checkpoint_every_batches"] == 3
+
+
+def test_options_class_weights_lr_schedule_and_weight_shards(tmp_path):
+    from realfake.data import balanced_class_weights, epoch_dataset, example_shape
+    from realfake.model import LearningRate
+    from realfake.train import fit
+
+    # cosine with warm-up: rises linearly over the warm-up steps, then decays to 0 at the last step
+    lr = LearningRate(1e-3, "cosine", total_steps=100, warmup_steps=10)
+    values = [float(lr(s)) for s in (0, 9, 10, 55, 100)]
+    assert np.allclose(values, [1e-4, 1e-3, 1e-3, 5e-4, 0], atol=1e-9)
+    step = LearningRate(1e-3, "step", step_every=10, factor=0.5)
+    assert np.allclose([float(step(s)) for s in (0, 9, 10, 25)], [1e-3, 1e-3, 5e-4, 2.5e-4])
+
+    # 3 reals for every fake: balanced class weights, and the shards' own weights when built with balance: weights
+    unbalanced = make_shards(tmp_path / "a", n_real=30, n_fake=10)
+    w = balanced_class_weights(unbalanced)
+    assert w[0] < 1 < w[1]
+    ds = epoch_dataset(unbalanced, "train", 8, example_shape(unbalanced), weights="class", class_weights=w)
+    x, y, sw = next(iter(ds))
+    assert np.allclose(sw.numpy(), np.take(w, y.numpy()))
+    weighted = make_shards(tmp_path / "b", balance="weights", n_real=30, n_fake=10)
+    train = dict(TRAIN, epochs=1, class_weight="balanced", lr_schedule="cosine", warmup_epochs=0.5)
+    fit(weighted, tmp_path / "run" / "model.keras", {"model": CONFIG["model"], "train": train}, threads=2)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["weights"] == "shards" and run["mixed_precision"] is False
+
+
+def test_epoch_order_depends_on_the_epoch_only(shards):
+    from realfake.data import example_shape, train_stream
+
+    shape = example_shape(shards)
+
+    def labels(first, end, skip=0):
+        return [tuple(y.numpy()) for _, y in train_stream(shards, 8, shape, first, end, skip, shuffle_buffer=16)]
+
+    whole = labels(0, 3)
+    assert len(whole) == 3 * STEPS and whole[:STEPS] != whole[STEPS : 2 * STEPS]
+    assert labels(1, 3, skip=4) == whole[STEPS + 4 :]
+
+
+@pytest.mark.parametrize(
+    "nodelist,expected",
+    [
+        ("localhost", ["localhost"]),
+        ("nid[00012-00014,00020],login1", ["nid00012", "nid00013", "nid00014", "nid00020", "login1"]),
+        ("r[1-2]n[8-9]", ["r1n8", "r1n9", "r2n8", "r2n9"]),
+    ],
+)
+def test_expand_nodelist(nodelist, expected):
+    from realfake.distribute import expand_nodelist
+
+    assert expand_nodelist(nodelist) == expected
+
+
+def test_tf_config_from_slurm_variables():
+    from realfake.distribute import expand_tasks_per_node, is_chief, slurm_tf_config
+
+    assert expand_tasks_per_node("2(x2),1") == [2, 2, 1]
+    env = {"SLURM_NTASKS": "5", "SLURM_PROCID": "3", "SLURM_JOB_NODELIST": "knl[7-9]",
+           "SLURM_TASKS_PER_NODE": "2(x2),1"}
+    tf_config = slurm_tf_config(env, port=4000)
+    assert tf_config["cluster"]["worker"] == ["knl7:4000", "knl7:4001", "knl8:4000", "knl8:4001", "knl9:4000"]
+    assert tf_config["task"] == {"type": "worker", "index": 3} and not is_chief(tf_config)
+    assert slurm_tf_config({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
+
+
+def test_train_defaults_match_the_schema():
+    from realfake.train import TRAIN_DEFAULTS
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]["train"]["properties"]
+    for key, value in TRAIN_DEFAULTS.items():
+        assert props[key]["default"] == value, key
+        assert key in CONFIG["train"], key
+
+
+WORKER = """
+import json, sys
+import numpy as np
+from realfake.train import fit
+shards, model, cfg, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+m = fit(shards, model, cfg, threads=1)
+np.savez(out, *m.get_weights(), iterations=int(m.optimizer.iterations.numpy()))
+"""
+
+
+def free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("localhost", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("localhost", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+def test_two_slurm_tasks_train_one_model(shards, tmp_path):
+    """Two local processes with SLURM-like variables (2 tasks on localhost) train one model together."""
+    port = free_port_pair()
+    train = dict(TRAIN, epochs=1, worker_port=port, early_stopping_patience=0)
+    cfg = json.dumps({"model": CONFIG["model"], "train": train})
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TF_CONFIG"))}
+    base.update(PYTHONPATH=str(ROOT / "src"), SLURM_NTASKS="2", SLURM_JOB_NODELIST="localhost",
+                SLURM_TASKS_PER_NODE="2", SLURM_JOB_ID="4242", TF_CPP_MIN_LOG_LEVEL="2")
+    procs = []
+    for rank in (0, 1):
+        env = dict(base, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank))
+        log = open(tmp_path / f"worker{rank}.log", "w")
+        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(shards), str(tmp_path / "run" / "model.keras"),
+                                       cfg, str(tmp_path / f"w{rank}.npz")], env=env, stdout=log, stderr=log))
+    try:
+        codes = [p.wait(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    logs = [(tmp_path / f"worker{r}.log").read_text()[-3000:] for r in (0, 1)]
+    assert codes == [0, 0], logs
+    w0, w1 = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    # one model: the same weights on both workers, after one step per *global* batch of 8 (4 + 4 examples)
+    assert int(w0["iterations"]) == int(w1["iterations"]) == STEPS
+    for k in w0.files:
+        assert np.array_equal(w0[k], w1[k]), k
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["distribution"]["kind"] == "multi_worker" and run["distribution"]["replicas"] == 2
+    assert run["distribution"]["tf_config"]["cluster"]["worker"] == [f"localhost:{port}", f"localhost:{port + 1}"]
+    assert run["slurm"]["SLURM_JOB_ID"] == "4242"
+    # only the chief wrote into the run directory
+    assert (tmp_path / "run" / "model.keras").exists()
+    assert len((tmp_path / "run" / "history.csv").read_text().splitlines()) == 2
+    # the same training as one process with the whole batch, up to the order of floating-point sums
+    from realfake.train import fit
+
+    single = fit(shards, tmp_path / "single" / "model.keras", json.loads(cfg), threads=2)
+    for a, b in zip(single.get_weights(), [w0[f"arr_{i}"] for i in range(len(w0.files) - 1)], strict=True):
+        assert np.allclose(a, b, rtol=1e-3, atol=1e-5)
