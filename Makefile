@@ -1,13 +1,14 @@
 # Two commands do everything on a fresh machine (Debian, Python 3.11):
 #   make run    set up, build the synthetic release if absent, run the whole pipeline
 #   make test   set up and run the tests
+#   make faults the fault suite: kills, damaged inputs, a full disk, safety; ends with a table
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint dryrun report clean
+.PHONY: setup run test faults lint dryrun report clean
 
 setup: $(STAMP)
 
@@ -29,6 +30,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+
+# every stage killed (SIGKILL) and rerun, damaged releases and bad configs, a full disk, safety checks;
+# the table at the end counts the cases and the outputs lost or corrupted (must be 0)
+faults: $(STAMP)
+	@start=$$(date +%s); \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest tests/faults -m faults -p no:cacheprovider; rc=$$?; \
+	echo "fault suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -30,7 +30,7 @@ rule all:
 # Partial targets: `snakemake --cores 2 shards` stops after that stage.
 rule cutouts:
     input:
-        rules.build_shards.input,
+        rules.summarise_cutouts.output,
 
 
 rule shards:

@@ -53,3 +53,26 @@ def test_verdict_says_where_the_network_separates():
     lo = [b["auc_ci95"][0] for b in m["by_mag_g"]]
     assert lo[0] > 0.5 and lo[1] > 0.5 and lo[2] < 0.5 and lo[3] < 0.5
     assert "Separable brighter than g = 22.5" in m["verdict"] and "indistinguishable fainter" in m["verdict"]
+
+
+def test_predictions_line_up_with_the_manifest_over_several_test_shards(tmp_path):
+    """Each prediction belongs to the manifest row it is written to, however many test shards there are."""
+    import keras
+
+    from realfake.cutouts import DEFAULT_CHANNELS
+    from realfake.evaluate import predict
+    from realfake.mock import mock_cutout_file
+    from realfake.shards import build
+
+    files = [tmp_path / f"{b}.h5" for b in ("1210p060", "1212p060")]
+    for k, f in enumerate(files):
+        mock_cutout_file(f, f.stem, 30, 30, size=8, seed=k)
+    build(files, tmp_path / "shards", DEFAULT_CHANNELS, size=7, seed=1, test_fraction=0.5)
+    assert len(list((tmp_path / "shards").glob("xtest_*.npy"))) > 2
+    # a "network" whose P(fake) is a function of one pixel of its input: it names the example it saw
+    x = keras.Input((8, 8, 6))
+    s = keras.layers.Lambda(lambda t: keras.ops.sigmoid(t[:, :1, 0, 0]))(x)
+    model = keras.Model(x, keras.layers.Concatenate()([1 - s, s]))
+    pred = predict(model, tmp_path / "shards", tmp_path / "shards" / "manifest.csv", batch_size=4)
+    pixel = [np.load(tmp_path / "shards" / f"xtest_{r.shard}.npy")[r.index, 0, 0, 0] for r in pred.itertuples()]
+    assert np.allclose(pred["p_fake"], 1 / (1 + np.exp(-np.array(pixel))), atol=1e-6)

@@ -42,7 +42,7 @@ def slurm_run(cluster, tmp_path_factory):
     shutil.copytree(ROOT / ".test" / "config", work / "config")
     profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
     profile["set-resources"]["train_cnn"].update(cpus_per_task=2, mem_mb=4000)  # the node has 2 cores
-    profile["set-threads"]["train_cnn"] = 2
+    profile["set-threads"]["make_cutouts"] = 2
     profile["cores"] = 2  # caps grouped jobs at the node's cores
     profile["slurm-init-seconds-before-status-checks"] = 1
     (work / "profile").mkdir()
@@ -71,10 +71,10 @@ def _jobs(work) -> pd.DataFrame:
 def test_every_job_went_through_sbatch_and_training_to_the_partition_it_asked_for(slurm_run):
     work, profile = slurm_run
     jobs = _jobs(work)
-    rules = {"mock_release", "make_cutouts", "build_shards", "train_cnn", "evaluate_cnn", "plot_evaluation",
-             "plot_mosaic"}
+    rules = {"mock_release", "make_cutouts", "summarise_cutouts", "build_shards", "train_cnn", "evaluate_cnn",
+             "plot_evaluation", "plot_mosaic"}
     assert set(jobs["rule"]) == rules and (jobs["state"] == "COMPLETED").all()
-    assert (jobs["rule"] == "make_cutouts").sum() == 2  # one per brick of the .test scenario
+    assert (jobs["rule"] == "make_cutouts").sum() == 2  # one per batch: .test has two bricks, one per batch
     train = jobs[jobs["rule"] == "train_cnn"].iloc[0]
     assert train["partition"] == profile["set-resources"]["train_cnn"]["slurm_partition"] == "knl"
     assert (jobs.loc[jobs["rule"] != "train_cnn", "partition"] == profile["default-resources"]["slurm_partition"]).all()
@@ -88,8 +88,10 @@ def test_outputs_equal_those_of_a_local_run(slurm_run, tiny_run):
     work, _ = slurm_run
     for f in sorted((tiny_run / "results" / "shards").glob("*.npy")):
         assert (work / "results" / "shards" / f.name).read_bytes() == f.read_bytes(), f.name
-    for f in sorted((tiny_run / "results" / "cutouts").glob("*.h5")):
-        with h5py.File(f, "r") as a, h5py.File(work / "results" / "cutouts" / f.name, "r") as b:
+    cutouts = sorted((tiny_run / "results" / "cutouts").glob("*/*.h5"))
+    assert len(cutouts) == 2
+    for f in cutouts:
+        with h5py.File(f, "r") as a, h5py.File(work / "results" / "cutouts" / f.parent.name / f.name, "r") as b:
             assert np.array_equal(a["cutouts"][()], b["cutouts"][()])
     local = pd.read_csv(tiny_run / "results" / "evaluation" / "predictions.csv")
     remote = pd.read_csv(work / "results" / "evaluation" / "predictions.csv")
@@ -101,6 +103,9 @@ def test_a_failed_job_is_reported_with_its_slurm_log_and_a_rerun_completes(slurm
     run = tmp_path / "run"
     shutil.copytree(ROOT / ".test" / "config", run / "config")
     shutil.copytree(work / "resources", run / "resources")  # the synthetic release, already built
+    cfg = yaml.safe_load((run / "config" / "config.yaml").read_text())
+    cfg["cutouts"]["on_error"] = "fail"  # a bad brick fails its job (the default skips it with a record)
+    (run / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     image = next((run / "resources" / "synthetic" / "release" / "coadd").rglob("legacysurvey-1212p060-image-r.fits.fz"))
     good = image.read_bytes()
     image.write_bytes(good[: len(good) // 3])  # truncated, as by a failed transfer
@@ -109,13 +114,13 @@ def test_a_failed_job_is_reported_with_its_slurm_log_and_a_rerun_completes(slurm
     r = snakemake(*args, cwd=run, timeout=600)
     out = r.stdout + r.stderr
     assert r.returncode != 0
-    assert re.search(r"\.snakemake/slurm_logs/rule_make_cutouts/1212p060/\d+\.log", out), out[-3000:]
-    assert (run / "results" / "cutouts" / "1210p060.h5").exists()  # the other brick went on (keep-going)
-    assert not (run / "results" / "cutouts" / "1212p060.h5").exists()  # nothing half-written
-    log = (run / "logs" / "cutouts" / "1212p060.log").read_text()
-    assert "legacysurvey-1212p060-image-r.fits.fz" in log  # the error names the file
+    assert re.search(r"\.snakemake/slurm_logs/rule_make_cutouts/121-1/\d+\.log", out), out[-3000:]
+    assert (run / "results" / "cutouts" / "121-0" / "1210p060.h5").exists()  # the other batch went on (keep-going)
+    assert not (run / "results" / "cutouts" / "121-1").exists()  # nothing half-written
+    log = (run / "logs" / "cutouts" / "121-1.log").read_text()
+    assert "brick 1212p060 failed" in log and "legacysurvey-1212p060-image-r.fits.fz" in log  # names brick, file
 
     image.write_bytes(good)
     r = snakemake(*args, "--rerun-incomplete", cwd=run, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert (run / "results" / "cutouts" / "1212p060.h5").exists()
+    assert (run / "results" / "cutouts" / "121-1" / "1212p060.h5").exists()

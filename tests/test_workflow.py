@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT, snakemake
 
@@ -63,8 +64,10 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     import numpy as np
 
     w = tiny_run
-    with h5py.File(w / "results" / "cutouts" / "1210p060.h5", "r") as f:
+    with h5py.File(w / "results" / "cutouts" / "121-0" / "1210p060.h5", "r") as f:
         assert f["cutouts"].shape[1:] == (64, 64, 6)
+    summary = (w / "results" / "cutouts" / "summary.txt").read_text()
+    assert "bricks selected: 2; cut: 2; missing: 0; failed: 0" in summary
     assert (w / "results" / "shards" / "xtrain_0.npy").exists()
     assert np.load(w / "results" / "shards" / "xtrain_0.npy").shape == (16, 64, 64, 6)
     assert (w / "results" / "model" / "model.keras").stat().st_size > 0
@@ -79,7 +82,7 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     stats = json.loads((w / "results" / "evaluation" / "image_statistics.json").read_text())
     assert set(stats) == {"concentration", "asymmetry", "noise_chi", "neighbours"}
     assert {len(m[f"by_{k}"]) > 0 for k in ("mag_g", "rz", "size")} == {True}
-    for log in ("mock_release", "build_shards", "train_cnn", "evaluate_cnn", "plot_evaluation", "plot_mosaic"):
+    for log in ("mock_release", "summarise_cutouts", "cutouts/121-0", "build_shards", "train_cnn", "evaluate_cnn", "plot_evaluation", "plot_mosaic"):
         assert (w / "logs" / f"{log}.log").exists()
 
 
@@ -97,3 +100,29 @@ def test_report_holds_every_figure_and_the_metrics(tiny_run):
 def test_rerun_has_nothing_to_do(tiny_run):
     r = snakemake("-s", str(ROOT / "Snakefile"), "--directory", str(tiny_run), "-n", cwd=tiny_run)
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_bad_bricks_of_a_real_layout_release_are_reported_not_fatal(tiny_run, tmp_path):
+    """A release outside the synthetic root (as a user's would be), listed in a file, with a truncated coadd
+    and a brick that is not there: the run goes on and failures.csv says which and why."""
+    import pandas as pd
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "resources" / "synthetic", run / "data")
+    image = run / "data" / "release" / "coadd" / "121" / "1212p060" / "legacysurvey-1212p060-invvar-z.fits.fz"
+    image.write_bytes(image.read_bytes()[:5000])
+    (run / "bricks.txt").write_text("1210p060\n1212p060\n1215p060  # not in this release\n")
+    cfg = yaml.safe_load((ROOT / ".test" / "config" / "config.yaml").read_text())
+    cfg["release"].update(root="data/release", injection_root="data/injection", bricks="bricks.txt")
+    cfg["cutouts"]["batch_size"] = 2
+    (run / "config").mkdir()
+    (run / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-s", str(ROOT / "Snakefile"), "--directory", str(run), "--cores", "2", "cutouts", cwd=run)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "mock_release" not in r.stdout + r.stderr  # a release outside synthetic.root is never rendered
+    failures = pd.read_csv(run / "results" / "cutouts" / "failures.csv").set_index("brick")
+    assert failures.loc["1212p060", "status"] == "failed" and "invvar-z.fits.fz" in failures.loc["1212p060", "reason"]
+    assert failures.loc["1215p060", "status"] == "missing"
+    assert sorted(p.name for p in (run / "results" / "cutouts").glob("*/*.h5")) == ["1210p060.h5"]
+    summary = (run / "results" / "cutouts" / "summary.txt").read_text()
+    assert "bricks selected: 3; cut: 1; missing: 1; failed: 1" in summary

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .layout import check_brick
+from .layout import check_brick, fits_error
 
 BRICK_SIZE_DEG = 0.25
 PIXSCALE_ARCSEC = 0.262
@@ -83,3 +83,96 @@ def read_survey_bricks(path: str | Path, columns=("BRICKNAME", "RA", "DEC", "RA1
     df = pd.DataFrame({c: data[c].astype(data[c].dtype.newbyteorder("=")) for c in columns if c != "BRICKNAME"})
     df.index = pd.Index(np.char.strip(data["BRICKNAME"].astype("U8")), name="BRICKNAME")
     return df
+
+
+class BrickSelectionError(ValueError):
+    """A brick selection that cannot be used; the message names the file, line or config key."""
+
+
+def read_brick_list(path: str | Path) -> list[str]:
+    """Brick names from a text file: one per line (or whitespace-separated); ``#`` starts a comment."""
+    path = Path(path)
+    if not path.is_file():
+        raise BrickSelectionError(f"release.bricks: brick list file not found: {path}")
+    names, seen = [], {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        for name in line.split("#", 1)[0].split():
+            try:
+                check_brick(name)
+            except ValueError as err:
+                raise BrickSelectionError(f"{path}:{lineno}: {err}") from None
+            if name in seen:
+                raise BrickSelectionError(f"{path}:{lineno}: brick {name} listed twice (first on line {seen[name]})")
+            seen[name] = lineno
+            names.append(name)
+    if not names:
+        raise BrickSelectionError(f"{path}: no brick names in the file")
+    return names
+
+
+def bricks_in_box(table, ra, dec) -> list[str]:
+    """Bricks of a survey-bricks table whose centre lies in ``ra = [min, max]``, ``dec = [min, max]`` (deg).
+
+    ``ra min > max`` selects across RA = 0 (e.g. ``[350, 10]``).
+    """
+    (ra0, ra1), (dec0, dec1) = ra, dec
+    r, d = np.asarray(table["RA"], float), np.asarray(table["DEC"], float)
+    in_ra = (r >= ra0) & (r < ra1) if ra0 <= ra1 else (r >= ra0) | (r < ra1)
+    names = np.char.strip(np.asarray(table["BRICKNAME"]).astype("U8"))
+    return sorted(names[in_ra & (d >= dec0) & (d < dec1)].tolist())
+
+
+def select_bricks(release: dict, synthetic: bool = False) -> list[str]:
+    """The bricks named by the config's ``release.bricks``, in a stable order.
+
+    ``release.bricks`` is a list of names, the path of a file of names, or a
+    box ``{ra: [min, max], dec: [min, max]}`` over the release's
+    ``survey-bricks.fits.gz`` (for the synthetic release before it is built:
+    the same brick grid it will write). Whether each brick's files exist is
+    checked by the cutout jobs, which report missing bricks, never here:
+    planning a run must not stat hundreds of thousands of files.
+    """
+    from .layout import survey_bricks
+
+    bricks = release["bricks"]
+    if isinstance(bricks, str):
+        return read_brick_list(bricks)
+    if not isinstance(bricks, dict):
+        names = [check_brick(b) for b in bricks]
+        if len(set(names)) != len(names):
+            raise BrickSelectionError(f"release.bricks: names listed twice: {sorted({b for b in names if names.count(b) > 1})}")
+        return names
+    path = survey_bricks(release["root"])
+    if path.exists():
+        import fitsio
+
+        try:
+            table = fitsio.read(str(path), ext=1, columns=["BRICKNAME", "RA", "DEC"])
+        except Exception as err:  # fitsio raises OSError/ValueError for damaged or foreign files
+            raise BrickSelectionError(f"cannot read BRICKNAME, RA, DEC from {path}: {fits_error(err)}") from err
+    elif synthetic:
+        table = brick_grid()
+    else:
+        raise BrickSelectionError(f"release.bricks is an RA/Dec box, but the release's brick table is not there: {path}")
+    names = bricks_in_box(table, bricks["ra"], bricks["dec"])
+    if not names:
+        raise BrickSelectionError(f"release.bricks: no brick of {path} is centred in the box {bricks}")
+    return names
+
+
+def batch_bricks(bricks, batch_size: int) -> dict[str, list[str]]:
+    """Group bricks into batches of at most ``batch_size``, one cutout job each.
+
+    Batches never straddle a 1-degree RA column (the ``<AAA>`` folder of the
+    release), so a batch reads neighbouring files, and adding bricks to the
+    selection renames only batches of the columns it touches. Batch names are
+    ``<AAA>-<k>``.
+    """
+    by_column: dict[str, list[str]] = {}
+    for b in sorted(bricks):
+        by_column.setdefault(b[:3], []).append(b)
+    out = {}
+    for col, names in by_column.items():
+        for k in range(0, len(names), batch_size):
+            out[f"{col}-{k // batch_size}"] = names[k : k + batch_size]
+    return out

@@ -40,7 +40,7 @@ def _read_table(path: Path, what: str) -> np.ndarray:
     try:
         return fitsio.read(str(path), ext=1)
     except Exception as err:  # fitsio raises OSError/IOError/ValueError for damaged files
-        raise CatalogError(f"cannot read {what} {path}: {err}") from err
+        raise CatalogError(f"cannot read {what} {path}: {layout.fits_error(err)}") from err
 
 
 def tractor_schema(columns, path) -> str:

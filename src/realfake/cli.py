@@ -27,6 +27,32 @@ def _mock_release(args) -> int:
     return 0
 
 
+def _cutouts(args) -> int:
+    from pathlib import Path
+
+    from .batches import CutoutSettings, cut_brick, rebuild_brick
+    from .bricks import batch_bricks, select_bricks
+    from .config import config_hash, cutout_inputs, load_config
+
+    config = load_config(args.configfile)
+    inputs = cutout_inputs(config)
+    settings = CutoutSettings.from_config(config, config_hash(inputs))
+    if args.out:
+        rec = cut_brick(args.brick, str(Path(args.out)), settings)
+    else:
+        synthetic = Path(config["release"]["root"]).resolve().is_relative_to(Path(config["synthetic"]["root"]).resolve())
+        batches = batch_bricks(select_bricks(config["release"], synthetic), config["cutouts"]["batch_size"])
+        batch = next((name for name, bricks in batches.items() if args.brick in bricks), None)
+        if batch is None:
+            raise ValueError(f"brick {args.brick} is not in the selection of {args.configfile} (release.bricks)")
+        rec = rebuild_brick(args.brick, Path(args.results) / "cutouts" / batch, settings)
+    if rec["status"] != "ok":
+        print(f"brick {args.brick} {rec['status']}: {rec['reason']}", file=sys.stderr)
+        return 1
+    print(f"brick {args.brick}: {int(rec['cuts']['kept'].sum())} cutouts in {rec['seconds']:.1f} s")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="realfake", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -47,11 +73,24 @@ def main(argv=None) -> int:
     m.add_argument("--no-fake-psf", action="store_true", help="do not convolve fakes with the PSF (positive control)")
     m.add_argument("--workers", type=int, default=1, help="bricks rendered in parallel [%(default)s]")
     m.set_defaults(func=_mock_release)
+    c = sub.add_parser(
+        "cutouts",
+        help="cut one brick again, alone, into its batch of the workflow's results",
+        description="Cut one brick with the settings of a workflow config, replacing its file "
+        "(RESULTS/cutouts/<batch>/<brick>.h5) and its rows in the batch's cuts.csv and failures.csv; "
+        "the next `snakemake` run then rebuilds the shards and everything after them. "
+        "With --out, write the brick's file into another directory instead and touch nothing else.",
+    )
+    c.add_argument("--brick", required=True, help="brick name, e.g. 1211p060")
+    c.add_argument("--configfile", default="config/config.yaml", help="workflow config [%(default)s]")
+    c.add_argument("--results", default="results", help="the workflow's results directory [%(default)s]")
+    c.add_argument("--out", help="write OUT/<brick>.h5 instead of replacing the brick in the results")
+    c.set_defaults(func=_cutouts)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, RuntimeError) as err:  # includes schema, brick and file errors
         print(f"realfake {args.command}: error: {err}", file=sys.stderr)
         return 2
 

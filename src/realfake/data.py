@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .shards import shard_files
+from .shards import load_shard, shard_files
 
 # Epoch seeds: (seed * SEED_STRIDE + epoch) * 2 (+ 1 for the example shuffle); distinct for any epoch < SEED_STRIDE
 SEED_STRIDE = 1_000_003
@@ -20,10 +20,10 @@ SEED_STRIDE = 1_000_003
 
 def _load(x_path, y_path, w_path):
     """One shard: pixels, int32 labels and float32 weights (ones when there is no weight shard)."""
-    x = np.load(x_path.decode(), allow_pickle=False)
-    y = np.load(y_path.decode(), allow_pickle=False).astype(np.int32)
+    x = load_shard(x_path.decode())
+    y = load_shard(y_path.decode()).astype(np.int32)
     w_path = w_path.decode()
-    w = np.load(w_path, allow_pickle=False).astype(np.float32) if w_path else np.ones(len(y), np.float32)
+    w = load_shard(w_path).astype(np.float32) if w_path else np.ones(len(y), np.float32)
     return np.ascontiguousarray(x, dtype=np.float32), y, w
 
 
@@ -35,14 +35,14 @@ def weight_files(shard_dir, split: str):
 
 def shard_lengths(shard_dir, split: str) -> list[int]:
     """Examples in each shard of ``split`` (from the ``.npy`` headers only)."""
-    return [len(np.load(y, mmap_mode="r")) for _, y in shard_files(shard_dir, split)]
+    return [len(load_shard(y, mmap_mode="r")) for _, y in shard_files(shard_dir, split)]
 
 
 def class_counts(shard_dir, split: str = "train") -> np.ndarray:
     """Examples per label (real = 0, fake = 1) in ``split``."""
     counts = np.zeros(2, np.int64)
     for _, y in shard_files(shard_dir, split):
-        counts += np.bincount(np.load(y), minlength=2)[:2]
+        counts += np.bincount(load_shard(y), minlength=2)[:2]
     return counts
 
 
@@ -140,4 +140,4 @@ def dataset(shard_dir, split: str, batch_size: int, example_shape, shuffle_buffe
 
 def example_shape(shard_dir, split: str = "train"):
     x, _ = shard_files(shard_dir, split)[0]
-    return np.load(x, mmap_mode="r").shape[1:]
+    return load_shard(x, mmap_mode="r").shape[1:]

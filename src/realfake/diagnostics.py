@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .shards import load_shard
+
 RADII = np.arange(0, 17)  # annulus edges of the radial profile (pixels)
 STATISTICS = {
     "concentration": "flux(r < 3 px) / flux(r < 8 px)",
@@ -57,7 +59,7 @@ def compare(pred: pd.DataFrame, shard_dir, channels, max_examples: int = 4000, b
     rows = pred.sort_values(["shard", "index"]).head(max_examples)
     tables, profiles = [], []
     for shard, grp in rows.groupby("shard", sort=True):
-        x = np.load(Path(shard_dir) / f"xtest_{int(shard)}.npy", mmap_mode="r")
+        x = load_shard(Path(shard_dir) / f"xtest_{int(shard)}.npy", mmap_mode="r")
         st, prof = cutout_statistics(np.asarray(x[grp["index"].to_numpy()]), list(channels), band)
         st.index = grp.index
         tables.append(st)

@@ -174,7 +174,9 @@ def predict(model, shard_dir, manifest_path, batch_size: int = 256) -> pd.DataFr
 
     if isinstance(model, (str, Path)):
         model = load_model(model)
-    ds = dataset(shard_dir, "test", batch_size, example_shape(shard_dir, "test"))
+    # one reader (cycle_length=1): the examples come shard after shard, in the manifest's order; interleaved
+    # readers would alternate between shards and pair each prediction with another example's row
+    ds = dataset(shard_dir, "test", batch_size, example_shape(shard_dir, "test"), cycle_length=1)
     probs = model.predict(ds.map(lambda x, y: x), verbose=0)
     man = pd.read_csv(manifest_path)
     test = man[man["split"] == "test"].sort_values(["shard", "index"]).reset_index(drop=True)

@@ -68,3 +68,14 @@ def skipped_ids_file(root: str | Path, brick: str, rs: str) -> Path:
 
 def metacat_file(root: str | Path, brick: str, rs: str) -> Path:
     return obiwan_dir(root, brick, rs) / f"metacat-elg-{brick}.fits"
+
+
+def fits_error(err: Exception) -> str:
+    """cfitsio's multi-line error stack as one line a user can act on."""
+    import re
+
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    first = re.sub(r"^FITSIO status = \d+: ", "", lines[0]) if lines else type(err).__name__
+    if any("end of file" in ln for ln in lines):
+        return f"truncated or damaged file ({first})"
+    return first

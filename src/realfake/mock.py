@@ -456,7 +456,7 @@ def make_release(cfg: MockConfig, root: str | Path, workers: int = 1) -> dict:
     with atomic_path(root, directory=True) as tmp:
         release, injection = tmp / "release", tmp / "injection"
         release.mkdir()
-        _write_survey_bricks(grid, layout.survey_bricks(release))
+        write_survey_bricks(grid, layout.survey_bricks(release))
         jobs = [(cfg, row, release, injection) for row in rows]
         counts = []
         with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -469,11 +469,35 @@ def make_release(cfg: MockConfig, root: str | Path, workers: int = 1) -> dict:
     return summary
 
 
-def _write_survey_bricks(grid, path):
+def write_survey_bricks(grid, path):
     from astropy.io import fits
 
     with atomic_path(path) as tmp:
         fits.BinTableHDU(grid, name="BRICKS").writeto(tmp)
+
+
+def clone_brick(root: str | Path, src: str, dst: str, rs_list) -> None:
+    """Copy every file of brick ``src`` of a synthetic release under the name ``dst`` (same pixels, WCS, catalogues).
+
+    For tests and benchmarks that need many bricks, or damaged copies of a good one, without rendering them.
+    """
+    import shutil
+
+    rel, inj = Path(root) / "release", Path(root) / "injection"
+    pairs = [(layout.coadd_dir(rel, src), layout.coadd_dir(rel, dst)),
+             (layout.tractor_file(rel, src), layout.tractor_file(rel, dst))]
+    for rs in rs_list:
+        pairs += [(layout.coadd_dir(inj, src, rs), layout.coadd_dir(inj, dst, rs)),
+                  (layout.obiwan_dir(inj, src, rs), layout.obiwan_dir(inj, dst, rs))]
+    for a, b in pairs:
+        b.parent.mkdir(parents=True, exist_ok=True)
+        if a.is_dir():
+            b.mkdir(exist_ok=True)
+            for f in a.iterdir():
+                if f.is_file():
+                    shutil.copy(f, b / f.name.replace(src, dst))
+        else:
+            shutil.copy(a, b)
 
 
 def mock_cutout_file(path, brick: str, n_real: int, n_fake: int, size: int = 64, seed: int = 0,

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .shards import load_shard  # noqa: E402
+
 # The Legacy Survey viewer's colour composite: band -> (RGB plane, scale)
 RGB_SCALES = {"g": (2, 6.0), "r": (1, 3.4), "z": (0, 2.2)}
 
@@ -150,7 +152,7 @@ def load_cutouts(pred: pd.DataFrame, rows, shard_dir) -> dict:
         if i in out:
             continue
         r = pred.loc[i]
-        x = np.load(Path(shard_dir) / f"xtest_{int(r['shard'])}.npy", mmap_mode="r")
+        x = load_shard(Path(shard_dir) / f"xtest_{int(r['shard'])}.npy", mmap_mode="r")
         out[i] = np.array(x[int(r["index"])])
     return out
 

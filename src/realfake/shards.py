@@ -312,10 +312,11 @@ def scatter(c: Census, cfg: ShardConfig, bucket_dir: Path, nb: int) -> None:
                 m = meta[i0:i1][sel]
                 for bb in np.unique(b):
                     j = b == bb
+                    # file.write, not ndarray.tofile: a full disk then raises ENOSPC, not a bare short write
                     with open(bucket_dir / f"{int(bb):06d}.x", "ab") as fx:
-                        x[j].astype("<f4", copy=False).tofile(fx)
+                        fx.write(np.ascontiguousarray(x[j], dtype="<f4").data)
                     with open(bucket_dir / f"{int(bb):06d}.m", "ab") as fm:
-                        m[j].tofile(fm)
+                        fm.write(np.ascontiguousarray(m[j]).data)
         log.info("scattered %s (%d/%d): %d of %d examples kept", Path(path).name, k + 1, len(c.files),
                  int(keep.sum()), len(src))
 
@@ -481,6 +482,16 @@ def build(brick_files, out_dir, channels, cfg: ShardConfig | dict | None = None,
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=float))
     return summary
+
+
+def load_shard(path: str | Path, mmap_mode: str | None = None) -> np.ndarray:
+    """One ``.npy`` shard, never unpickled: a file holding Python objects (or not an array at all) is refused
+    with a message naming it, before anything in it is run."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path}: not a plain numeric .npy array, refused ({err}); "
+                         "shards are never unpickled: rebuild them with build_shards") from None
 
 
 def shard_files(shard_dir: str | Path, split: str) -> list[tuple[Path, Path]]:

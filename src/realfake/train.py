@@ -374,11 +374,11 @@ def restore(model, ckpt_dir: Path, state: dict, early_stopping=None):
     if early_stopping is not None and state.get("early_stopping"):
         best = None
         if state.get("best_weights"):
-            with np.load(ckpt_dir / state["best_weights"]) as f:
+            with np.load(ckpt_dir / state["best_weights"], allow_pickle=False) as f:
                 best = [f[f"arr_{i}"] for i in range(len(f.files))]
         early_stopping.set_state(state["early_stopping"], best)
     if state.get("metrics"):
-        with np.load(ckpt_dir / state["metrics"]) as f:
+        with np.load(ckpt_dir / state["metrics"], allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     return None
 
@@ -421,10 +421,10 @@ def log_example_images(log_dir, shard_dir, channels, stats, n: int) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from .shards import shard_files
+    from .shards import load_shard, shard_files
 
     x_path, y_path = shard_files(shard_dir, "train")[0]
-    x, y = np.load(x_path, mmap_mode="r"), np.load(y_path)
+    x, y = load_shard(x_path, mmap_mode="r"), load_shard(y_path)
     if not {"g", "r", "z"} <= set(channels):
         return
     writer = tf.summary.create_file_writer(str(Path(log_dir) / "examples"))

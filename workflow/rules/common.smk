@@ -1,16 +1,30 @@
-import hashlib
-import json
+import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml")
+# the package's brick selection plans the run even where realfake is not installed (a bare snakemake env)
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from realfake.bricks import batch_bricks, select_bricks
+from realfake.config import (
+    ConfigError,
+    check_config,
+    check_release_roots,
+    config_hash,
+    cutout_inputs,
+)
 
-BRICKS = config["release"]["bricks"]
+# one line per bad key (name and problem) instead of the schema dump; then the defaults are filled in
+try:
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+validate(config, schema="../schemas/config.schema.yaml")
 
 
 wildcard_constraints:
-    brick=r"\d{4}[pm]\d{3}",
+    batch=r"\d{3}-\d+",
 
 
 def uses_synthetic_release():
@@ -22,20 +36,37 @@ def uses_synthetic_release():
     )
 
 
+try:
+    check_release_roots(config, uses_synthetic_release())
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+
+def get_bricks():
+    """The selected bricks (a list, a file of names or an RA/Dec box); no per-brick file is looked at."""
+    try:
+        return select_bricks(config["release"], synthetic=uses_synthetic_release())
+    except ValueError as err:
+        raise WorkflowError(str(err)) from None
+
+
 def get_release():
     """Input that makes the cutouts wait for the synthetic release when it is used."""
     return [config["synthetic"]["root"]] if uses_synthetic_release() else []
 
 
-def config_hash(*sections):
-    """Hash of config sections; stored in outputs so they can be traced to their settings."""
-    text = json.dumps({s: config[s] for s in sections}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+BRICKS = get_bricks()
+BATCHES = batch_bricks(BRICKS, config["cutouts"]["batch_size"])
+
+
+def batch_bricks_of(wildcards):
+    return BATCHES[wildcards.batch]
 
 
 def get_final_output():
     """Everything the evaluation draws and writes: the answer to the question."""
     return [
+        *rules.summarise_cutouts.output,
         *rules.evaluate_cnn.output,
         *rules.plot_evaluation.output,
         *rules.plot_mosaic.output,

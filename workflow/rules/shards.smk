@@ -1,6 +1,6 @@
 rule build_shards:
     input:
-        expand(rules.make_cutouts.output, brick=BRICKS),
+        expand(rules.make_cutouts.output, batch=BATCHES),
     output:
         directory("results/shards"),
     log:

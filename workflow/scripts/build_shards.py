@@ -5,8 +5,9 @@ from realfake.logs import to_file
 to_file(snakemake.log[0])
 
 from realfake.atomic import atomic_path  # noqa: E402
+from realfake.batches import brick_files  # noqa: E402
 from realfake.shards import ShardConfig, build  # noqa: E402
 
 cfg = ShardConfig.from_config(snakemake.params.shards)
 with atomic_path(snakemake.output[0], directory=True) as tmp:
-    build(snakemake.input, tmp, snakemake.params.channels, cfg)
+    build(brick_files(snakemake.input), tmp, snakemake.params.channels, cfg)

@@ -1,21 +1,11 @@
-"""Rule make_cutouts: one brick's real and fake cutouts into one HDF5 file."""
+"""Rule make_cutouts: the bricks of one batch, each into its own HDF5 file in the batch directory."""
 
 from realfake.logs import to_file
 
 to_file(snakemake.log[0])
 
-from realfake.cutouts import make_brick_file  # noqa: E402
+from realfake.batches import CutoutSettings, run_batch  # noqa: E402
 
-release, cut = snakemake.params.release, snakemake.params.cutouts
-make_brick_file(
-    snakemake.output[0],
-    snakemake.wildcards.brick,
-    release["root"],
-    release["injection_root"],
-    release["rs"],
-    snakemake.params.selection,
-    cut["size"],
-    cut["channels"],
-    config_hash=snakemake.params.config_hash,
-    max_frac_nodata=cut["max_frac_nodata"],
-)
+p = snakemake.params
+settings = CutoutSettings.from_config(p.settings, p.config_hash, on_missing=p.on_missing, on_error=p.on_error)
+run_batch(p.bricks, snakemake.output[0], settings, workers=snakemake.threads)

@@ -1,0 +1,220 @@
+"""Cutout jobs at survey scale: a batch of bricks per job, a failure policy, and the run's summary tables.
+
+A batch directory (one Snakemake job's output) holds ``<brick>.h5`` for every
+brick that was cut, ``cuts.csv`` (per brick and catalogue: sources in, removed
+by each cut, off the edge, without data, kept) and ``failures.csv`` (brick,
+status ``missing`` or ``failed``, reason). A brick whose files are absent is
+``missing``; one whose files cannot be used (truncated or corrupt FITS, a
+missing band, missing columns, positions that disagree with the WCS) is
+``failed``. The config's policy (``cutouts.on_missing``, ``cutouts.on_error``)
+decides whether either skips the brick with its record or fails the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import layout
+from .atomic import atomic_path
+from .catalogs import CatalogError
+from .cutouts import CoaddError, make_brick_file
+
+log = logging.getLogger(__name__)
+
+FAILURE_COLUMNS = ["brick", "status", "reason"]
+POLICIES = ("skip", "fail")
+
+
+class BrickError(RuntimeError):
+    """A brick that the policy says must fail the job; the message names the brick and the reason."""
+
+
+@dataclass
+class CutoutSettings:
+    """Everything a cutout job needs besides the brick names (the config's release/selection/cutouts)."""
+
+    release_root: str
+    injection_root: str
+    rs: list
+    selection: dict
+    size: int = 64
+    channels: tuple = ("g", "ivar_g", "r", "ivar_r", "z", "ivar_z")
+    max_frac_nodata: float = 0.5
+    on_missing: str = "skip"
+    on_error: str = "skip"
+    config_hash: str = ""
+
+    @classmethod
+    def from_config(cls, config: dict, config_hash: str = "", **policy) -> "CutoutSettings":
+        """From the config's release, selection and cutouts blocks; ``policy`` overrides on_missing/on_error."""
+        rel, cut = config["release"], config["cutouts"]
+        return cls(
+            release_root=rel["root"],
+            injection_root=rel["injection_root"],
+            rs=list(rel["rs"]),
+            selection=config["selection"],
+            size=cut["size"],
+            channels=tuple(cut["channels"]),
+            max_frac_nodata=cut.get("max_frac_nodata", 0.5),
+            on_missing=policy.get("on_missing", cut.get("on_missing", "skip")),
+            on_error=policy.get("on_error", cut.get("on_error", "skip")),
+            config_hash=config_hash,
+        )
+
+
+def missing_files(brick: str, s: CutoutSettings) -> str | None:
+    """Why ``brick`` cannot be cut because its files are absent (None when they are there)."""
+    checks = [(layout.coadd_dir(s.release_root, brick), "no coadd directory"),
+              (layout.tractor_file(s.release_root, brick), "no Tractor catalogue")]
+    for rs in s.rs:
+        checks += [(layout.coadd_dir(s.injection_root, brick, rs), f"no injection coadd for {rs}"),
+                   (layout.simcat_file(s.injection_root, brick, rs), f"no simulation catalogue for {rs}")]
+    absent = [f"{why} ({path})" for path, why in checks if not path.exists()]
+    return "; ".join(absent) or None
+
+
+def cut_brick(brick: str, out_dir: str, s: CutoutSettings) -> dict:
+    """Cut one brick into ``out_dir/<brick>.h5``; a record of what happened, for the batch's tables."""
+    t0 = time.time()
+    why = missing_files(brick, s)
+    if why:
+        return dict(brick=brick, status="missing", reason=why)
+    try:
+        cuts = make_brick_file(Path(out_dir) / f"{brick}.h5", brick, s.release_root, s.injection_root, s.rs,
+                               s.selection, s.size, s.channels, config_hash=s.config_hash,
+                               max_frac_nodata=s.max_frac_nodata)
+    except (CoaddError, CatalogError) as err:
+        return dict(brick=brick, status="failed", reason=str(err))
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return dict(brick=brick, status="ok", cuts=cuts, seconds=time.time() - t0, peak_rss_mb=rss_mb)
+
+
+def _enforce(rec: dict, s: CutoutSettings) -> None:
+    policy = s.on_missing if rec["status"] == "missing" else s.on_error
+    if rec["status"] != "ok" and policy == "fail":
+        key = "cutouts.on_missing" if rec["status"] == "missing" else "cutouts.on_error"
+        raise BrickError(f"brick {rec['brick']} {rec['status']}: {rec['reason']} ({key} is 'fail')")
+
+
+def run_batch(bricks, out_dir, s: CutoutSettings, workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cut every brick of a batch, ``workers`` bricks at a time; write the batch's cuts.csv and failures.csv.
+
+    Memory is bounded by ``workers`` bricks (each read once, then released).
+    Progress is logged per brick with the rate and the expected time left.
+    """
+    for p in ("on_missing", "on_error"):
+        if getattr(s, p) not in POLICIES:
+            raise ValueError(f"cutouts.{p} must be one of {POLICIES}, not {getattr(s, p)!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bricks = list(bricks)
+    t0, records = time.time(), []
+    workers = max(1, min(workers, len(bricks)))
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        results = (pool.map(cut_brick, bricks, [str(out_dir)] * len(bricks), [s] * len(bricks)) if pool
+                   else (cut_brick(b, str(out_dir), s) for b in bricks))
+        for k, rec in enumerate(results, 1):
+            _enforce(rec, s)
+            records.append(rec)
+            left = (time.time() - t0) / k * (len(bricks) - k)
+            if rec["status"] == "ok":
+                kept = int(rec["cuts"]["kept"].sum())
+                log.info("[%d/%d] brick %s: %d cutouts in %.1f s, peak RSS %.0f MB; about %.0f s left", k,
+                         len(bricks), rec["brick"], kept, rec["seconds"], rec["peak_rss_mb"], left)
+            else:
+                log.warning("[%d/%d] brick %s %s, skipped: %s", k, len(bricks), rec["brick"], rec["status"],
+                            rec["reason"])
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    cuts = pd.concat([r["cuts"] for r in records if r["status"] == "ok"] or [pd.DataFrame()], ignore_index=True)
+    failures = pd.DataFrame([{c: r[c] for c in FAILURE_COLUMNS} for r in records if r["status"] != "ok"],
+                            columns=FAILURE_COLUMNS)
+    write_tables(out_dir, cuts, failures)
+    log.info("batch done: %d bricks cut, %d missing, %d failed, %d cutouts in %.0f s", len(records) - len(failures),
+             int((failures["status"] == "missing").sum()), int((failures["status"] == "failed").sum()),
+             int(cuts["kept"].sum()) if len(cuts) else 0, time.time() - t0)
+    return cuts, failures
+
+
+def write_tables(out_dir, cuts: pd.DataFrame, failures: pd.DataFrame) -> None:
+    for name, df in (("cuts.csv", cuts), ("failures.csv", failures)):
+        with atomic_path(Path(out_dir) / name) as tmp:
+            df.to_csv(tmp, index=False)
+
+
+def read_tables(batch_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
+    batch_dir = Path(batch_dir)
+    try:
+        cuts = pd.read_csv(batch_dir / "cuts.csv", dtype={"brick": str, "rs": str})
+    except pd.errors.EmptyDataError:  # a batch in which no brick was cut
+        cuts = pd.DataFrame()
+    return cuts, pd.read_csv(batch_dir / "failures.csv", dtype=str)
+
+
+def rebuild_brick(brick: str, batch_dir, s: CutoutSettings) -> dict:
+    """Cut one brick again into its batch directory, and replace its rows in the batch's tables."""
+    batch_dir = Path(batch_dir)
+    if not (batch_dir / "failures.csv").exists():
+        raise FileNotFoundError(f"{batch_dir}: not a finished cutout batch (no failures.csv); run the batch first")
+    rec = cut_brick(brick, str(batch_dir), s)
+    _enforce(rec, s)
+    cuts, failures = read_tables(batch_dir)
+    cuts = cuts[cuts["brick"] != brick] if len(cuts) else cuts
+    failures = failures[failures["brick"] != brick]
+    if rec["status"] == "ok":
+        cuts = pd.concat([cuts, rec["cuts"]], ignore_index=True)
+    else:
+        (batch_dir / f"{brick}.h5").unlink(missing_ok=True)
+        failures = pd.concat([failures, pd.DataFrame([{c: rec[c] for c in FAILURE_COLUMNS}])], ignore_index=True)
+    write_tables(batch_dir, cuts, failures)
+    # Snakemake dates a directory output by this file: touching it makes the next run rebuild what follows
+    stamp = batch_dir / ".snakemake_timestamp"
+    if stamp.exists():
+        os.utime(stamp)
+    return rec
+
+
+def brick_files(batch_dirs) -> list[Path]:
+    """The per-brick HDF5 files of the batch directories, in a stable order."""
+    return sorted((p for d in batch_dirs for p in Path(d).glob("*.h5")), key=lambda p: p.name)
+
+
+def summarise(batch_dirs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(per brick and catalogue cut table, failures, cut flow summed over bricks by label and injection seed)."""
+    tables = [read_tables(d) for d in batch_dirs]
+    cuts = pd.concat([c for c, _ in tables if len(c)] or [pd.DataFrame()], ignore_index=True)
+    failures = pd.concat([f for _, f in tables], ignore_index=True) if tables else pd.DataFrame(
+        columns=FAILURE_COLUMNS)
+    if len(cuts):
+        cuts["rs"] = cuts["rs"].fillna("")
+        numeric = [c for c in cuts.columns if c not in ("brick", "rs", "label")]
+        flow = cuts.groupby(["label", "rs"])[numeric].sum().reset_index()
+        flow.insert(0, "class", flow["label"].map({0: "real", 1: "fake"}))
+        flow.insert(3, "bricks", cuts.groupby(["label", "rs"]).size().to_numpy())
+    else:
+        flow = pd.DataFrame()
+    return cuts, failures, flow
+
+
+def format_summary(flow: pd.DataFrame, failures: pd.DataFrame, n_bricks: int) -> str:
+    """The cut flow and failures as text tables for the log and summary.txt."""
+    lines = [f"bricks selected: {n_bricks}; cut: {n_bricks - len(failures)}; "
+             f"missing: {int((failures['status'] == 'missing').sum())}; "
+             f"failed: {int((failures['status'] == 'failed').sum())}", ""]
+    if len(flow):
+        t = flow.drop(columns=["label"]).set_index(["class", "rs"]).T
+        t.columns = [f"{c} {rs}".strip() for c, rs in t.columns]
+        lines += ["sources in, removed by each cut in order, and kept:", t.fillna(0).astype(int).to_string(), ""]
+    if len(failures):
+        lines += ["bricks not cut:", failures.to_string(index=False)]
+    return "\n".join(lines) + "\n"

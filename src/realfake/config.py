@@ -1,0 +1,81 @@
+"""The workflow's config outside Snakemake: loaded safely, validated by the workflow's schema, hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that breaks the schema or points nowhere; the message names every offending key."""
+
+
+def check_config(config, schema_path: str | Path = SCHEMA, max_errors: int = 5) -> None:
+    """Check ``config`` against the workflow's JSON schema; ConfigError with one line per problem.
+
+    Each line names the key (``shards.size``) and what is wrong with it. Where a key may take
+    several forms (``release.bricks``: a list, a file or a box), the form that comes closest is
+    the one explained, rather than a dump of the whole schema.
+    """
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if not errors:
+        return
+    lines = []
+    for err in errors[:max_errors]:
+        best = jsonschema.exceptions.best_match([err])
+        key = ".".join(map(str, best.absolute_path)) or "(top level)"
+        lines.append(f"config key {key}: {best.message}")
+    more = f"\n(and {len(errors) - max_errors} more)" if len(errors) > max_errors else ""
+    raise ConfigError("invalid config (schema workflow/schemas/config.schema.yaml):\n" + "\n".join(lines) + more)
+
+
+def check_release_roots(config: dict, synthetic: bool) -> None:
+    """``release.root`` and ``release.injection_root`` must be directories, unless the synthetic release
+    (rule mock_release) will write them. Two stats, never one per brick."""
+    if synthetic:
+        return
+    for key in ("root", "injection_root"):
+        path = Path(config["release"][key])
+        if not path.is_dir():
+            raise ConfigError(f"config key release.{key}: not a directory: {str(path)!r}")
+
+
+def load_config(path: str | Path) -> dict:
+    """``config.yaml`` as Snakemake sees it: safe YAML, checked by the schema, defaults filled in."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:  # includes tags such as !!python/object, which safe_load never builds
+        raise ConfigError(f"{path}: not plain YAML: {' '.join(str(err).split())}") from None
+    if SCHEMA.exists():
+        from snakemake.utils import validate
+
+        check_config(config)
+        validate(config, str(SCHEMA))  # fills in the defaults
+    return config
+
+
+def cutout_inputs(config: dict) -> dict:
+    """The settings that decide a brick's cutouts: not which bricks are chosen, how they are batched, or the
+    failure policy, so that adding a brick to the selection reruns only the batch it joins."""
+    release = {k: v for k, v in config["release"].items() if k != "bricks"}
+    cutouts = {k: v for k, v in config["cutouts"].items() if k not in ("batch_size", "on_missing", "on_error")}
+    return {"release": release, "selection": config["selection"], "cutouts": cutouts}
+
+
+def config_hash(settings: dict) -> str:
+    """Hash of settings; stored in outputs so they can be traced to the config that made them."""
+    text = json.dumps(settings, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
