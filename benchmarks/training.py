@@ -90,7 +90,7 @@ def child(mode: str, shards: str, rounds: int, threads: int, max_steps: int = 0)
     model.compile(keras.optimizers.Adam(tcfg["learning_rate"]), "sparse_categorical_crossentropy",
                   metrics=["accuracy", FakeAUC(name="auc")])
     steps = batches_per_epoch(shards, "train", batch)
-    n = sum(len(np.load(y, mmap_mode="r")) for _, y in shard_files(shards, "train"))
+    n = sum(len(np.load(y, mmap_mode="r", allow_pickle=False)) for _, y in shard_files(shards, "train"))
     x = y = None
     if mode in ("both", "memory"):
         x = np.concatenate([np.load(xp) for xp, _ in shard_files(shards, "train")])
