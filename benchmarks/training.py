@@ -93,8 +93,8 @@ def child(mode: str, shards: str, rounds: int, threads: int, max_steps: int = 0)
     n = sum(len(np.load(y, mmap_mode="r", allow_pickle=False)) for _, y in shard_files(shards, "train"))
     x = y = None
     if mode in ("both", "memory"):
-        x = np.concatenate([np.load(xp) for xp, _ in shard_files(shards, "train")])
-        y = np.concatenate([np.load(yp) for _, yp in shard_files(shards, "train")]).astype(np.int32)
+        x = np.concatenate([np.load(xp, allow_pickle=False) for xp, _ in shard_files(shards, "train")])
+        y = np.concatenate([np.load(yp, allow_pickle=False) for _, yp in shard_files(shards, "train")]).astype(np.int32)
 
     class Clock(keras.callbacks.Callback):
         """Seconds from the end of an epoch's first batch to the end of its last one."""
