@@ -41,6 +41,15 @@ def test_good_classifier_is_detected_with_tv_bound():
     assert "distinguishable" in m["verdict"]
 
 
+def test_worse_than_chance_is_not_called_indistinguishable():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 600)
+    p = np.clip(0.6 - 0.2 * y + rng.normal(0, 0.2, 600), 0, 1)  # anti-correlated with the truth
+    m = evaluate(_pred(y, p), n_boot=200, seed=1)
+    assert m["ci95"]["auc"][1] < 0.5
+    assert "worse than chance" in m["verdict"] and "indistinguishable" not in m["verdict"]
+
+
 def test_verdict_says_where_the_network_separates():
     rng = np.random.default_rng(3)
     n = 3000
@@ -67,7 +76,7 @@ def test_predictions_line_up_with_the_manifest_over_several_test_shards(tmp_path
     files = [tmp_path / f"{b}.h5" for b in ("1210p060", "1212p060")]
     for k, f in enumerate(files):
         mock_cutout_file(f, f.stem, 30, 30, size=8, seed=k)
-    build(files, tmp_path / "shards", DEFAULT_CHANNELS, size=7, seed=1, test_fraction=0.5)
+    build(files, tmp_path / "shards", DEFAULT_CHANNELS, split_by="example", size=7, seed=1, test_fraction=0.5)
     assert len(list((tmp_path / "shards").glob("xtest_*.npy"))) > 2
     # a "network" whose P(fake) is a function of one pixel of its input: it names the example it saw
     x = keras.Input((8, 8, 6))

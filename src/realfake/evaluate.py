@@ -137,6 +137,14 @@ def verdict(m: dict, alpha: float = 0.05) -> str:
             f"of at least {m['tv_lower_bound']:.2f} (95% CI {ci['tv_lower_bound'][0]:.2f}-"
             f"{ci['tv_lower_bound'][1]:.2f}). "
         )
+    elif hi < 0.5:
+        body = (
+            f"It does worse than chance (the AUC interval lies below 0.5; one-sided binomial p = {p:.2g}): no real "
+            "difference can make a classifier anti-correlated with the truth, so what it learned from the training "
+            "split is reversed in the test split. Suspect a split that is not independent (examples sharing sky or "
+            "a brick's fixed class counts across the split) or a fluctuation of a small sample, before reading this "
+            "as a statement about the injection. "
+        )
     elif p >= alpha and lo <= 0.5:
         body = (
             f"It does no better than chance (one-sided binomial p = {p:.2g}; the AUC interval contains 0.5): at "
@@ -149,6 +157,24 @@ def verdict(m: dict, alpha: float = 0.05) -> str:
             "examples are needed to decide. "
         )
     return head + body + magnitude_statement(m.get("by_mag_g", []))
+
+
+# The built-in controls (config/presets/<name>.yaml) and what their metrics must show
+CONTROLS = {
+    "null-test": "the AUC's 95% interval contains 0.5 and the binomial test does not reject chance (p >= 0.05)",
+    "positive-control": "the AUC's 95% interval lies above 0.8 and the binomial test rejects chance (p < 0.01)",
+}
+
+
+def control_outcome(m: dict, control: str) -> tuple[bool, str]:
+    """Whether a control run's metrics (``metrics.json``) came out as they must (:data:`CONTROLS`), and a line
+    saying so with the numbers."""
+    if control not in CONTROLS:
+        raise ValueError(f"control must be one of {sorted(CONTROLS)}, not {control!r}")
+    (lo, hi), p = m["ci95"]["auc"], m["chance"]["p_value"]
+    ok = lo <= 0.5 <= hi and p >= 0.05 if control == "null-test" else lo > 0.8 and p < 0.01
+    numbers = f"AUC {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}), binomial p = {p:.2g}, {m['chance']['n']} test examples"
+    return ok, f"{control} {'passed' if ok else 'FAILED'}: {numbers}; required: {CONTROLS[control]}"
 
 
 def evaluate(pred: pd.DataFrame, n_boot: int = 1000, seed: int = 1, bins: dict | None = None) -> dict:
