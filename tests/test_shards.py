@@ -12,7 +12,7 @@ from realfake.shards import build, shard_files
 
 
 def test_shards_named_shaped_and_traceable(brick_files, tmp_path):
-    summary = build(brick_files, tmp_path, DEFAULT_CHANNELS, size=8, test_fraction=0.2, seed=3)
+    summary = build(brick_files, tmp_path, DEFAULT_CHANNELS, split_by="example", size=8, test_fraction=0.2, seed=3)
     n = summary["n_examples"]
     train, test = shard_files(tmp_path, "train"), shard_files(tmp_path, "test")
     assert train[0][0].name == "xtrain_0.npy" and test[0][1].name == "ytest_0.npy"
@@ -39,8 +39,8 @@ def test_shards_named_shaped_and_traceable(brick_files, tmp_path):
 
 
 def test_shards_deterministic_whatever_the_input_order(brick_files, tmp_path):
-    build(brick_files, tmp_path / "a", DEFAULT_CHANNELS, size=5, seed=9)
-    build(list(reversed(brick_files)), tmp_path / "b", DEFAULT_CHANNELS, size=5, seed=9)
+    build(brick_files, tmp_path / "a", DEFAULT_CHANNELS, split_by="example", size=5, seed=9)
+    build(list(reversed(brick_files)), tmp_path / "b", DEFAULT_CHANNELS, split_by="example", size=5, seed=9)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
     for name in names:
@@ -53,21 +53,21 @@ def _bytes(d):
 
 def test_out_of_core_gives_the_same_bytes_whatever_the_memory_budget(brick_files, tmp_path):
     # a few MB of cutouts: a 3 MB budget forces several scatter buckets, 2 GB keeps one
-    small = build(brick_files, tmp_path / "small", DEFAULT_CHANNELS, size=4, seed=4, memory_mb=3)
-    large = build(list(reversed(brick_files)), tmp_path / "large", DEFAULT_CHANNELS, size=4, seed=4)
+    small = build(brick_files, tmp_path / "small", DEFAULT_CHANNELS, split_by="example", size=4, seed=4, memory_mb=3)
+    large = build(list(reversed(brick_files)), tmp_path / "large", DEFAULT_CHANNELS, split_by="example", size=4, seed=4)
     assert small["scatter_buckets"] > 2 and large["scatter_buckets"] == 1
     assert _bytes(tmp_path / "small").keys() == _bytes(tmp_path / "large").keys()
     for name, content in _bytes(tmp_path / "small").items():
         if name != "summary.json":
             assert content == _bytes(tmp_path / "large")[name], name
     assert not (tmp_path / "small" / ".buckets").exists()
-    other = build(brick_files, tmp_path / "seed5", DEFAULT_CHANNELS, size=4, seed=5)
+    other = build(brick_files, tmp_path / "seed5", DEFAULT_CHANNELS, split_by="example", size=4, seed=5)
     assert other["n_examples"] == small["n_examples"]
     assert (tmp_path / "seed5" / "manifest.csv").read_bytes() != (tmp_path / "small" / "manifest.csv").read_bytes()
 
 
 def test_per_shard_class_counts_and_validation_split(brick_files, tmp_path):
-    s = build(brick_files, tmp_path, DEFAULT_CHANNELS, size=8, test_fraction=0.2, validation_fraction=0.1, seed=2)
+    s = build(brick_files, tmp_path, DEFAULT_CHANNELS, split_by="example", size=8, test_fraction=0.2, validation_fraction=0.1, seed=2)
     n = s["n_examples"]
     counts = {sp: sum(len(np.load(y)) for _, y in shard_files(tmp_path, sp)) for sp in ("train", "valid", "test")}
     assert counts == {"test": round(0.2 * n), "valid": round(0.1 * n), "train": n - round(0.2 * n) - round(0.1 * n)}
@@ -94,7 +94,7 @@ def many_examples(tmp_path_factory):
 
 
 def test_undersampling_balances_the_classes_exactly(many_examples, tmp_path):
-    s = build(many_examples, tmp_path, DEFAULT_CHANNELS, size=64, seed=2, balance="undersample")
+    s = build(many_examples, tmp_path, DEFAULT_CHANNELS, split_by="example", size=64, seed=2, balance="undersample")
     y = np.concatenate([np.load(y) for sp in ("train", "test") for _, y in shard_files(tmp_path, sp)])
     assert s["n_in"] == {"real": 1200, "fake": 800}
     assert (y == 0).sum() == (y == 1).sum() == 800
@@ -102,7 +102,7 @@ def test_undersampling_balances_the_classes_exactly(many_examples, tmp_path):
 
 
 def test_weights_balance_the_classes(many_examples, tmp_path):
-    build(many_examples, tmp_path, DEFAULT_CHANNELS, size=64, seed=2, balance="weights")
+    build(many_examples, tmp_path, DEFAULT_CHANNELS, split_by="example", size=64, seed=2, balance="weights")
     y = np.concatenate([np.load(y) for _, y in shard_files(tmp_path, "train")])
     w = np.concatenate([np.load(tmp_path / ("w" + x.name[1:])) for x, _ in shard_files(tmp_path, "train")])
     assert len(w) == len(y) and len(set(w[y == 0])) == len(set(w[y == 1])) == 1
@@ -113,7 +113,7 @@ def test_weights_balance_the_classes(many_examples, tmp_path):
 
 def test_magnitude_matching_follows_the_fakes_histogram(many_examples, tmp_path):
     bins = np.arange(20.0, 25.01, 0.5)
-    s = build(many_examples, tmp_path, DEFAULT_CHANNELS, size=64, seed=2, match_magnitude=True, match_bins=bins)
+    s = build(many_examples, tmp_path, DEFAULT_CHANNELS, split_by="example", size=64, seed=2, match_magnitude=True, match_bins=bins)
     man = pd.read_csv(tmp_path / "manifest.csv")
     real = man.loc[man.label == 0, "mag_g"]
     # the fakes span g 21-24: reals outside are dropped, inside kept with equal probability (binomial thinning)
@@ -124,11 +124,52 @@ def test_magnitude_matching_follows_the_fakes_histogram(many_examples, tmp_path)
     assert np.abs(h_real - h_fake).max() < 0.06
 
 
+@pytest.fixture(scope="module")
+def ten_bricks(tmp_path_factory):
+    """Ten brick files of random 8x8 cutouts, 20 to 65 examples each."""
+    from realfake.mock import mock_cutout_file
+
+    d = tmp_path_factory.mktemp("ten")
+    files = [d / f"{1000 + k}p100.h5" for k in range(10)]
+    for k, f in enumerate(files):
+        mock_cutout_file(f, f.stem, 10 + 3 * k, 10 + 2 * k, size=8, seed=k)
+    return files
+
+
+def test_split_by_brick_puts_each_brick_in_one_split(ten_bricks, tmp_path):
+    s = build(ten_bricks, tmp_path / "a", DEFAULT_CHANNELS, size=16, test_fraction=0.2, validation_fraction=0.1,
+              memory_mb=1, seed=3)  # a tiny budget: several buckets per split
+    man = pd.read_csv(tmp_path / "a" / "manifest.csv")
+    assert man.groupby("brick")["split"].nunique().max() == 1  # no brick's sky in two splits
+    assert {sp: sorted(g) for sp, g in man.groupby("split")["brick"].unique().items()} == \
+        {sp: b for sp, b in s["bricks"].items() if b}
+    n = len(man)
+    frac = man["split"].value_counts() / n
+    assert abs(frac["test"] - 0.2) < 0.08 and abs(frac["valid"] - 0.1) < 0.08  # as near as whole bricks allow
+    assert s["scatter_buckets"] > 3
+    # every split is shuffled within: bricks interleave in the training shards
+    assert man[man.split == "train"]["brick"].iloc[:20].nunique() > 3
+    # the same split and bytes whatever the order of the inputs and the memory budget; another seed, other bricks
+    build(list(reversed(ten_bricks)), tmp_path / "b", DEFAULT_CHANNELS, size=16, test_fraction=0.2,
+          validation_fraction=0.1, seed=3)
+    assert pd.read_csv(tmp_path / "b" / "manifest.csv").equals(man)
+    for x in (tmp_path / "a").glob("x*.npy"):
+        assert x.read_bytes() == (tmp_path / "b" / x.name).read_bytes()
+    other = build(ten_bricks, tmp_path / "c", DEFAULT_CHANNELS, size=16, test_fraction=0.2, seed=4)
+    assert other["bricks"]["test"] != s["bricks"]["test"]
+
+
+def test_too_few_bricks_to_split_by_brick_is_refused(brick_files, tmp_path):
+    with pytest.raises(ValueError, match=r"2 brick\(s\) are too few to split by brick into test and validation and "
+                                         r"training splits: .*split_by: example"):
+        build(brick_files, tmp_path, DEFAULT_CHANNELS, test_fraction=0.2, validation_fraction=0.1)
+
+
 def test_bad_shard_config_is_refused(brick_files, tmp_path):
     with pytest.raises(ValueError, match="test_fraction"):
-        build(brick_files, tmp_path, DEFAULT_CHANNELS, test_fraction=0.7, validation_fraction=0.4)
+        build(brick_files, tmp_path, DEFAULT_CHANNELS, split_by="example", test_fraction=0.7, validation_fraction=0.4)
     with pytest.raises(ValueError, match="memory_mb"):
-        build(brick_files, tmp_path, DEFAULT_CHANNELS, size=512, memory_mb=64)
+        build(brick_files, tmp_path, DEFAULT_CHANNELS, split_by="example", size=512, memory_mb=64)
 
 
 KILLABLE = """
@@ -137,7 +178,7 @@ from realfake.atomic import atomic_path
 from realfake.cutouts import DEFAULT_CHANNELS
 from realfake.shards import build
 with atomic_path(sys.argv[1], directory=True) as tmp:  # as the rule's script does
-    build(sys.argv[3:], tmp, DEFAULT_CHANNELS, size=4, seed=6, memory_mb=float(sys.argv[2]))
+    build(sys.argv[3:], tmp, DEFAULT_CHANNELS, split_by="example", size=4, seed=6, memory_mb=float(sys.argv[2]))
 """
 
 

@@ -34,7 +34,7 @@ def make_shards(root: Path, balance="none", n_real=20, n_fake=20) -> Path:
         brick = f"{1000 + k:04d}p100"
         mock_cutout_file(root / f"{brick}.h5", brick, n_real, n_fake, size=16, seed=k)
         files.append(root / f"{brick}.h5")
-    build(files, root / "shards", DEFAULT_CHANNELS, size=8, test_fraction=0.2, validation_fraction=0.1, seed=1,
+    build(files, root / "shards", DEFAULT_CHANNELS, split_by="example", size=8, test_fraction=0.2, validation_fraction=0.1, seed=1,
           balance=balance)
     return root / "shards"
 

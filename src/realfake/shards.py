@@ -11,9 +11,19 @@ identity (seed, brick, rs, id, label), so the result does not depend on the
 order of the input files, on brick batching or on the number of workers.
 It never holds the data in memory: a first pass scatters the examples into
 key-range buckets on disk, each small enough for the memory budget; a second
-pass sorts one bucket at a time and streams it into the shards. Examples with
-the smallest keys form the test split, the next the validation split, the
-rest the training split, so the split sizes are exact.
+pass sorts one bucket at a time and streams it into the shards.
+
+The split (``split_by``) is by brick by default: bricks, in an order drawn from
+the seed, go to the test split until it holds ``test_fraction`` of the
+examples, then to the validation split, the rest to training, and every split
+is shuffled within. A brick's real galaxies and its fakes share the sky (the
+fakes are injected into the same images, every injection run over the same
+galaxies) and the brick's PSF, depth and class counts: split by example, the
+network could learn a training brick's sky or its share of fakes, and meet the
+same sky, or the complement of that share, in the test split, which biases the
+test's AUC either way. With ``split_by: example`` the examples with the
+smallest keys form the test split, the next the validation split, the rest
+training, and the split sizes are exact.
 
 A manifest names the split, shard, position, brick, rs, id and label of every
 example, so anything in a figure can be traced back to the sky; a summary
@@ -42,6 +52,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 BALANCE = ("none", "undersample", "weights")
+SPLIT_BY = ("brick", "example")
 # Examples of the training split whose pixels give the normalisation statistics
 STATS_EXAMPLES = 512
 
@@ -81,6 +92,7 @@ class ShardConfig:
     match_magnitude: bool = False  # keep reals so that their g-magnitude histogram follows the fakes'
     match_bins: tuple = (20.0, 20.5, 21.0, 21.5, 22.0, 22.5, 23.0, 23.5, 24.0, 24.5, 25.0)
     memory_mb: float = 2048  # bound on the memory the shuffle uses for pixels
+    split_by: str = "brick"  # brick: each brick's examples in one split | example: exact split sizes
 
     def __post_init__(self):
         if self.size < 1:
@@ -91,6 +103,8 @@ class ShardConfig:
             raise ValueError("shards.test_fraction + shards.validation_fraction must be < 1: no training split left")
         if self.balance not in BALANCE:
             raise ValueError(f"shards.balance must be one of {BALANCE}, not {self.balance!r}")
+        if self.split_by not in SPLIT_BY:
+            raise ValueError(f"shards.split_by must be one of {SPLIT_BY}, not {self.split_by!r}")
 
     @classmethod
     def from_config(cls, cfg: dict) -> "ShardConfig":
@@ -191,10 +205,12 @@ class Census:
     files: list
     example_shape: tuple
     n_in: dict  # label -> examples in the brick files
+    per_brick: dict  # brick -> examples in the brick files
     n_kept: dict  # label -> examples after matching and balancing
     p_match: np.ndarray | None = None  # per magnitude bin, probability to keep a real (None: no matching)
     undersample: tuple | None = None  # (label, threshold): keep that label where its balance variate <= threshold
     weights: dict | None = None  # label -> per-example weight
+    split_of: dict | None = None  # brick -> split (split_by: brick)
 
     def keep(self, src: pd.DataFrame, cfg: ShardConfig):
         """Mask of the examples of ``src`` that go into the shards, and their keys."""
@@ -216,7 +232,7 @@ def census(brick_files, cfg: ShardConfig) -> Census:
     files = sorted(set(map(str, brick_files)))
     if not files:
         raise ValueError("no brick files given: nothing to shard")
-    shape, n_in = None, {REAL: 0, FAKE: 0}
+    shape, n_in, per_brick = None, {REAL: 0, FAKE: 0}, {}
     nb = len(cfg.match_bins) - 1
     hist = {REAL: np.zeros(nb), FAKE: np.zeros(nb)}
     for path in files:
@@ -227,13 +243,15 @@ def census(brick_files, cfg: ShardConfig) -> Census:
         elif s != shape:
             raise ValueError(f"{path}: cutouts of shape {s}, other brick files have {shape}")
         src = _read_sources(path)
+        for brick, n in src["brick"].value_counts().items():
+            per_brick[brick] = per_brick.get(brick, 0) + int(n)
         for lab in (REAL, FAKE):
             sel = src["label"].to_numpy() == lab
             n_in[lab] += int(sel.sum())
             hist[lab] += np.histogram(src["mag_g"].to_numpy(float)[sel], cfg.match_bins)[0]
     if sum(n_in.values()) == 0:
         raise ValueError(f"no cutouts in any of the {len(files)} brick files: nothing to shard")
-    c = Census(files, tuple(shape), n_in, dict(n_in), weights={REAL: 1.0, FAKE: 1.0})
+    c = Census(files, tuple(shape), n_in, per_brick, dict(n_in), weights={REAL: 1.0, FAKE: 1.0})
 
     def kept_variates(label):
         """Per file, the balance variates of the examples of ``label`` that matching keeps."""
@@ -288,18 +306,70 @@ def n_buckets(n_examples: int, example_bytes: int, memory_mb: float) -> int:
     return max(1, math.ceil(n_examples * example_bytes / (memory_mb * 2**20 * BUCKET_SHARE)))
 
 
-def scatter(c: Census, cfg: ShardConfig, bucket_dir: Path, nb: int) -> None:
-    """Pass 1: every kept example goes to the bucket of its key range, pixels and manifest row apart."""
+def brick_splits(per_brick: dict, cfg: ShardConfig) -> dict:
+    """The split of each brick (``split_by: brick``): bricks, in an order drawn from the seed, fill the test
+    split to ``test_fraction`` of the examples, then the validation split; the rest train.
+
+    A brick joins a split while that brings the split nearer its share; each split asked for gets at least
+    one brick, and too few bricks for that is an error.
+    """
+    bricks = sorted(per_brick)
+    salt = _mix(np.uint64(cfg.seed & 0xFFFFFFFFFFFFFFFF) ^ np.uint64(0x6B72696373706C74))  # "brickspl"
+    order = [bricks[i] for i in np.argsort(_mix(salt ^ _hash_strings(bricks)), kind="stable")]
+    n = sum(per_brick.values())
+    wanted = [("test", cfg.test_fraction * n)] + ([("valid", cfg.validation_fraction * n)]
+                                                  if cfg.validation_fraction > 0 else [])
+    split_of, i = {}, 0
+    for split, target in wanted:
+        got = 0
+        while i < len(order) and (got == 0 or got + per_brick[order[i]] - target < target - got):
+            split_of[order[i]] = split
+            got += per_brick[order[i]]
+            i += 1
+    if i >= len(order):
+        names = " and ".join(["test"] + (["validation"] if len(wanted) > 1 else []) + ["training"])
+        raise ValueError(f"{len(bricks)} brick(s) are too few to split by brick into {names} splits: "
+                         "select more bricks, or set shards.split_by: example")
+    split_of.update({b: "train" for b in order[i:]})
+    return split_of
+
+
+def bucket_layout(c: Census, cfg: ShardConfig, example_bytes: int) -> dict:
+    """split -> (first bucket, number of buckets): the buckets of each split in turn, test first, so that
+    the gather pass streams the splits in order (``split_by: brick``); one range for all (``example``)."""
+    if cfg.split_by == "example":
+        return {None: (0, n_buckets(sum(c.n_kept.values()), example_bytes, cfg.memory_mb))}
+    layout, first = {}, 0
+    for split in ("test", "valid", "train"):
+        n = sum(k for b, k in c.per_brick.items() if c.split_of[b] == split)  # an upper bound: before balancing
+        nb = n_buckets(n, example_bytes, cfg.memory_mb) if n else 0
+        layout[split], first = (first, nb), first + nb
+    return layout
+
+
+def scatter(c: Census, cfg: ShardConfig, bucket_dir: Path, buckets: dict) -> dict:
+    """Pass 1: every kept example goes to the bucket of its split and key range, pixels and manifest row apart.
+
+    Returns the number of examples in each split (``split_by: brick``; None for ``example``)."""
     import h5py
 
     example_bytes = int(np.prod(c.example_shape)) * 4
     # a chunk is read, then copied once per bucket it spans: a few chunks in memory at once
     chunk = max(1, int(cfg.memory_mb * 2**20 / 16 // example_bytes))
+    counts = {split: 0 for split in SPLITS}
     for k, path in enumerate(c.files):
         src = _read_sources(path)
         keep, keys = c.keep(src, cfg)
         meta = _meta(src, keys, k, c.weights)
-        bucket = ((keys >> np.uint64(32)) * np.uint64(nb)) >> np.uint64(32)
+        if cfg.split_by == "example":
+            first, nb = (np.uint64(v) for v in buckets[None])
+        else:
+            split = src["brick"].map(c.split_of).to_numpy()
+            for name in SPLITS:
+                counts[name] += int(np.count_nonzero(keep & (split == name)))
+            first = np.array([buckets[v][0] for v in split], dtype=np.uint64)
+            nb = np.array([buckets[v][1] for v in split], dtype=np.uint64)
+        bucket = first + (((keys >> np.uint64(32)) * nb) >> np.uint64(32))
         with h5py.File(path, "r") as f:
             d = f["cutouts"]
             for i0 in range(0, len(src), chunk):
@@ -319,6 +389,7 @@ def scatter(c: Census, cfg: ShardConfig, bucket_dir: Path, nb: int) -> None:
                         fm.write(np.ascontiguousarray(m[j]).data)
         log.info("scattered %s (%d/%d): %d of %d examples kept", Path(path).name, k + 1, len(c.files),
                  int(keep.sum()), len(src))
+    return None if cfg.split_by == "example" else counts
 
 
 def gather(bucket_dir: Path, nb: int, example_shape):
@@ -436,21 +507,30 @@ def build(brick_files, out_dir, channels, cfg: ShardConfig | dict | None = None,
     n = sum(c.n_kept.values())
     if n == 0:
         raise ValueError("no example left after magnitude matching and balancing: nothing to shard")
-    sizes = split_sizes(n, cfg)
-    if sizes["train"] == 0 or sizes["test"] == 0:
-        raise ValueError(f"{n} examples are too few for a test fraction of {cfg.test_fraction}")
+    if cfg.split_by == "example":
+        sizes = split_sizes(n, cfg)
+        if sizes["train"] == 0 or sizes["test"] == 0:
+            raise ValueError(f"{n} examples are too few for a test fraction of {cfg.test_fraction}")
+    else:
+        c.split_of = brick_splits(c.per_brick, cfg)
     example_bytes = int(np.prod(c.example_shape)) * 4
     if cfg.size * example_bytes > cfg.memory_mb * 2**20 * SHARD_SHARE:
         raise ValueError(f"shards.memory_mb = {cfg.memory_mb} is too small for shards of {cfg.size} examples "
                          f"({cfg.size * example_bytes / 2**20:.0f} MB each; need at least {1 / SHARD_SHARE:.0f}x that)")
-    nb = n_buckets(n, example_bytes, cfg.memory_mb)
-    log.info("%d examples (%d real, %d fake) from %d brick files; %d scatter buckets for %d MB",
-             n, c.n_kept[REAL], c.n_kept[FAKE], len(c.files), nb, cfg.memory_mb)
+    buckets = bucket_layout(c, cfg, example_bytes)
+    nb = sum(n for _, n in buckets.values())
+    log.info("%d examples (%d real, %d fake) from %d brick files; %d scatter buckets for %d MB; split by %s",
+             n, c.n_kept[REAL], c.n_kept[FAKE], len(c.files), nb, cfg.memory_mb, cfg.split_by)
     bucket_dir = out_dir / ".buckets"
     shutil.rmtree(bucket_dir, ignore_errors=True)
     bucket_dir.mkdir()
     try:
-        scatter(c, cfg, bucket_dir, nb)
+        counts = scatter(c, cfg, bucket_dir, buckets)
+        if counts is not None:
+            sizes = counts
+            if sizes["train"] == 0 or sizes["test"] == 0:
+                raise ValueError(f"split by brick, the {'training' if sizes['test'] else 'test'} split is empty "
+                                 "after matching and balancing: select more bricks, or set shards.split_by: example")
         with atomic_path(out_dir / "manifest.csv") as tmp, open(tmp, "w", newline="") as manifest:
             writer = ShardWriter(out_dir, sizes, cfg.size, c.example_shape, cfg.balance == "weights", manifest)
             for meta, x, order in gather(bucket_dir, nb, c.example_shape):
@@ -468,6 +548,8 @@ def build(brick_files, out_dir, channels, cfg: ShardConfig | dict | None = None,
         "n_in": {"real": c.n_in[REAL], "fake": c.n_in[FAKE]},
         "class_weights": {"real": c.weights[REAL], "fake": c.weights[FAKE]},
         "scatter_buckets": nb,
+        "bricks": ({split: sorted(b for b, v in c.split_of.items() if v == split) for split in SPLITS}
+                   if c.split_of else None),
         "splits": {
             s: {
                 "n_shards": sum(1 for p in per_shard if p["split"] == s),
