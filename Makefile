@@ -2,13 +2,18 @@
 #   make run    set up, build the synthetic release if absent, run the whole pipeline
 #   make test   set up and run the tests
 #   make faults the fault suite: kills, damaged inputs, a full disk, safety; ends with a table
+# Built-in controls, each in its own directory runs/<control>/ (README, "Controls"):
+#   make null-test          fakes drawn like the real galaxies: must be indistinguishable
+#   make positive-control   fakes clearly wrong: must be found
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test faults lint dryrun report clean
+CONTROLS := null-test positive-control
+
+.PHONY: setup run test faults lint dryrun report clean $(CONTROLS)
 
 setup: $(STAMP)
 
@@ -27,6 +32,17 @@ run: $(STAMP)
 	echo "figures (PNG and PDF): $(CURDIR)/results/evaluation/ (make report: all of them in report.html)" && \
 	echo "metrics and verdict: $(CURDIR)/results/evaluation/metrics.json" && \
 	$(BIN)/python -c "import json; print(json.load(open('results/evaluation/metrics.json'))['verdict'])"
+
+# the default config with the control's preset on top; fails unless the control comes out as it must
+$(CONTROLS): $(STAMP)
+	@start=$$(date +%s); mkdir -p runs/$@; \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --directory runs/$@ \
+		--configfile config/config.yaml config/presets/$@.yaml && \
+	echo "$@ wall time: $$(( $$(date +%s) - start )) s" && \
+	echo "figures and metrics: $(CURDIR)/runs/$@/results/evaluation/" && \
+	$(BIN)/python -c "import json, sys; from realfake.evaluate import control_outcome; \
+		m = json.load(open('runs/$@/results/evaluation/metrics.json')); ok, line = control_outcome(m, '$@'); \
+		print(m['verdict']); print(line); sys.exit(not ok)"
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
@@ -50,4 +66,4 @@ report: $(STAMP)
 	@echo "report: $(CURDIR)/report.html"
 
 clean:
-	rm -rf results logs .snakemake
+	rm -rf results logs .snakemake runs/*/results runs/*/logs

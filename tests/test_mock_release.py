@@ -143,3 +143,35 @@ def test_cli_help_and_bad_brick(capsys):
 
     assert main(["mock-release", "--out", "/nonexistent/x", "--bricks", "12p6"]) == 2
     assert "not a brick name" in capsys.readouterr().err
+
+
+def test_control_options_change_only_what_they_say(tmp_path):
+    """fake_model real + tractor_noise off + wide separation (the null test), fake_flux_scale (a positive control)."""
+    from realfake.mock import PIXSCALE_ARCSEC, MockConfig, make_release
+
+    brick = "1210p060"
+    base = dict(bricks=(brick,), image_size=256, seed=5)
+    make_release(MockConfig(**base), tmp_path / "base")
+    make_release(MockConfig(**base, fake_model="real", tractor_noise=False, min_fake_separation=20.0), tmp_path / "null")
+    make_release(MockConfig(**base, fake_flux_scale=10.0), tmp_path / "bright")
+    tractor = {k: fitsio.read(str(layout.tractor_file(tmp_path / k / "release", brick))) for k in ("base", "null")}
+    # the same galaxies; without measurement noise the fluxes move, the errors stay
+    assert np.array_equal(tractor["base"]["ra"], tractor["null"]["ra"])
+    assert not np.array_equal(tractor["base"]["flux_g"], tractor["null"]["flux_g"])
+    assert np.array_equal(tractor["base"]["flux_ivar_g"], tractor["null"]["flux_ivar_g"])
+    inj = tmp_path / "null" / "injection"
+    sim = fitsio.read(str(layout.simcat_file(inj, brick, "rs0")))
+    assert set(np.char.strip(sim["type"].astype(str))) <= {"REX", "EXP", "DEV", "SER"}  # a Tractor type, as reals get
+    added = np.isin(sim["id"], fitsio.read(str(layout.sim_ids_added_file(inj, brick, "rs0")), ext=1)["id"])
+    x, y = sim["x"][added], sim["y"][added]
+    sep = np.hypot(x[:, None] - x[None], y[:, None] - y[None]) * PIXSCALE_ARCSEC
+    assert added.sum() >= 2 and sep[np.triu_indices(len(x), 1)].min() >= 20.0
+    # ten times the flux injected, the catalogue unchanged
+    flux = {}
+    for k in ("base", "bright"):
+        rel = fitsio.read(str(layout.coadd_file(tmp_path / k / "release", brick, "image", "r")))
+        img = fitsio.read(str(layout.coadd_file(tmp_path / k / "injection", brick, "image", "r", "rs0")))
+        flux[k] = (img - rel).sum()
+    assert 8 < flux["bright"] / flux["base"] < 11
+    sims = [fitsio.read(str(layout.simcat_file(tmp_path / k / "injection", brick, "rs0"))) for k in ("base", "bright")]
+    assert np.array_equal(sims[0]["rflux"], sims[1]["rflux"])

@@ -94,14 +94,16 @@ def read_simcat(root: str | Path, brick: str, rs: str) -> pd.DataFrame:
         mw = f"mw_transmission_{b}"
         df[mw] = _native(t[mw]) if mw in t.dtype.names else 1.0
     df = df.rename(columns={"rhalf": "size"})
-    df["type"] = "SIM"
+    # obiwan's simcat has no type; a synthetic null-test run's does (the Tractor type of a real twin)
+    df["type"] = np.char.strip(t["type"].astype("U4")) if "type" in t.dtype.names else "SIM"
     added = layout.sim_ids_added_file(root, brick, rs)
     n_listed = len(df)
     if added.exists():
         ids = _read_table(added, "list of injected ids")
         col = ids.dtype.names[0]
         df = df[df["id"].isin(_native(ids[col]))].reset_index(drop=True)
-    df.attrs.update(path=str(path), n_listed=n_listed, ids_added=str(added) if added.exists() else None)
+    df.attrs.update(path=str(path), n_listed=n_listed, ids_added=str(added) if added.exists() else None,
+                    has_type="type" in t.dtype.names)
     return df
 
 

@@ -20,6 +20,9 @@ def _mock_release(args) -> int:
         rs=tuple(args.rs),
         fake_model=args.fake_model,
         fake_psf=not args.no_fake_psf,
+        fake_flux_scale=args.fake_flux_scale,
+        min_fake_separation=args.min_fake_separation,
+        tractor_noise=not args.no_tractor_noise,
     )
     summary = make_release(cfg, args.out, workers=args.workers)
     n = sum(b["fakes"] for b in summary["bricks"])
@@ -71,6 +74,12 @@ def main(argv=None) -> int:
     m.add_argument("--fake-model", choices=["elg", "real"], default="elg",
                    help="'elg': single Sersic n=1 fakes; 'real': fakes drawn like the reals (null test)")
     m.add_argument("--no-fake-psf", action="store_true", help="do not convolve fakes with the PSF (positive control)")
+    m.add_argument("--fake-flux-scale", type=float, default=1.0,
+                   help="inject fakes with this times their catalogue flux (positive control) [%(default)s]")
+    m.add_argument("--min-fake-separation", type=float, default=5.0,
+                   help="arcsec: a fake closer than this to an earlier one is skipped [%(default)s]")
+    m.add_argument("--no-tractor-noise", action="store_true",
+                   help="Tractor fluxes without measurement noise (null test)")
     m.add_argument("--workers", type=int, default=1, help="bricks rendered in parallel [%(default)s]")
     m.set_defaults(func=_mock_release)
     c = sub.add_parser(

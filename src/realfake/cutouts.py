@@ -25,7 +25,7 @@ import pandas as pd
 from . import BANDS, FAKE, REAL, __version__, layout
 from .atomic import atomic_path
 from .catalogs import magnitudes, read_simcat, read_tractor
-from .selection import select_real
+from .selection import select_fakes, select_real
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def brick_cutouts(brick, release_root, injection_root, rs_list, selection, sink,
             label = REAL
         else:
             cat = read_simcat(root, brick, rs)
-            keep, removed = np.ones(len(cat), dtype=bool), {}
+            keep, removed = select_fakes(cat, selection)  # all of them unless selection.apply_to_fakes
             label = FAKE
         files.append(cat.attrs["path"])
         coadd = read_coadd(root, brick, rs, _BUFFERS)

@@ -15,7 +15,13 @@ plus disc with colour gradients, star-forming clumps, a range of Sersic
 indices and sizes): a good classifier should find that difference. Two
 controls change the fakes: ``fake_model="real"`` draws them from the real
 population (a null test) and ``fake_psf=False`` skips the PSF convolution
-(a positive control).
+(a positive control), as does ``fake_flux_scale`` (fakes injected brighter
+than their catalogue says, like a zero-point error). For the null test to be exact, the fakes' simulation
+catalogue then also carries the Tractor ``type`` a real galaxy of the same
+parameters gets, ``tractor_noise=False`` writes the reals' Tractor fluxes
+without measurement noise (so that one selection acts on both classes' true
+values), and a ``min_fake_separation`` larger than a cutout keeps other fakes
+out of a fake's stamp (a real's stamp holds no fakes).
 """
 
 from __future__ import annotations
@@ -60,7 +66,9 @@ class MockConfig:
     fake_density: float = 7.0  # injected sources per arcmin^2 and rs
     fake_model: str = "elg"  # "elg": single Sersic n=1; "real": same model as the real galaxies
     fake_psf: bool = True  # False: fakes are not convolved with the PSF
+    fake_flux_scale: float = 1.0  # injected flux / catalogue flux (10: a zero-point error of 2.5 mag)
     min_fake_separation: float = 5.0  # arcsec; closer fakes are skipped, as obiwan does
+    tractor_noise: bool = True  # False: Tractor fluxes are the true ones (the null test)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -68,6 +76,10 @@ class MockConfig:
             raise ValueError(f"synthetic.schema must be one of {sorted(RELEASE)}, not {self.schema!r}")
         if self.fake_model not in ("elg", "real"):
             raise ValueError(f"synthetic.fake_model must be 'elg' or 'real', not {self.fake_model!r}")
+        if not self.fake_flux_scale > 0:
+            raise ValueError(f"synthetic.fake_flux_scale must be > 0, not {self.fake_flux_scale}")
+        if self.min_fake_separation < 0:
+            raise ValueError(f"synthetic.min_fake_separation must be >= 0, not {self.min_fake_separation}")
         if self.image_size < 64:
             raise ValueError(f"synthetic.image_size must be >= 64 pixels, not {self.image_size}")
         for b in self.bricks:
@@ -308,6 +320,7 @@ def make_brick(cfg: MockConfig, brick_row: np.void, release_root: Path, injectio
             fp = elg_population(frng, nfake)
             rhalf, nser = fp["rhalf"], fp["n"]
         fflux = band_fluxes(fp["g"], fp["gr"], fp["rz"])
+        inject = {b: fflux[b] * mw[b] * cfg.fake_flux_scale for b in BANDS}  # the simcat keeps fflux * mw
         ids = np.arange(nfake, dtype=np.int64)
         skipped = too_close(fx, fy, cfg.min_fake_separation / PIXSCALE_ARCSEC)
         added = ids[~skipped]
@@ -315,9 +328,9 @@ def make_brick(cfg: MockConfig, brick_row: np.void, release_root: Path, injectio
             img = galsim.Image(image[b].copy(), scale=PIXSCALE_ARCSEC)
             for i in added:
                 if cfg.fake_model == "real":
-                    prof = real_galaxy_profile(galsim, fp, i, b, fflux[b][i] * mw[b], fclumps[i])
+                    prof = real_galaxy_profile(galsim, fp, i, b, inject[b][i], fclumps[i])
                 else:
-                    prof = galsim.Sersic(n=1, half_light_radius=rhalf[i], flux=fflux[b][i] * mw[b]).shear(
+                    prof = galsim.Sersic(n=1, half_light_radius=rhalf[i], flux=inject[b][i]).shear(
                         galsim.Shear(g1=fp["e1"][i], g2=fp["e2"][i])
                     )
                 render(galsim, img, prof, psf[b], fx[i], fy[i], convolve=cfg.fake_psf)
@@ -329,13 +342,15 @@ def make_brick(cfg: MockConfig, brick_row: np.void, release_root: Path, injectio
             _write_image(layout.coadd_file(injection_root, brick, "invvar", b, rs), invvar[b], h,
                          INVVAR_COMPRESSION)
         ra, dec = wcs.all_pix2world(fx, fy, 0)
-        simcat = np.zeros(nfake, dtype=SIMCAT_DTYPE)
+        simcat = np.zeros(nfake, dtype=simcat_dtype(cfg))
         simcat["id"], simcat["ra"], simcat["dec"] = ids, ra, dec
         simcat["x"], simcat["y"] = fx + 1, fy + 1  # obiwan: 1-indexed
         for b in BANDS:
             simcat[f"{b}flux"] = fflux[b] * mw[b]
             simcat[f"mw_transmission_{b}"] = mw[b]
         simcat["n"], simcat["rhalf"], simcat["e1"], simcat["e2"] = nser, rhalf, fp["e1"], fp["e2"]
+        if cfg.fake_model == "real":  # the type Tractor gives a real galaxy of these parameters
+            simcat["type"] = tractor_type(rhalf, fp["bt"], np.zeros(nfake, bool), cfg.schema)
         _write_table(layout.simcat_file(injection_root, brick, rs), simcat)
         _write_table(layout.sim_ids_added_file(injection_root, brick, rs), np.array(added, dtype=[("id", ">i8")]))
         _write_table(layout.skipped_ids_file(injection_root, brick, rs),
@@ -354,6 +369,21 @@ SIMCAT_DTYPE = np.dtype(
     + [(f"mw_transmission_{b}", ">f4") for b in BANDS]
     + [("n", ">f4"), ("rhalf", ">f4"), ("e1", ">f4"), ("e2", ">f4")]
 )
+
+
+def simcat_dtype(cfg: MockConfig) -> np.dtype:
+    """The obiwan columns; fakes drawn like the reals (``fake_model="real"``) also get their Tractor ``type``."""
+    if cfg.fake_model != "real":
+        return SIMCAT_DTYPE
+    return np.dtype(SIMCAT_DTYPE.descr + [("type", "S4" if cfg.schema == "dr5" else "S3")])
+
+
+def tractor_type(r_half, bt, is_star, schema: str) -> np.ndarray:
+    """The Tractor type of each source: PSF for stars; galaxies by size and bulge fraction (DR5: COMP for SER)."""
+    kind = np.select([is_star, r_half < 0.35, bt < 0.2, bt > 0.7], ["PSF", "REX", "EXP", "DEV"], "SER")
+    if schema == "dr5":
+        kind = np.where(kind == "SER", "COMP", kind)
+    return kind
 
 
 def too_close(x, y, min_sep_pix):
@@ -404,7 +434,8 @@ def tractor_table(cfg, brick_row, wcs, gal, gx, gy, gflux, star_g, star_gr, star
         neff = 4 * np.pi * (fwhm[b] / 2.355 / PIXSCALE_ARCSEC) ** 2
         nobs = nexp[iy, ix]
         sig = SKY_SIGMA[b] * np.sqrt(neff / np.maximum(nobs, 1))
-        t[f"flux_{b}"] = true + rng.normal(0, 1, n) * sig
+        noise = rng.normal(0, 1, n) * sig  # drawn either way: the random stream does not depend on tractor_noise
+        t[f"flux_{b}"] = true + noise if cfg.tractor_noise else true
         t[f"flux_ivar_{b}"] = np.where(nobs > 0, 1 / sig**2, 0)
         t[f"mw_transmission_{b}"] = mw[b]
         t[f"nobs_{b}"] = nobs
@@ -415,9 +446,8 @@ def tractor_table(cfg, brick_row, wcs, gal, gx, gy, gflux, star_g, star_gr, star
     r_half = np.where(is_star, 0.0, disc_r * (1 - bt) + (gal["bulge_r"][gi] if ngal else 0) * bt)
     e1 = np.where(is_star, 0.0, gal["e1"][gi] if ngal else 0)
     e2 = np.where(is_star, 0.0, gal["e2"][gi] if ngal else 0)
-    kind = np.select([is_star, r_half < 0.35, bt < 0.2, bt > 0.7], ["PSF", "REX", "EXP", "DEV"], "SER")
+    kind = tractor_type(r_half, bt, is_star, cfg.schema)
     if cfg.schema == "dr5":
-        kind = np.where(kind == "SER", "COMP", kind)
         t["type"] = np.char.ljust(kind.astype("U4"), 4)
         dev = np.isin(kind, ["DEV", "COMP"])
         exp = np.isin(kind, ["EXP", "REX", "COMP"])

@@ -15,5 +15,8 @@ cfg = MockConfig(
     schema=s["schema"],
     fake_model=s["fake_model"],
     fake_psf=s["fake_psf"],
+    fake_flux_scale=s["fake_flux_scale"],
+    min_fake_separation=s["min_fake_separation"],
+    tractor_noise=s["tractor_noise"],
 )
 make_release(cfg, snakemake.output[0], workers=snakemake.threads)
