@@ -297,3 +297,12 @@ def test_two_slurm_tasks_train_one_model(shards, tmp_path):
     single = fit(shards, tmp_path / "single" / "model.keras", json.loads(cfg), threads=2)
     for a, b in zip(single.get_weights(), [w0[f"arr_{i}"] for i in range(len(w0.files) - 1)], strict=True):
         assert np.allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_truncating_the_history_keeps_keras_line_ends(tmp_path):
+    from realfake.train import truncate_history
+
+    path = tmp_path / "history.csv"
+    path.write_bytes(b"epoch,loss\r\n0,0.7\r\n1,0.6\r\n2,0.5\r\n")  # as Keras' CSVLogger writes it
+    truncate_history(path, 2)  # the checkpoint was taken after epoch 1
+    assert path.read_bytes() == b"epoch,loss\r\n0,0.7\r\n1,0.6\r\n"

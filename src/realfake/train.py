@@ -396,9 +396,9 @@ def truncate_history(path: Path, rows) -> None:
     """Drop the rows of epochs logged after the checkpoint (a kill between the log and the checkpoint)."""
     if rows is None or not path.exists():
         return
-    lines = path.read_text().splitlines(keepends=True)
+    lines = path.read_bytes().splitlines(keepends=True)  # bytes: CSVLogger's \r\n line ends stay as written
     if len(lines) > rows + 1:
-        path.write_text("".join(lines[: rows + 1]))
+        path.write_bytes(b"".join(lines[: rows + 1]))
 
 
 # --------------------------------------------------------------------------- TensorBoard images
