@@ -111,3 +111,86 @@ def test_no_cutout_is_centred_on_missing_data_real_or_fake(brick_files):
         with h5py.File(path, "r") as f:
             n_dropped += pd.DataFrame(f["cuts"][()])["cut_nodata"].sum()
     assert n_dropped > 0
+
+
+def test_tile_regions_cover_every_stamp_tile_once():
+    from realfake.cutouts import tile_regions
+
+    rng = np.random.default_rng(1)
+    iy, ix = rng.integers(0, 3600 - 64, 40), rng.integers(0, 3600 - 64, 40)
+    for tile in [(100, 100), (1, 3600), (37, 250)]:
+        regions = tile_regions((3600, 3600), tile, iy, ix, 64)
+        count = np.zeros((3600, 3600), np.int8)
+        for y0, y1, x0, x1 in regions:
+            assert y0 % tile[0] == 0 and x0 % tile[1] == 0  # whole tiles
+            count[y0:y1, x0:x1] += 1
+        assert count.max() == 1  # no tile decompressed twice
+        for y0, x0 in zip(iy, ix):
+            assert count[y0 : y0 + 64, x0 : x0 + 64].all()
+        assert count.mean() < 0.75  # 40 stamps need a fraction of the brick
+    # runs of needed tiles at most `gap` apart are one rectangle (one decompression call)
+    assert tile_regions((400, 1000), (100, 100), [0, 0], [0, 350], 64) == [(0, 100, 0, 100), (0, 100, 300, 500)]
+    assert tile_regions((400, 1000), (100, 100), [0, 0], [0, 350], 64, gap=2) == [(0, 100, 0, 500)]
+    # a row-tiled image is read in bands of consecutive rows, not one call per row
+    assert tile_regions((3600, 3600), (1, 3600), [10, 50], [0, 3000], 64) == [(10, 114, 0, 3600)]
+
+
+@pytest.mark.parametrize("tile", [None, [32, 32], [1, 256]], ids=["legacypipe 100x100", "32x32", "rows"])
+def test_reading_only_the_tiles_under_the_stamps_gives_the_same_stamps(mock_dr9, tmp_path, tile):
+    import fitsio
+
+    from realfake.cutouts import extract, stamp_origins
+    from realfake.mock import retile
+
+    root, _ = mock_dr9
+    brick, release = "1210p060", root / "release"
+    if tile is not None:
+        for b in "grz":
+            for kind in ("image", "invvar"):
+                retile(layout.coadd_file(release, brick, kind, b), layout.coadd_file(tmp_path, brick, kind, b), tile)
+        release = tmp_path
+    h = fitsio.read_header(str(layout.coadd_file(release, brick, "image", "g")), ext=1)
+    assert [h["ZTILE2"], h["ZTILE1"]] == (tile or [100, 100])
+    cat = read_tractor(root / "release", brick)
+    inside = cat[cat["x"].between(40, 215) & cat["y"].between(40, 215)]
+    x, y = inside["x"].to_numpy()[[0, -1]], inside["y"].to_numpy()[[0, -1]]  # two stamps: a part of the tiles
+    full = read_coadd(release, brick)
+    part = read_coadd(release, brick, around=(x, y, 64))
+    if tile is not None:  # (a 256-pixel image has 9 tiles of 100x100: cheaper to read whole)
+        assert (part.planes["ivar_g"] == 0).mean() > (full.planes["ivar_g"] == 0).mean() + 0.2  # the rest unread
+    iy, ix, on = stamp_origins(x, y, 64, full.shape)
+    assert on.all()
+    np.testing.assert_array_equal(extract(full, iy, ix, 64, DEFAULT_CHANNELS), extract(part, iy, ix, 64, DEFAULT_CHANNELS))
+
+
+def test_pixels_without_data_are_zeroed_and_counted_per_stamp():
+    from realfake.cutouts import clean_stamps
+
+    stamps = np.ones((3, 8, 8, 6), np.float32)
+    c = list(DEFAULT_CHANNELS)
+    stamps[0, :2, :, c.index("ivar_r")] = 0  # no exposure in r: 2 rows of 8
+    stamps[1, 4, 4, c.index("z")] = np.nan  # the centre, one band
+    stamps[2, 0, 0, c.index("ivar_g")] = np.inf
+    stamps[2, 0, 1, c.index("ivar_g")] = -1
+    frac, centred = clean_stamps(stamps, c)
+    np.testing.assert_allclose(frac, [16 / 64, 1 / 64, 2 / 64])
+    assert centred.tolist() == [True, False, True]
+    assert np.isfinite(stamps).all()
+    assert (stamps[0, :2, :, c.index("r")] == 0).all() and (stamps[0, :2, :, c.index("g")] == 1).all()
+    assert stamps[1, 4, 4, c.index("ivar_z")] == 0 and (stamps[2, 0, :2, c.index("g")] == 0).all()
+
+
+def test_a_truncated_coadd_is_named_even_when_the_stamps_lie_before_the_cut(mock_dr9, tmp_path):
+    from realfake.cutouts import CoaddError
+
+    root, _ = mock_dr9
+    brick = "1210p060"
+    for b in "grz":
+        for kind in ("image", "invvar"):
+            dst = layout.coadd_file(tmp_path, brick, kind, b)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(layout.coadd_file(root / "release", brick, kind, b).read_bytes())
+    z = layout.coadd_file(tmp_path, brick, "image", "z")
+    z.write_bytes(z.read_bytes()[: int(z.stat().st_size * 0.9)])
+    with pytest.raises(CoaddError, match=r"legacysurvey-1210p060-image-z.fits.fz: truncated"):
+        read_coadd(tmp_path, brick, around=([40.0], [40.0], 64))  # the first tiles only

@@ -44,6 +44,7 @@ def test_coadds_are_rice_compressed_with_tan_wcs_centred_on_brick(mock_dr9):
                     assert raw[0].header["NAXIS"] == 0  # empty primary
                     assert raw[1].header["ZCMPTYPE"] == "RICE_1"
                     assert raw[1].header["ZQUANTIZ"] == quant
+                    assert raw[1].header["ZTILE1"] == raw[1].header["ZTILE2"] == 100  # as legacypipe writes them
                 with fits.open(path) as hdul:
                     h = hdul[1].header
                     assert h["NAXIS1"] == h["NAXIS2"] == cfg.image_size

@@ -42,14 +42,14 @@ class CoaddError(ValueError):
 class Coadd:
     """The six planes of one brick (or one injection run of it), with its WCS."""
 
-    planes: dict  # channel name -> 2-D float32 array
+    planes: dict  # channel name -> 2-D float32 array, as read (pixels without data are zeroed in the stamps)
     wcs: object
     files: list
-    nodata: np.ndarray  # True where any band has no data
+    shape: tuple
 
 
 class PlaneBuffers:
-    """Image buffers reused from one coadd to the next, in one process.
+    """Image buffers reused from one coadd to the next, in one process, for planes read in parts.
 
     Fresh memory for a 3600x3600 plane costs 13,000 page faults, which on some
     nodes (virtual machines) take as long as decompressing the plane; a coadd
@@ -66,68 +66,140 @@ class PlaneBuffers:
         return a
 
 
-def _read_image(hdu, buffers: PlaneBuffers | None, key) -> np.ndarray:
-    """HDU's image, decompressed into a reused buffer when ``buffers`` is given."""
-    if buffers is None or not hasattr(hdu, "_FITS"):
-        return hdu.read()
-    # fitsio's ImageHDU.read() is exactly this, on a freshly allocated array (fitsio 1.4, pinned)
-    dtype, shape = hdu._get_dtype_and_shape()
-    out = buffers.get(key, shape, dtype)
-    hdu._FITS.read_image(hdu._ext + 1, out)
+def stamp_origins(x, y, size: int, shape):
+    """Lower-left corners (iy, ix) of the size x size stamps centred on (x, y), and which lie on an image of ``shape``."""
+    ny, nx = shape
+    half = size // 2
+    ix = np.floor(np.asarray(x, float) + 0.5).astype(np.int64) - half
+    iy = np.floor(np.asarray(y, float) + 0.5).astype(np.int64) - half
+    on = (ix >= 0) & (iy >= 0) & (ix + size <= nx) & (iy + size <= ny)
+    return iy, ix, on
+
+
+# astropy decompresses a section in one call per rectangle of tiles; a call costs about as much as
+# decompressing this many 100x100 tiles (astropy 8: 0.45 ms against 0.12 ms per tile)
+SECTION_CALL_TILES = 4
+
+
+def tile_regions(shape, tile, iy, ix, size: int, gap: int = 0) -> list[tuple[int, int, int, int]]:
+    """Rectangles (y0, y1, x0, x1) of whole compression tiles that cover the stamps at (iy, ix), each tile once.
+
+    ``tile`` is (rows, columns) of a tile (ZTILE2, ZTILE1). Runs of needed tiles
+    along a tile row, and runs at most ``gap`` tiles apart, are one rectangle;
+    consecutive tile rows with the same run are merged, so that a row-tiled
+    image is read in a few bands.
+    """
+    ny, nx = shape
+    ty, tx = tile
+    need = np.zeros((-(-ny // ty), -(-nx // tx)), bool)
+    iy, ix = np.asarray(iy, np.int64), np.asarray(ix, np.int64)
+    if len(iy) == 0:
+        return []
+    ylo, yhi, xlo, xhi = iy // ty, (iy + size - 1) // ty, ix // tx, (ix + size - 1) // tx
+    for dy in range(int((yhi - ylo).max()) + 1):  # every tile a stamp touches, for all stamps at once
+        for dx in range(int((xhi - xlo).max()) + 1):
+            need[np.minimum(ylo + dy, yhi), np.minimum(xlo + dx, xhi)] = True
+    steps = np.diff(np.pad(need.view(np.int8), ((0, 0), (1, 1))), axis=1)
+    row, start = np.nonzero(steps == 1)  # runs of needed tiles, row by row, left to right
+    end = np.nonzero(steps == -1)[1]
+    new = np.r_[True, (row[1:] != row[:-1]) | (start[1:] - end[:-1] > gap)]
+    first, last = np.flatnonzero(new), np.r_[np.flatnonzero(new)[1:] - 1, len(new) - 1]
+    regions, open_runs = [], {}  # (first, end tile column) -> [first, last tile row] of a run still growing
+    for r, c0, c1 in zip(row[first].tolist(), start[first].tolist(), end[last].tolist()):
+        run = open_runs.get((c0, c1))
+        if run is not None and run[1] == r - 1:
+            run[1] = r
+            continue
+        if run is not None:
+            regions.append((run[0], run[1], c0, c1))
+        open_runs[(c0, c1)] = [r, r]
+    regions += [(r0, r1, c0, c1) for (c0, c1), (r0, r1) in open_runs.items()]
+    return sorted((r0 * ty, min((r1 + 1) * ty, ny), c0 * tx, min(c1 * tx, nx)) for r0, r1, c0, c1 in regions)
+
+
+def _plane_regions(hdu, shape, around):
+    """The rectangles of ``hdu`` to decompress for the stamps ``around=(x, y, size)``; None: the whole plane.
+
+    The whole plane when the sections would cost about as much (dense stamps, or an image tiled by row).
+    """
+    tile = tuple(int(t) for t in getattr(hdu, "tile_shape", None) or (1, shape[1]))
+    iy, ix, on = stamp_origins(around[0], around[1], around[2], shape)
+    regions = tile_regions(shape, tile, iy[on], ix[on], around[2], gap=SECTION_CALL_TILES)
+    tiles = sum(-(-(y1 - y0) // tile[0]) * -(-(x1 - x0) // tile[1]) for y0, y1, x0, x1 in regions)
+    all_tiles = -(-shape[0] // tile[0]) * -(-shape[1] // tile[1])
+    return regions if tiles + SECTION_CALL_TILES * len(regions) < 0.9 * all_tiles else None
+
+
+def _read_plane(hdu, buffers: PlaneBuffers | None, key, regions) -> np.ndarray:
+    """The image of ``hdu`` (float32), whole, or only ``regions`` of it in a plane that is undefined elsewhere."""
+    if regions is None:
+        return np.asarray(hdu.data, dtype=np.float32)
+    out = buffers.get(key, hdu.shape, np.float32) if buffers is not None else np.zeros(hdu.shape, np.float32)
+    section = hdu.section
+    for y0, y1, x0, x1 in regions:
+        out[y0:y1, x0:x1] = section[y0:y1, x0:x1]
     return out
 
 
-def read_coadd(root: str | Path, brick: str, rs: str | None = None, buffers: PlaneBuffers | None = None) -> Coadd:
+def _open_image(path):
+    """A coadd file open with astropy, checked: HDU 1 an image of 2 dimensions, the file as long as its headers say."""
+    import warnings
+
+    from astropy.io import fits
+
+    f = fits.open(path, memmap=True)
+    try:
+        with warnings.catch_warnings():  # a truncated file gets its own error below
+            warnings.filterwarnings("ignore", "File may have been truncated")
+            if len(f) < 2:  # astropy stops at the first header it cannot parse
+                raise CoaddError(f"{path}: no HDU 1 (the image) could be read: missing, or its header is damaged")
+            if not isinstance(f[1], (fits.ImageHDU, fits.CompImageHDU)):
+                raise CoaddError(f"{path}: HDU 1 is not an image")
+        info, size = f.fileinfo(1), path.stat().st_size
+        if info["datLoc"] + info["datSpan"] > size:  # caught here: the tiles read may all lie before the cut
+            raise CoaddError(f"{path}: truncated file: {size} bytes, its HDU 1 ends at byte "
+                             f"{info['datLoc'] + info['datSpan']}")
+        if len(f[1].shape) != 2:
+            raise CoaddError(f"{path}: HDU 1 holds no 2-D image")
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def read_coadd(root: str | Path, brick: str, rs: str | None = None, buffers: PlaneBuffers | None = None,
+               around=None) -> Coadd:
     """Read the g, r, z images and inverse variances of a brick once each.
 
-    The image size comes from each file's header. Pixels with invvar <= 0 or a
-    non-finite value have no data: both planes are set to 0 there. With
-    ``buffers`` the planes live in those buffers, overwritten by the next read.
+    The image size comes from each file's header. ``around=(x, y, size)``:
+    only the compression tiles under the size x size stamps centred on (x, y)
+    are decompressed, where that is cheaper than the whole plane (the planes
+    are then undefined elsewhere), into ``buffers`` reused from one coadd to
+    the next. astropy, not fitsio: it decompresses RICE tiles twice as fast
+    (astropy 8 against fitsio 1.4).
     """
-    import fitsio
-
-    planes, files, wcs, shape, nodata = {}, [], None, None, None
+    planes, files, wcs, shape = {}, [], None, None
     for b in BANDS:
-        pair = {}
-        for kind in ("image", "invvar"):
+        for kind, channel in (("image", b), ("invvar", f"ivar_{b}")):
             path = layout.coadd_file(root, brick, kind, b, rs)
             if not path.exists():
                 raise CoaddError(f"brick {brick}: missing {kind} for band {b}: {path}")
             try:
-                with fitsio.FITS(str(path)) as f:
-                    if len(f) < 2 or f[1].get_exttype() != "IMAGE_HDU":
-                        raise CoaddError(f"{path}: HDU 1 is not an image")
-                    hdr = f[1].read_header()
-                    data = _read_image(f[1], buffers, (b, kind))
+                with _open_image(path) as f:
+                    hdu = f[1]
+                    dims = tuple(hdu.shape)
+                    if shape is None:
+                        shape, wcs = dims, header_wcs(hdu.header, path)
+                    elif dims != shape:
+                        raise CoaddError(f"{path}: shape {dims} differs from the brick's other planes {shape}")
+                    regions = None if around is None else _plane_regions(hdu, shape, around)
+                    planes[channel] = _read_plane(hdu, buffers, channel, regions)
             except CoaddError:
                 raise
-            except Exception as err:
+            except Exception as err:  # astropy's kinds for damaged headers, heaps and tiles
                 raise CoaddError(f"cannot read {path}: {layout.fits_error(err)}") from err
-            if data is None or data.ndim != 2:
-                raise CoaddError(f"{path}: HDU 1 holds no 2-D image")
-            if shape is None:
-                shape, wcs = data.shape, header_wcs(hdr, path)
-            elif data.shape != shape:
-                raise CoaddError(f"{path}: shape {data.shape} differs from the brick's other planes {shape}")
-            pair[kind] = data.astype(np.float32, copy=False)
             files.append(str(path))
-        # invvar > 0 is False for NaN too; in-place operations: a 3600x3600 plane is 52 MB
-        bad = np.greater(pair["invvar"], 0, out=_mask(buffers, "bad", shape))
-        bad &= np.isfinite(pair["image"], out=_mask(buffers, "finite", shape))
-        np.logical_not(bad, out=bad)
-        np.putmask(pair["image"], bad, 0.0)
-        np.putmask(pair["invvar"], bad, 0.0)
-        if nodata is None:
-            nodata = _mask(buffers, "nodata", shape)
-            nodata[...] = bad
-        else:
-            nodata |= bad
-        planes[b], planes[f"ivar_{b}"] = pair["image"], pair["invvar"]
-    return Coadd(planes=planes, wcs=wcs, files=files, nodata=nodata)
-
-
-def _mask(buffers, key, shape) -> np.ndarray:
-    return np.empty(shape, bool) if buffers is None else buffers.get(key, shape, bool)
+    return Coadd(planes=planes, wcs=wcs, files=files, shape=shape)
 
 
 def header_wcs(hdr, path):
@@ -157,26 +229,23 @@ def check_positions(cat: pd.DataFrame, wcs, what: str) -> float:
     return err
 
 
-def stamp_corners(coadd: Coadd, x, y, size: int, max_frac_nodata: float = 1.0):
-    """Where the stamps of sources at (x, y) would go, and which of them to keep.
+def clean_stamps(stamps: np.ndarray, channels) -> tuple[np.ndarray, np.ndarray]:
+    """Zero the pixels without data in (N, S, S, C) stamps, in place; their fraction, and whether the centre has data.
 
-    Returns (lower-left corners ``iy, ix`` of every source's stamp, mask of the
-    sources on the image, their fraction of no-data pixels (NaN off the image),
-    mask of the sources kept: on the image, centred on data and with at most
-    ``max_frac_nodata`` of their pixels without data). Off-edge sources are never padded.
+    A band has no data where its invvar is not > 0 or not finite (0: no
+    exposure) or its image is not finite: both its planes are set to 0 there.
+    Returns, per stamp, the fraction of pixels without data in some band, and
+    whether the centre pixel has data in every band.
     """
-    ny, nx = coadd.nodata.shape
-    half = size // 2
-    ix = np.floor(np.asarray(x, float) + 0.5).astype(np.int64) - half
-    iy = np.floor(np.asarray(y, float) + 0.5).astype(np.int64) - half
-    on = (ix >= 0) & (iy >= 0) & (ix + size <= nx) & (iy + size <= ny)
-    frac = np.full(len(ix), np.nan, dtype=np.float32)
-    keep = on.copy()
-    if on.any():
-        windows = np.lib.stride_tricks.sliding_window_view(coadd.nodata, (size, size))
-        frac[on] = windows[iy[on], ix[on]].mean(axis=(1, 2))
-        keep[on] = ~coadd.nodata[iy[on] + half, ix[on] + half] & (frac[on] <= max_frac_nodata)
-    return iy, ix, on, frac, keep
+    nodata = np.zeros(stamps.shape[:3], bool)
+    for b in BANDS:
+        image, invvar = stamps[..., channels.index(b)], stamps[..., channels.index(f"ivar_{b}")]
+        bad = ~((invvar > 0) & np.isfinite(invvar) & np.isfinite(image))
+        image[bad] = 0.0
+        invvar[bad] = 0.0
+        nodata |= bad
+    half = stamps.shape[1] // 2
+    return nodata.mean(axis=(1, 2)), ~nodata[:, half, half]
 
 
 def extract(coadd: Coadd, iy, ix, size: int, channels, out=None) -> np.ndarray:
@@ -236,16 +305,21 @@ def brick_cutouts(brick, release_root, injection_root, rs_list, selection, sink,
             keep, removed = select_fakes(cat, selection)  # all of them unless selection.apply_to_fakes
             label = FAKE
         files.append(cat.attrs["path"])
-        coadd = read_coadd(root, brick, rs, _BUFFERS)
+        chosen = cat[keep].reset_index(drop=True)
+        coadd = read_coadd(root, brick, rs, _BUFFERS, around=(chosen["x"], chosen["y"], size))
         files += coadd.files
         check_positions(cat, coadd.wcs, cat.attrs["path"])
-        chosen = cat[keep].reset_index(drop=True)
-        iy, ix, on, frac, data = stamp_corners(coadd, chosen["x"], chosen["y"], size, max_frac_nodata)
-        # Both classes alike: no cutout centred on a pixel without data in some band (the reals' nobs cut
-        # does this for reals only; obiwan places fakes there too), nor one mostly without data.
-        iy, ix = iy[data], ix[data]
-        for i in range(0, len(iy), STAMP_BLOCK):
-            sink(extract(coadd, iy[i : i + STAMP_BLOCK], ix[i : i + STAMP_BLOCK], size, channels, out=buffer))
+        iy, ix, on = stamp_origins(chosen["x"], chosen["y"], size, coadd.shape)
+        frac, data = np.full(len(chosen), np.nan, np.float32), np.zeros(len(chosen), bool)
+        onimage = np.flatnonzero(on)
+        for i in range(0, len(onimage), STAMP_BLOCK):
+            block = onimage[i : i + STAMP_BLOCK]
+            stamps = extract(coadd, iy[block], ix[block], size, channels, out=buffer)
+            frac[block], centred = clean_stamps(stamps, channels)
+            # Both classes alike: no cutout centred on a pixel without data in some band (the reals' nobs cut
+            # does this for reals only; obiwan places fakes there too), nor one mostly without data.
+            data[block] = centred & (frac[block] <= max_frac_nodata)
+            sink(_compact(stamps, data[block]))
         del coadd  # one set of planes in memory at a time
         table = _source_table(chosen, brick, rs, label)
         table["frac_nodata"] = frac
@@ -257,6 +331,14 @@ def brick_cutouts(brick, release_root, injection_root, rs_list, selection, sink,
                  rs or "release", len(cat), len(chosen), (~on).sum(), (on & ~data).sum(), data.sum())
     sources = pd.concat(tables, ignore_index=True)
     return sources, pd.concat(offedge, ignore_index=True), pd.DataFrame(cuts), files
+
+
+def _compact(stamps: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The kept stamps, moved to the front of ``stamps`` in order (no fresh memory)."""
+    for j, i in enumerate(np.flatnonzero(keep)):
+        if i != j:
+            stamps[j] = stamps[i]
+    return stamps[: int(keep.sum())]
 
 
 def _records(df: pd.DataFrame) -> np.ndarray:

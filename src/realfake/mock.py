@@ -3,9 +3,9 @@
 The files have the exact on-disk layout of the real thing (README, "Input
 layout"), so every reader in the pipeline runs on them unchanged:
 
-- the release: ``survey-bricks.fits.gz``, RICE tile-compressed coadds with a
-  TAN WCS centred on the brick, and Tractor catalogues in the DR9 (or DR5)
-  schema;
+- the release: ``survey-bricks.fits.gz``, RICE tile-compressed coadds (in
+  100x100 tiles, as legacypipe writes them) with a TAN WCS centred on the
+  brick, and Tractor catalogues in the DR9 (or DR5) schema;
 - the injection run: obiwan ``simcat-elg`` catalogues of ELG-like single
   Sersic (n = 1) fakes, sheared and convolved with the band's PSF, added to
   the same sky in ``coadd/<AAA>/<brick>/rs<N>/``.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +51,23 @@ RELEASE = {"dr9": 9010, "dr5": 5000}
 # Quantisation as in real coadds: images absolute 1e-4 with dither, invvar relative 16
 IMAGE_COMPRESSION = dict(compress="RICE", qlevel=-1e-4, qmethod="SUBTRACTIVE_DITHER_2")
 INVVAR_COMPRESSION = dict(compress="RICE", qlevel=16, qmethod="NO_DITHER")
+TILE = 100  # legacypipe compresses coadds in 100x100 tiles (ZTILE1 = ZTILE2 = 100 in a DR9 header)
+
+
+def tile_dims(shape, tile: int = TILE) -> list[int]:
+    """Compression tile (rows, columns) for an image, as legacypipe chooses it.
+
+    ``tile`` pixels, widened until the image's last, partial tile is at least
+    4 pixels wide (CFITSIO cannot compress a narrower one); the whole axis if
+    it is shorter than ``tile``.
+    """
+    dims = []
+    for n in shape:
+        t = min(tile, n)
+        while n % t and n % t < 4:
+            t += 1
+        dims.append(t)
+    return dims
 
 
 @dataclass(frozen=True)
@@ -230,7 +248,7 @@ def _positions(rng, n, size):
     return rng.uniform(-0.5, size - 0.5, n), rng.uniform(-0.5, size - 0.5, n)
 
 
-def _write_image(path, data, header, compression, dither_seed=None):
+def _write_image(path, data, header, compression, dither_seed=None, tile=None):
     import fitsio
 
     hdr = [{"name": k, "value": v} for k, v in header.items()]
@@ -238,7 +256,27 @@ def _write_image(path, data, header, compression, dither_seed=None):
     with atomic_path(path) as tmp:
         with fitsio.FITS(str(tmp), "rw", clobber=True) as f:
             f.write(None)  # empty primary HDU, as in the real coadds
-            f.write(data, header=hdr, **compression, **extra)
+            f.write(data, header=hdr, tile_dims=tile or tile_dims(data.shape), **compression, **extra)
+
+
+# Keywords that describe a compressed HDU's storage, not the image: written anew by the compression
+_STORAGE_KEYS = re.compile(r"^(Z.*|XTENSION|BITPIX|NAXIS\d*|PCOUNT|GCOUNT|TFIELDS|T(TYPE|FORM)\d+|SIMPLE|EXTEND|"
+                           r"CHECKSUM|DATASUM)$")
+
+
+def retile(src: str | Path, dst: str | Path, tile) -> None:
+    """Rewrite a compressed coadd with compression tiles of (rows, columns) ``tile``, same header and quantisation.
+
+    For tests and benchmarks of other tilings than legacypipe's (``[1, width]``: fpack's rows).
+    """
+    import fitsio
+
+    src = Path(src)
+    data, hdr = fitsio.read(str(src), ext=1, header=True)
+    header = {k: hdr[k] for k in hdr.keys() if not _STORAGE_KEYS.match(k)}
+    comp = IMAGE_COMPRESSION if "-image-" in src.name else INVVAR_COMPRESSION
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    _write_image(dst, data, header, comp, tile=list(tile))
 
 
 def _write_table(path, table, extname=None):
