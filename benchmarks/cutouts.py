@@ -1,18 +1,25 @@
 """Benchmark of the cutout stage on full-size (3600x3600) bricks: cutouts per second per core, and the
 stage's time against merely decompressing the same FITS files.
 
-    .venv/bin/python benchmarks/cutouts.py [--bricks 4] [--repeats 3] [--data DIR]
+    .venv/bin/python benchmarks/cutouts.py [--bricks 8] [--repeats 3] [--sparse 10] [--data DIR]
 
 Renders one full-size synthetic brick with GalSim (about 4 minutes, kept in --data for later runs) and
-copies it under --bricks names. Then, side by side in one run, each a fresh child process on one core,
-files in the page cache (each run reads them once first):
+copies it under --bricks names, in three variants:
+  100x100 tiles   the coadds compressed as legacypipe does (a real release), the synthetic density of
+                  sources (~1,550 cutouts per coadd: their stamps touch nearly every tile)
+  one tile/row    the same pixels compressed in one tile per row (fpack's default)
+  sparse          100x100 tiles, one source in --sparse kept in the catalogues (~155 cutouts per coadd)
+Then, side by side in one run, each a fresh child process on one core, files in the page cache (each run
+reads them once first):
   fitsio    decompress every coadd file the stage reads (release and injection run, 12 per brick)
   astropy   the same with astropy.io.fits
-  floor     fitsio's decompression, then a raw write of as many bytes as the stage's cutouts (a lower bound)
-  stage     realfake.batches.run_batch on the bricks: catalogues, selection, WCS check, cutouts, HDF5
-            (the libraries' import, once per job, is not timed; neither is Python's start in the others)
-The ratio is stage / the fastest decompression. Goal (issue 5): <= 1.2. The reference made ~1 million
-cutouts with 1,600 Haswell cores in one hour: ~0.17 cutouts/s/core.
+  floor     the fastest decompression, then a buffered write of as many bytes as the stage's cutouts
+  stage     realfake.batches.run_batch on the bricks: catalogues, selection, WCS check, decompression (of
+            the tiles under the cutouts where that is cheaper), cutouts, HDF5 (the libraries' import, once
+            per job, is not timed; neither is Python's start in the others)
+The ratio is stage / the fastest decompression of the whole files. Goal (issue 5): <= 1.2, and below 1
+where only the tiles under the cutouts need decompressing. The reference made ~1 million cutouts with
+1,600 Haswell cores in one hour: ~0.17 cutouts/s/core.
 """
 
 from __future__ import annotations
@@ -29,31 +36,45 @@ from pathlib import Path
 
 REFERENCE_PER_CORE = 1e6 / 1600 / 3600
 SEED_BRICK = "1210p060"
+READERS = ("fitsio", "astropy")
 
 DECOMPRESS = """
 import sys, time
-paths = sys.argv[2:]
+reader, write_bytes, raw, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 t0 = time.perf_counter()
-if sys.argv[1].startswith("fitsio"):
+if reader == "fitsio":
     import fitsio
     for p in paths:
         fitsio.read(p, ext=1)
 else:
     from astropy.io import fits
     for p in paths:
-        with fits.open(p, memmap=False) as f:
+        with fits.open(p) as f:
             f[1].data
-if len(sys.argv[1].split(":")) == 2:  # decompress, then write as many bytes as the stage's cutouts, raw
+if write_bytes:  # then write as many bytes as the stage's cutouts, buffered, as HDF5 does
     import numpy as np
     block = np.ones((256, 64, 64, 6), np.float32)
-    with open(sys.argv[1].split(":")[1], "wb") as f:
-        for _ in range(int(sys.argv[1].split(":")[0].split("+")[1]) // 256):
+    with open(raw, "wb") as f:
+        for _ in range(write_bytes // block.nbytes):
             f.write(block.data)
+print(time.perf_counter() - t0)
+"""
+WRITE = """
+import mmap, os, sys, time
+n, path, direct = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "direct"
+block = mmap.mmap(-1, 256 * 64 * 64 * 6 * 4)  # page-aligned, as O_DIRECT needs; 25 MB, a multiple of 4096
+block.write(b"\\1" * len(block))
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if direct else 0))
+t0 = time.perf_counter()
+for _ in range(max(1, n // len(block))):
+    os.write(fd, block)
+os.fsync(fd) if direct else None
+os.close(fd)
 print(time.perf_counter() - t0)
 """
 STAGE = """
 import json, re, sys, time
-import astropy.wcs, h5py  # imported once per job (about 1 s for a batch of 100 bricks): not timed
+import astropy.io.fits, astropy.wcs, h5py  # imported once per job (about 1 s for a batch of 100 bricks): not timed
 from realfake.batches import CutoutSettings, run_batch
 root, out, bricks = sys.argv[1], sys.argv[2], sys.argv[3:]
 sel = json.loads(open(out + ".selection.json").read())
@@ -72,74 +93,144 @@ def child(code: str, *args) -> list[str]:
     return out.stdout.split()
 
 
-def make_data(data: Path, n_bricks: int) -> list[str]:
-    from realfake.bricks import brick_grid
-    from realfake.mock import MockConfig, clone_brick, make_release
+def make_data(data: Path, n_bricks: int, sparse: int) -> tuple[list[str], dict[str, Path]]:
+    """The bricks, and the root of each variant (rendered and derived once, kept in ``data``)."""
+    import fitsio
 
-    seed_root = data / "seed"
-    if not (seed_root / "synthetic.json").exists():
-        print(f"rendering one 3600x3600 brick into {seed_root} (a few minutes, done once)...", flush=True)
-        make_release(MockConfig(bricks=(SEED_BRICK,), image_size=3600, seed=5), seed_root)
+    from realfake import BANDS, layout
+    from realfake.bricks import brick_grid
+    from realfake.mock import MockConfig, clone_brick, make_release, retile
+
+    seed = data / "seed"
+    if not (seed / "synthetic.json").exists():
+        print(f"rendering one 3600x3600 brick into {seed} (a few minutes, done once)...", flush=True)
+        make_release(MockConfig(bricks=(SEED_BRICK,), image_size=3600, seed=5), seed)
+    # the variants derive from the rendered brick alone, not from its copies
+    only_seed = shutil.ignore_patterns(*(f"*{b}*" for b in {p.name for p in (seed / "release" / "coadd").glob("*/*")}
+                                         if b != SEED_BRICK))
+    rows = data / "rows"
+    if not (rows / "synthetic.json").exists():
+        print(f"rewriting its coadds with one tile per row into {rows}...", flush=True)
+        shutil.rmtree(rows, ignore_errors=True)
+        shutil.copytree(seed, rows, ignore=only_seed)
+        for part, rs in (("release", None), ("injection", "rs0")):
+            for band in BANDS:
+                for kind in ("image", "invvar"):
+                    path = layout.coadd_file(rows / part, SEED_BRICK, kind, band, rs)
+                    retile(path, path, [1, 3600])
+    thin = data / f"sparse{sparse}"
+    if not (thin / "synthetic.json").exists():
+        shutil.rmtree(thin, ignore_errors=True)
+        shutil.copytree(seed, thin, ignore=only_seed)
+        for path in (layout.tractor_file(thin / "release", SEED_BRICK),
+                     layout.simcat_file(thin / "injection", SEED_BRICK, "rs0")):
+            table, hdr = fitsio.read(str(path), ext=1, header=True)
+            path.unlink()
+            fitsio.write(str(path), table[::sparse], header=hdr)
     names = sorted(b for b in (n.strip() for n in brick_grid()["BRICKNAME"].astype("U8")) if b.endswith("p060"))
     bricks = [SEED_BRICK] + [b for b in names if b > SEED_BRICK][: n_bricks - 1]
-    for b in bricks[1:]:
-        if not (seed_root / "release" / "tractor" / b[:3] / f"tractor-{b}.fits").exists():
-            clone_brick(seed_root, SEED_BRICK, b, ["rs0"])
-    return bricks
+    for root in (seed, rows, thin):
+        for b in bricks[1:]:
+            if not layout.tractor_file(root / "release", b).exists():
+                clone_brick(root, SEED_BRICK, b, ["rs0"])
+    return bricks, {"100x100 tiles": seed, "one tile per row": rows, f"sparse (1 source in {sparse})": thin}
+
+
+def warm_memory(gb: float) -> None:
+    import numpy as np
+
+    t0 = time.perf_counter()
+    np.ones(int(gb * 2**30) // 8)
+    print(f"touched {gb:g} GB of memory once in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def measure(name: str, root: Path, files: list[str], bricks: list[str], out: Path, fastest: str, out_bytes: int):
+    """One run of one measurement: (seconds, cutouts, peak RSS MB of the stage or 0)."""
+    if name == "stage":
+        shutil.rmtree(out, ignore_errors=True)
+        dt, n, rss = child(STAGE, root, out, *bricks)
+        return float(dt), int(n), int(rss)
+    raw = out.parent / "floor.raw"
+    dt = float(child(DECOMPRESS, fastest if name == "floor" else name, out_bytes if name == "floor" else 0, raw,
+                     *files)[0])
+    raw.unlink(missing_ok=True)
+    return dt, 0, 0
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bricks", type=int, default=8, help="full-size bricks cut per run [%(default)s]")
     p.add_argument("--repeats", type=int, default=3, help="runs of each measurement, alternated [%(default)s]")
+    p.add_argument("--sparse", type=int, default=10, help="the sparse variant keeps one source in this many "
+                   "[%(default)s]")
     p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "realfake-bench-cutouts",
                    help="where the rendered brick is kept between runs [%(default)s]")
+    p.add_argument("--warm-gb", type=float, default=4.0,
+                   help="memory touched once before measuring (a virtual machine's first touch of a page costs "
+                        "~10 us, as much as decompressing it; every contender then starts on warm pages) "
+                        "[%(default)s]")
     args = p.parse_args(argv)
 
     import yaml
 
     from realfake import BANDS, layout
 
-    bricks = make_data(args.data, args.bricks)
-    root = args.data / "seed"
-    files = [str(layout.coadd_file(root / part, b, kind, band, rs)) for b in bricks
-             for part, rs in (("release", None), ("injection", "rs0")) for band in BANDS for kind in ("image", "invvar")]
-    size_mb = sum(Path(f).stat().st_size for f in files) / 1e6
-    for f in files:  # into the page cache, for every contender alike
-        Path(f).read_bytes()
+    bricks, variants = make_data(args.data, args.bricks, args.sparse)
+    warm_memory(args.warm_gb)
     selection = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())["selection"]
-    times = {"fitsio": [], "astropy": [], "floor": [], "stage": []}
-    n_cutouts = rss = 0
+    out = args.data / "out"
+    Path(f"{out}.selection.json").write_text(json.dumps(selection))
+    files, times, cutouts, rss = {}, {}, {}, {}
+    for variant, root in variants.items():
+        files[variant] = [str(layout.coadd_file(root / part, b, kind, band, rs)) for b in bricks
+                          for part, rs in (("release", None), ("injection", "rs0"))
+                          for band in BANDS for kind in ("image", "invvar")]
+        for f in files[variant]:  # into the page cache, for every contender alike
+            Path(f).read_bytes()
+        times[variant] = {name: [] for name in (*READERS, "stage", "floor")}
+        # the stage first: the floor writes as many bytes as its cutouts
+        _, cutouts[variant], rss[variant] = measure("stage", root, files[variant], bricks, out, "", 0)
     for r in range(args.repeats):
-        for name in ("stage", "fitsio", "astropy", "floor") if r % 2 == 0 else ("floor", "astropy", "fitsio", "stage"):
-            if name == "stage":
-                out = args.data / "out"
-                shutil.rmtree(out, ignore_errors=True)
-                Path(f"{out}.selection.json").write_text(json.dumps(selection))
-                dt, n_cutouts, rss = child(STAGE, root, out, *bricks)
-                times[name].append(float(dt))
-                n_cutouts, rss = int(n_cutouts), int(rss)
-            elif name == "floor":
-                raw = args.data / "floor.raw"
-                times[name].append(float(child(DECOMPRESS, f"fitsio+{n_cutouts}:{raw}", *files)[0]))
-                raw.unlink()
-            else:
-                times[name].append(float(child(DECOMPRESS, name, *files)[0]))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    fastest = min(("fitsio", "astropy"), key=med.get)
-    per_core = n_cutouts / med["stage"]
-    print(f"\n{len(bricks)} bricks of 3600x3600, {len(files)} compressed FITS files ({size_mb:.0f} MB), "
-          f"{n_cutouts} cutouts; median of {args.repeats} runs, one core each\n")
-    print("| measurement | seconds (runs) | per brick | ratio to fastest decompression |")
-    print("| --- | --- | --- | --- |")
-    for k, v in times.items():
-        runs = ", ".join(f"{t:.2f}" for t in v)
-        print(f"| {k} | {med[k]:.2f} ({runs}) | {med[k] / len(bricks):.2f} s | {med[k] / med[fastest]:.2f} |")
-    print(f"\nstage / decompression ({fastest}): {med['stage'] / med[fastest]:.2f} (goal <= 1.2); "
-          f"stage / floor: {med['stage'] / med['floor']:.2f}")
-    print(f"cutouts per second per core: {per_core:.0f}, {per_core / REFERENCE_PER_CORE:.0f}x the reference's "
-          f"{REFERENCE_PER_CORE:.2f}")
-    print(f"peak RSS of the stage (one brick at a time): {rss} MB")
+        for variant, root in variants.items():
+            order = [*READERS, "stage", "floor"]
+            for name in order if r % 2 == 0 else order[::-1]:
+                t = times[variant]
+                fastest = min(READERS, key=lambda k: statistics.median(t[k]) if t[k] else 0)
+                dt, _, _ = measure(name, root, files[variant], bricks, out, fastest, cutouts[variant] * 64 * 64 * 6 * 4)
+                t[name].append(dt)
+
+    print(f"\n{len(bricks)} bricks of 3600x3600, {len(files[variant])} compressed FITS files per variant "
+          f"({sum(Path(f).stat().st_size for f in files[variant]) / 1e6:.0f} MB); median of {args.repeats} runs, "
+          f"one core each\n")
+    print("| variant | cutouts | measurement | seconds (runs) | per brick | ratio to fastest decompression |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    summary = []
+    for variant, t in times.items():
+        med = {k: statistics.median(v) for k, v in t.items()}
+        fastest = min(READERS, key=med.get)
+        for k, v in t.items():
+            runs = ", ".join(f"{x:.2f}" for x in v)
+            print(f"| {variant} | {cutouts[variant]} | {k} | {med[k]:.2f} ({runs}) | {med[k] / len(bricks):.2f} s | "
+                  f"{med[k] / med[fastest]:.2f} |")
+        per_core = cutouts[variant] / med["stage"]
+        summary.append(f"{variant}: stage / decompression ({fastest}) {med['stage'] / med[fastest]:.2f}, "
+                       f"stage / floor {med['stage'] / med['floor']:.2f}; {per_core:.0f} cutouts/s/core, "
+                       f"{per_core / REFERENCE_PER_CORE:.0f}x the reference's {REFERENCE_PER_CORE:.2f}; "
+                       f"peak RSS {rss[variant]} MB")
+    print("\ngoal: stage / decompression <= 1.2, below 1 where only the tiles under the cutouts need decompressing")
+    print("\n".join(summary))
+    # what writing the densest variant's cutouts costs by itself, through the page cache and around it
+    nbytes, raw = max(cutouts.values()) * 64 * 64 * 6 * 4, out.parent / "write.raw"
+    writes = {}
+    for mode in ("buffered", "direct") * args.repeats:
+        if mode == "buffered":  # pages freed a few seconds ago go back to the host: new pages, as a job's output gets
+            time.sleep(5)
+        writes.setdefault(mode, []).append(float(child(WRITE, nbytes, raw, mode)[0]))
+        raw.unlink()
+    w = {k: statistics.median(v) for k, v in writes.items()}
+    print(f"writing {nbytes / 1e9:.1f} GB (the cutouts of {max(cutouts.values())}): buffered {w['buffered']:.2f} s "
+          f"({nbytes / w['buffered'] / 1e9:.2f} GB/s), O_DIRECT {w['direct']:.2f} s ({nbytes / w['direct'] / 1e9:.2f} "
+          f"GB/s); on a virtual machine the difference is the first touch of the page cache's new pages")
     return 0
 
 
