@@ -154,7 +154,9 @@ def _open_image(path):
             if len(f) < 2:  # astropy stops at the first header it cannot parse
                 raise CoaddError(f"{path}: no HDU 1 (the image) could be read: missing, or its header is damaged")
             if not isinstance(f[1], (fits.ImageHDU, fits.CompImageHDU)):
-                raise CoaddError(f"{path}: HDU 1 is not an image")
+                kind = str(f[1].header.get("XTENSION", "")).strip()
+                raise CoaddError(f"{path}: HDU 1 is not an image: "
+                                 + (f"it is a {kind}" if kind else "its header is damaged"))
         info, size = f.fileinfo(1), path.stat().st_size
         if info["datLoc"] + info["datSpan"] > size:  # caught here: the tiles read may all lie before the cut
             raise CoaddError(f"{path}: truncated file: {size} bytes, its HDU 1 ends at byte "
