@@ -77,7 +77,8 @@ def stamp_origins(x, y, size: int, shape):
 
 
 # astropy decompresses a section in one call per rectangle of tiles; a call costs about as much as
-# decompressing this many 100x100 tiles (astropy 8: 0.45 ms against 0.12 ms per tile)
+# decompressing this many 100x100 tiles (astropy 8: ~0.5 ms a call, ~0.1 ms a tile; on a sparse brick
+# values from 2 to 8 came within 10% of each other)
 SECTION_CALL_TILES = 4
 
 
@@ -91,10 +92,10 @@ def tile_regions(shape, tile, iy, ix, size: int, gap: int = 0) -> list[tuple[int
     """
     ny, nx = shape
     ty, tx = tile
-    need = np.zeros((-(-ny // ty), -(-nx // tx)), bool)
     iy, ix = np.asarray(iy, np.int64), np.asarray(ix, np.int64)
     if len(iy) == 0:
         return []
+    need = np.zeros((-(-ny // ty), -(-nx // tx)), bool)
     ylo, yhi, xlo, xhi = iy // ty, (iy + size - 1) // ty, ix // tx, (ix + size - 1) // tx
     for dy in range(int((yhi - ylo).max()) + 1):  # every tile a stamp touches, for all stamps at once
         for dx in range(int((xhi - xlo).max()) + 1):
