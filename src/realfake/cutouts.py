@@ -118,17 +118,19 @@ def tile_regions(shape, tile, iy, ix, size: int, gap: int = 0) -> list[tuple[int
     return sorted((r0 * ty, min((r1 + 1) * ty, ny), c0 * tx, min(c1 * tx, nx)) for r0, r1, c0, c1 in regions)
 
 
-def _plane_regions(hdu, shape, around):
-    """The rectangles of ``hdu`` to decompress for the stamps ``around=(x, y, size)``; None: the whole plane.
+def _plane_regions(hdu, shape, stamps, chosen: dict):
+    """The rectangles of ``hdu`` to decompress for ``stamps=(iy, ix, size)`` (on the image); None: the whole plane.
 
     The whole plane when the sections would cost about as much (dense stamps, or an image tiled by row).
+    ``chosen`` holds the answer per tiling: the six planes of a coadd usually share one.
     """
     tile = tuple(int(t) for t in getattr(hdu, "tile_shape", None) or (1, shape[1]))
-    iy, ix, on = stamp_origins(around[0], around[1], around[2], shape)
-    regions = tile_regions(shape, tile, iy[on], ix[on], around[2], gap=SECTION_CALL_TILES)
-    tiles = sum(-(-(y1 - y0) // tile[0]) * -(-(x1 - x0) // tile[1]) for y0, y1, x0, x1 in regions)
-    all_tiles = -(-shape[0] // tile[0]) * -(-shape[1] // tile[1])
-    return regions if tiles + SECTION_CALL_TILES * len(regions) < 0.9 * all_tiles else None
+    if tile not in chosen:
+        regions = tile_regions(shape, tile, *stamps, gap=SECTION_CALL_TILES)
+        tiles = sum(-(-(y1 - y0) // tile[0]) * -(-(x1 - x0) // tile[1]) for y0, y1, x0, x1 in regions)
+        all_tiles = -(-shape[0] // tile[0]) * -(-shape[1] // tile[1])
+        chosen[tile] = regions if tiles + SECTION_CALL_TILES * len(regions) < 0.9 * all_tiles else None
+    return chosen[tile]
 
 
 def _read_plane(hdu, buffers: PlaneBuffers | None, key, regions) -> np.ndarray:
@@ -181,7 +183,7 @@ def read_coadd(root: str | Path, brick: str, rs: str | None = None, buffers: Pla
     the next. astropy, not fitsio: it decompresses RICE tiles twice as fast
     (astropy 8 against fitsio 1.4).
     """
-    planes, files, wcs, shape = {}, [], None, None
+    planes, files, wcs, shape, stamps, chosen = {}, [], None, None, None, {}
     for b in BANDS:
         for kind, channel in (("image", b), ("invvar", f"ivar_{b}")):
             path = layout.coadd_file(root, brick, kind, b, rs)
@@ -195,7 +197,10 @@ def read_coadd(root: str | Path, brick: str, rs: str | None = None, buffers: Pla
                         shape, wcs = dims, header_wcs(hdu.header, path)
                     elif dims != shape:
                         raise CoaddError(f"{path}: shape {dims} differs from the brick's other planes {shape}")
-                    regions = None if around is None else _plane_regions(hdu, shape, around)
+                    if around is not None and stamps is None:
+                        iy, ix, on = stamp_origins(around[0], around[1], around[2], shape)
+                        stamps = (iy[on], ix[on], around[2])
+                    regions = None if around is None else _plane_regions(hdu, shape, stamps, chosen)
                     planes[channel] = _read_plane(hdu, buffers, channel, regions)
             except CoaddError:
                 raise
