@@ -97,7 +97,7 @@ def make_data(data: Path, n_bricks: int, sparse: int) -> tuple[list[str], dict[s
     """The bricks, and the root of each variant (rendered and derived once, kept in ``data``)."""
     import fitsio
 
-    from realfake import BANDS, layout
+    from realfake import layout
     from realfake.bricks import brick_grid
     from realfake.mock import MockConfig, clone_brick, make_release, retile
 
@@ -114,10 +114,8 @@ def make_data(data: Path, n_bricks: int, sparse: int) -> tuple[list[str], dict[s
         shutil.rmtree(rows, ignore_errors=True)
         shutil.copytree(seed, rows, ignore=only_seed)
         for part, rs in (("release", None), ("injection", "rs0")):
-            for band in BANDS:
-                for kind in ("image", "invvar"):
-                    path = layout.coadd_file(rows / part, SEED_BRICK, kind, band, rs)
-                    retile(path, path, [1, 3600])
+            for path in layout.coadd_files(rows / part, SEED_BRICK, rs):
+                retile(path, path, [1, 3600])
     thin = data / f"sparse{sparse}"
     if not (thin / "synthetic.json").exists():
         shutil.rmtree(thin, ignore_errors=True)
@@ -173,7 +171,7 @@ def main(argv=None) -> int:
 
     import yaml
 
-    from realfake import BANDS, layout
+    from realfake import layout
 
     bricks, variants = make_data(args.data, args.bricks, args.sparse)
     warm_memory(args.warm_gb)
@@ -182,9 +180,8 @@ def main(argv=None) -> int:
     Path(f"{out}.selection.json").write_text(json.dumps(selection))
     files, times, cutouts, rss = {}, {}, {}, {}
     for variant, root in variants.items():
-        files[variant] = [str(layout.coadd_file(root / part, b, kind, band, rs)) for b in bricks
-                          for part, rs in (("release", None), ("injection", "rs0"))
-                          for band in BANDS for kind in ("image", "invvar")]
+        files[variant] = [str(path) for b in bricks for part, rs in (("release", None), ("injection", "rs0"))
+                          for path in layout.coadd_files(root / part, b, rs)]
         for f in files[variant]:  # into the page cache, for every contender alike
             Path(f).read_bytes()
         times[variant] = {name: [] for name in (*READERS, "stage", "floor")}

@@ -145,9 +145,8 @@ def test_reading_only_the_tiles_under_the_stamps_gives_the_same_stamps(mock_dr9,
     root, _ = mock_dr9
     brick, release = "1210p060", root / "release"
     if tile is not None:
-        for b in "grz":
-            for kind in ("image", "invvar"):
-                retile(layout.coadd_file(release, brick, kind, b), layout.coadd_file(tmp_path, brick, kind, b), tile)
+        for src, dst in zip(layout.coadd_files(release, brick), layout.coadd_files(tmp_path, brick)):
+            retile(src, dst, tile)
         release = tmp_path
     h = fitsio.read_header(str(layout.coadd_file(release, brick, "image", "g")), ext=1)
     assert [h["ZTILE2"], h["ZTILE1"]] == (tile or [100, 100])
@@ -185,11 +184,9 @@ def test_a_truncated_coadd_is_named_even_when_the_stamps_lie_before_the_cut(mock
 
     root, _ = mock_dr9
     brick = "1210p060"
-    for b in "grz":
-        for kind in ("image", "invvar"):
-            dst = layout.coadd_file(tmp_path, brick, kind, b)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes(layout.coadd_file(root / "release", brick, kind, b).read_bytes())
+    for src, dst in zip(layout.coadd_files(root / "release", brick), layout.coadd_files(tmp_path, brick)):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(src.read_bytes())
     z = layout.coadd_file(tmp_path, brick, "image", "z")
     z.write_bytes(z.read_bytes()[: int(z.stat().st_size * 0.9)])
     with pytest.raises(CoaddError, match=r"legacysurvey-1210p060-image-z.fits.fz: truncated"):

@@ -44,6 +44,13 @@ def coadd_file(root: str | Path, brick: str, kind: str, band: str, rs: str | Non
     return coadd_dir(root, brick, rs) / f"legacysurvey-{brick}-{kind}-{band}.fits.fz"
 
 
+def coadd_files(root: str | Path, brick: str, rs: str | None = None) -> list[Path]:
+    """The six coadd files of a brick (or of an injection run of it): image then invvar, in g, r, z."""
+    from . import BANDS
+
+    return [coadd_file(root, brick, kind, band, rs) for band in BANDS for kind in ("image", "invvar")]
+
+
 def tractor_file(root: str | Path, brick: str, rs: str | None = None) -> Path:
     if rs is None:
         return Path(root) / "tractor" / brick[:3] / f"tractor-{check_brick(brick)}.fits"
