@@ -139,7 +139,7 @@ def test_tile_regions_cover_every_stamp_tile_once():
 def test_reading_only_the_tiles_under_the_stamps_gives_the_same_stamps(mock_dr9, tmp_path, tile):
     import fitsio
 
-    from realfake.cutouts import extract, stamp_origins
+    from realfake.cutouts import cut_stamps, stamp_origins
     from realfake.mock import retile
 
     root, _ = mock_dr9
@@ -159,24 +159,44 @@ def test_reading_only_the_tiles_under_the_stamps_gives_the_same_stamps(mock_dr9,
         assert (part.planes["ivar_g"] == 0).mean() > (full.planes["ivar_g"] == 0).mean() + 0.2  # the rest unread
     iy, ix, on = stamp_origins(x, y, 64, full.shape)
     assert on.all()
-    np.testing.assert_array_equal(extract(full, iy, ix, 64, DEFAULT_CHANNELS), extract(part, iy, ix, 64, DEFAULT_CHANNELS))
+    for whole, partial in zip(cut_stamps(full, iy, ix, 64, DEFAULT_CHANNELS), cut_stamps(part, iy, ix, 64, DEFAULT_CHANNELS)):
+        np.testing.assert_array_equal(whole, partial)
 
 
 def test_pixels_without_data_are_zeroed_and_counted_per_stamp():
     from realfake.cutouts import clean_stamps
 
-    stamps = np.ones((3, 8, 8, 6), np.float32)
+    stamps = np.ones((3, 6, 8, 8), np.float32)  # channel-first
     c = list(DEFAULT_CHANNELS)
-    stamps[0, :2, :, c.index("ivar_r")] = 0  # no exposure in r: 2 rows of 8
-    stamps[1, 4, 4, c.index("z")] = np.nan  # the centre, one band
-    stamps[2, 0, 0, c.index("ivar_g")] = np.inf
-    stamps[2, 0, 1, c.index("ivar_g")] = -1
+    stamps[0, c.index("ivar_r"), :2, :] = 0  # no exposure in r: 2 rows of 8
+    stamps[1, c.index("z"), 4, 4] = np.nan  # the centre, one band
+    stamps[2, c.index("ivar_g"), 0, 0] = np.inf
+    stamps[2, c.index("ivar_g"), 0, 1] = -1
     frac, centred = clean_stamps(stamps, c)
     np.testing.assert_allclose(frac, [16 / 64, 1 / 64, 2 / 64])
     assert centred.tolist() == [True, False, True]
     assert np.isfinite(stamps).all()
-    assert (stamps[0, :2, :, c.index("r")] == 0).all() and (stamps[0, :2, :, c.index("g")] == 1).all()
-    assert stamps[1, 4, 4, c.index("ivar_z")] == 0 and (stamps[2, 0, :2, c.index("g")] == 0).all()
+    assert (stamps[0, c.index("r"), :2, :] == 0).all() and (stamps[0, c.index("g"), :2, :] == 1).all()
+    assert stamps[1, c.index("ivar_z"), 4, 4] == 0 and (stamps[2, c.index("g"), 0, :2] == 0).all()
+
+
+def test_stamps_are_cut_channels_last_in_the_configured_order(mock_dr9):
+    from realfake.cutouts import cut_stamps
+
+    root, _ = mock_dr9
+    coadd = read_coadd(root / "release", "1210p060")
+    channels = ("z", "ivar_z", "g", "ivar_g", "r", "ivar_r")
+    iy, ix = np.array([3, 100]), np.array([7, 50])
+    coadd.planes["r"][100 + 32, 50 + 32] = np.nan  # the second stamp's centre has no data in r
+    stamps, frac, centred = cut_stamps(coadd, iy, ix, 64, channels)
+    assert stamps.shape == (2, 64, 64, 6) and stamps.dtype == np.float32
+    for k, (y0, x0) in enumerate(zip(iy, ix)):
+        for c, name in enumerate(channels):
+            band = name[-1]
+            cut = {n: coadd.planes[n][y0 : y0 + 64, x0 : x0 + 64] for n in (band, f"ivar_{band}")}
+            data = (cut[f"ivar_{band}"] > 0) & np.isfinite(cut[band])
+            np.testing.assert_array_equal(stamps[k, :, :, c], np.where(data, cut[name], 0))
+    assert centred.tolist() == [True, False] and frac[1] >= 1 / 4096
 
 
 def test_a_truncated_coadd_is_named_even_when_the_stamps_lie_before_the_cut(mock_dr9, tmp_path):
@@ -191,3 +211,22 @@ def test_a_truncated_coadd_is_named_even_when_the_stamps_lie_before_the_cut(mock
     z.write_bytes(z.read_bytes()[: int(z.stat().st_size * 0.9)])
     with pytest.raises(CoaddError, match=r"legacysurvey-1210p060-image-z.fits.fz: truncated"):
         read_coadd(tmp_path, brick, around=([40.0], [40.0], 64))  # the first tiles only
+
+
+def test_stamps_appended_in_blocks_read_back_in_order(tmp_path):
+    """brick_writer's blocks of any size, an empty one too, make one dataset of one-stamp chunks, in order."""
+    from realfake.cutouts import brick_writer
+
+    rng = np.random.default_rng(3)
+    stamps = rng.normal(size=(3000, 16, 16, 6)).astype(np.float32)
+    empty = pd.DataFrame({"label": np.zeros(len(stamps), np.int8)})
+    path = tmp_path / "b.h5"
+    with brick_writer(path, 16, DEFAULT_CHANNELS, {}) as (append, finish):
+        for lo, hi in [(0, 256), (256, 256), (256, 257), (257, 1500), (1500, 3000)]:  # an empty block too
+            append(stamps[lo:hi])
+        finish(empty, empty.iloc[:0], pd.DataFrame({"kept": [len(stamps)]}), [])
+    with h5py.File(path) as f:
+        d = f["cutouts"]
+        assert d.chunks == (1, 16, 16, 6) and d.compression is None and d.dtype == np.float32
+        np.testing.assert_array_equal(d[()], stamps)
+    assert path.stat().st_size < stamps.nbytes + 2**20
