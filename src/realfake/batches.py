@@ -12,8 +12,10 @@ decides whether either skips the brick with its record or fails the job.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import platform
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -81,9 +83,26 @@ def missing_files(brick: str, s: CutoutSettings) -> str | None:
     return "; ".join(absent) or None
 
 
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for the next allocation rather than give it back to the kernel.
+
+    By default every decompressed plane (52 MB at 3600x3600) is a fresh mmap:
+    13,000 pages the kernel must zero and, on a virtual machine, fault in from
+    the host, 0.4 s of system time a brick. Kept in the heap, the planes of one
+    coadd reuse those of the last; the job's peak memory is the same. Returns
+    whether it applied (not where malloc is not glibc's).
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 1 << 30))
+
+
 def cut_brick(brick: str, out_dir: str, s: CutoutSettings) -> dict:
     """Cut one brick into ``out_dir/<brick>.h5``; a record of what happened, for the batch's tables."""
     t0 = time.time()
+    keep_freed_memory()  # (here, not at import: once per process that cuts, whichever way it was started)
     why = missing_files(brick, s)
     if why:
         return dict(brick=brick, status="missing", reason=why)
