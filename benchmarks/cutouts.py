@@ -39,6 +39,8 @@ from pathlib import Path
 REFERENCE_PER_CORE = 1e6 / 1600 / 3600
 SEED_BRICK = "1210p060"
 READERS = ("fitsio", "astropy", "astropy+kept")
+PARTS = (("release", None), ("injection", "rs0"))  # the coadds a brick's cutouts read: (directory, run)
+CUTOUT_BYTES = 64 * 64 * 6 * 4  # one float32 stamp: one HDF5 chunk
 
 DECOMPRESS = """
 import sys, time
@@ -115,7 +117,7 @@ def make_data(data: Path, n_bricks: int, sparse: int) -> tuple[list[str], dict[s
         print(f"rewriting its coadds with one tile per row into {rows}...", flush=True)
         shutil.rmtree(rows, ignore_errors=True)
         shutil.copytree(seed, rows, ignore=only_seed)
-        for part, rs in (("release", None), ("injection", "rs0")):
+        for part, rs in PARTS:
             for path in layout.coadd_files(rows / part, SEED_BRICK, rs):
                 retile(path, path, [1, 3600])
     thin = data / f"sparse{sparse}"
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
     Path(f"{out}.selection.json").write_text(json.dumps(selection))
     files, times, cutouts, rss = {}, {}, {}, {}
     for variant, root in variants.items():
-        files[variant] = [str(path) for b in bricks for part, rs in (("release", None), ("injection", "rs0"))
+        files[variant] = [str(path) for b in bricks for part, rs in PARTS
                           for path in layout.coadd_files(root / part, b, rs)]
         for f in files[variant]:  # into the page cache, for every contender alike
             Path(f).read_bytes()
@@ -195,7 +197,7 @@ def main(argv=None) -> int:
             for name in order if r % 2 == 0 else order[::-1]:
                 t = times[variant]
                 fastest = min(READERS, key=lambda k: statistics.median(t[k]) if t[k] else 0)
-                dt, _, _ = measure(name, root, files[variant], bricks, out, fastest, cutouts[variant] * 64 * 64 * 6 * 4)
+                dt, _, _ = measure(name, root, files[variant], bricks, out, fastest, cutouts[variant] * CUTOUT_BYTES)
                 t[name].append(dt)
 
     print(f"\n{len(bricks)} bricks of 3600x3600, {len(files[variant])} compressed FITS files per variant "
@@ -219,9 +221,9 @@ def main(argv=None) -> int:
     print("\ngoal: stage / decompression <= 1.2, below 1 where only the tiles under the cutouts need decompressing")
     print("\n".join(summary))
     # what writing the densest variant's cutouts costs by itself, in HDF5's one-chunk writes and in larger ones
-    nbytes, raw = max(cutouts.values()) * 64 * 64 * 6 * 4, out.parent / "write.raw"
+    nbytes, raw = max(cutouts.values()) * CUTOUT_BYTES, out.parent / "write.raw"
     writes = {}
-    for piece in (98304, 2**20, 2**25) * args.repeats:
+    for piece in (CUTOUT_BYTES, 2**20, 2**25) * args.repeats:
         time.sleep(5)  # pages freed a few seconds ago go back to the host: new pages, as a job's output gets
         writes.setdefault(piece, []).append(float(child(WRITE, nbytes, raw, piece)[0]))
         raw.unlink()

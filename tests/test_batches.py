@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import shutil
 import subprocess
 import sys
@@ -189,7 +190,7 @@ def test_dr5_release_through_a_batch(mock_dr5, selection, tmp_path):
     assert set(src["type"]) <= set(selection["types"]) | {"SIM"} and (src["label"] == 1).any()
 
 
-@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="a glibc malloc setting")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc malloc setting")
 def test_a_cutout_job_reuses_the_memory_of_freed_planes():
     """After keep_freed_memory, the next coadd's 52 MB plane lands in the freed one's pages: no page faults."""
     code = """
