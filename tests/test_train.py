@@ -105,6 +105,32 @@ def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(shards, u
     assert not (tmp_path / "checkpoints").exists(), "a finished run leaves no checkpoint"
 
 
+def test_a_kill_before_the_first_checkpoint_leaves_no_epoch_logged_twice(shards, uninterrupted, tmp_path):
+    """Killed after the first epoch's row in history.csv but before its checkpoint, the rerun starts afresh."""
+    import keras
+
+    from realfake.train import fit
+
+    class Killed(Exception):
+        pass
+
+    class KillAtTheFirstEpochEnd(keras.callbacks.Callback):  # runs after CSVLogger, before the checkpoint
+        def on_epoch_end(self, epoch, logs=None):
+            raise Killed
+
+    cfg = {"model": CONFIG["model"], "train": dict(TRAIN, checkpoint_every_batches=0)}  # no checkpoint mid-epoch
+    model = tmp_path / "model.keras"
+    with pytest.raises(Killed):
+        fit(shards, model, cfg, threads=2, callbacks=[KillAtTheFirstEpochEnd()])
+    assert len((tmp_path / "history.csv").read_text().splitlines()) == 2  # the header and epoch 1
+    assert not (tmp_path / "checkpoints" / "state.json").exists()
+
+    fit(shards, model, cfg, threads=2)
+    assert (tmp_path / "history.csv").read_text() == (uninterrupted.parent / "history.csv").read_text()
+    for a, b in zip(weights_of(uninterrupted), weights_of(model), strict=True):
+        assert np.array_equal(a, b)
+
+
 def test_checkpoints_every_n_batches_and_each_epoch(shards, tmp_path):
     import keras
 

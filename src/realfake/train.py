@@ -171,6 +171,10 @@ def start_or_resume(run_dir: Path, cfg: dict, shard_dir, chief: bool = True) -> 
     on today's test examples), must not inherit the old weights. A finished run
     leaves no checkpoint behind, so a rerun always trains anew. Returns the
     checkpoint's state, or None for a fresh start. Only the chief clears or stamps.
+
+    A fresh start also clears the logs of an attempt killed before its first
+    checkpoint (after the first epoch's row in history.csv, say): appended to,
+    they would hold that attempt's epochs twice.
     """
     import hashlib
     import shutil
@@ -178,17 +182,14 @@ def start_or_resume(run_dir: Path, cfg: dict, shard_dir, chief: bool = True) -> 
     summary = (Path(shard_dir) / "summary.json").read_text()
     key = hashlib.sha256(json.dumps([cfg, summary], sort_keys=True, default=str).encode()).hexdigest()
     ckpt = run_dir / "checkpoints"
-    stamp = ckpt / "run.sha256"
-    if not stamp.exists() or stamp.read_text() != key:
+    stamp, state_file = ckpt / "run.sha256", ckpt / "state.json"
+    if not (stamp.exists() and stamp.read_text() == key and state_file.exists()):
         if chief:
             for old in ("checkpoints", "tensorboard"):
                 shutil.rmtree(run_dir / old, ignore_errors=True)
             (run_dir / "history.csv").unlink(missing_ok=True)
             stamp.parent.mkdir(parents=True, exist_ok=True)
             stamp.write_text(key)
-        return None
-    state_file = ckpt / "state.json"
-    if not state_file.exists():
         return None
     state = json.loads(state_file.read_text())
     log.info("resuming from the checkpoint in %s: epoch %d, batch %d (%s)", ckpt, state["epoch"] + 1,
