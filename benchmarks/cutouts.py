@@ -14,8 +14,8 @@ reads them once first):
   fitsio    decompress every coadd file the stage reads (release and injection run, 12 per brick)
   astropy   the same with astropy.io.fits
   astropy+kept  the same, with the stage's malloc setting (batches.keep_freed_memory: freed planes reused)
-  floor     the fastest decompression, then a buffered write of as many bytes as the stage's cutouts
-            (in 96 KB writes, one chunk each, as HDF5 writes them)
+  floor     the fastest decompression, each brick's files followed by a file of its share of the stage's
+            cutout bytes (in 96 KB writes, one chunk each, as HDF5 writes them): what any stage must do
   stage     realfake.batches.run_batch on the bricks: catalogues, selection, WCS check, decompression (of
             the tiles under the cutouts where that is cheaper), cutouts, HDF5 (the libraries' import, once
             per job, is not timed, here or in the others; nor is Python's start)
@@ -44,25 +44,27 @@ CUTOUT_BYTES = 64 * 64 * 6 * 4  # one float32 stamp: one HDF5 chunk
 
 DECOMPRESS = """
 import sys, time
-reader, write_bytes, raw, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+reader, write_bytes, raw, per_brick, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5:]
 import fitsio, numpy as np  # imported before the clock starts, as in the stage
 from astropy.io import fits
 if reader.endswith("kept"):  # the stage's allocator setting
     from realfake.batches import keep_freed_memory
     assert keep_freed_memory()
+stamp = np.ones((64, 64, 6), np.float32)
+bricks = [paths[i : i + per_brick] for i in range(0, len(paths), per_brick)]
 t0 = time.perf_counter()
-if reader == "fitsio":
-    for p in paths:
-        fitsio.read(p, ext=1)
-else:
-    for p in paths:
-        with fits.open(p) as f:
-            f[1].data
-if write_bytes:  # then write as many bytes as the stage's cutouts, buffered, one 96 KB chunk a write as HDF5 does
-    stamp = np.ones((64, 64, 6), np.float32)
-    with open(raw, "wb", buffering=0) as f:
-        for _ in range(write_bytes // stamp.nbytes):
-            f.write(stamp.data)
+for k, brick in enumerate(bricks):
+    if reader == "fitsio":
+        for p in brick:
+            fitsio.read(p, ext=1)
+    else:
+        for p in brick:
+            with fits.open(p) as f:
+                f[1].data
+    if write_bytes:  # then a file of the brick's share of the cutouts' bytes, one 96 KB chunk a write as HDF5 does
+        with open(f"{raw}.{k}", "wb", buffering=0) as f:
+            for _ in range(write_bytes // len(bricks) // stamp.nbytes):
+                f.write(stamp.data)
 print(time.perf_counter() - t0)
 """
 WRITE = """
@@ -148,14 +150,17 @@ def warm_memory(gb: float) -> None:
 
 def measure(name: str, root: Path, files: list[str], bricks: list[str], out: Path, fastest: str, out_bytes: int):
     """One run of one measurement: (seconds, cutouts, peak RSS MB of the stage or 0)."""
+    # each removes what it wrote: gigabytes of dirty pages left behind would slow the next one's writes
     if name == "stage":
         shutil.rmtree(out, ignore_errors=True)
         dt, n, rss = child(STAGE, root, out, *bricks)
+        shutil.rmtree(out, ignore_errors=True)
         return float(dt), int(n), int(rss)
     raw = out.parent / "floor.raw"
     dt = float(child(DECOMPRESS, fastest if name == "floor" else name, out_bytes if name == "floor" else 0, raw,
-                     *files)[0])
-    raw.unlink(missing_ok=True)
+                     len(files) // len(bricks), *files)[0])
+    for k in range(len(bricks)):
+        Path(f"{raw}.{k}").unlink(missing_ok=True)
     return dt, 0, 0
 
 
