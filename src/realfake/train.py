@@ -397,9 +397,12 @@ def truncate_history(path: Path, rows) -> None:
     """Drop the rows of epochs logged after the checkpoint (a kill between the log and the checkpoint)."""
     if rows is None or not path.exists():
         return
+    from .atomic import atomic_path
+
     lines = path.read_bytes().splitlines(keepends=True)  # bytes: CSVLogger's \r\n line ends stay as written
     if len(lines) > rows + 1:
-        path.write_bytes(b"".join(lines[: rows + 1]))
+        with atomic_path(path) as tmp:  # killed while writing, it must not lose the rows the checkpoint counts
+            tmp.write_bytes(b"".join(lines[: rows + 1]))
 
 
 # --------------------------------------------------------------------------- TensorBoard images
