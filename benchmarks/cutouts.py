@@ -19,10 +19,13 @@ reads them once first):
   stage     realfake.batches.run_batch on the bricks: catalogues, selection, WCS check, decompression (of
             the tiles under the cutouts where that is cheaper), cutouts, HDF5 (the libraries' import, once
             per job, is not timed, here or in the others; nor is Python's start)
+The stage and the floor write to --out (--data by default). Writing 300 MB of cutouts a dense brick costs what
+the file system charges for new pages: on the VM this was written on, 0.1 to 0.5 s a brick from run to run, and
+more in tmpfs. Last, writing the densest variant's cutout bytes alone, in writes of 96 KB, 1 MB and 32 MB.
 The ratio is stage / the fastest decompression of the whole files, over all bricks, and over the bricks after
-the first (a job's first brick pays for fresh memory once; a job of the configured 100 bricks barely sees it). Goal (issue 5): <= 1.2, and below 1
-where only the tiles under the cutouts need decompressing. The reference made ~1 million cutouts with
-1,600 Haswell cores in one hour: ~0.17 cutouts/s/core.
+the first (a job's first brick pays for fresh memory once; a job of the configured 100 bricks barely sees it).
+Goal (issue 5): <= 1.2, and below 1 where only the tiles under the cutouts need decompressing. The reference
+made ~1 million cutouts with 1,600 Haswell cores in one hour: ~0.17 cutouts/s/core.
 """
 
 from __future__ import annotations
@@ -184,6 +187,8 @@ def main(argv=None) -> int:
                    help="memory touched once before measuring (a virtual machine's first touch of a page costs "
                         "~10 us, as much as decompressing it; every contender then starts on warm pages) "
                         "[%(default)s]")
+    p.add_argument("--out", type=Path, help="where the stage writes its cutouts and the floor its bytes, to "
+                   "measure on the file system a job would write to (a cluster's scratch) [under --data]")
     args = p.parse_args(argv)
     if args.bricks < 2:
         p.error("--bricks: at least 2 (the first brick of a job is also timed apart from the others)")
@@ -195,7 +200,8 @@ def main(argv=None) -> int:
     bricks, variants = make_data(args.data, args.bricks, args.sparse)
     warm_memory(args.warm_gb)
     selection = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())["selection"]
-    out = args.data / "out"
+    out = (args.out or args.data) / "out"
+    out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.selection.json").write_text(json.dumps(selection))
     files, times, cutouts, rss = {}, {}, {}, {}
     for variant, root in variants.items():
@@ -217,7 +223,7 @@ def main(argv=None) -> int:
 
     print(f"\n{len(bricks)} bricks of 3600x3600, {len(files[variant])} compressed FITS files per variant "
           f"({sum(Path(f).stat().st_size for f in files[variant]) / 1e6:.0f} MB); median of {args.repeats} runs, "
-          f"one core each\n")
+          f"one core each; outputs written to {out.parent}\n")
     # a job's first brick pays for fresh memory (the stage holds a coadd's six planes, ~300 MB); a job of the
     # configured 100 bricks pays it once, so the bricks after the first are shown apart
     print(f"| variant | cutouts | measurement | seconds (runs) | per brick | ratio to fastest decompression | "
@@ -231,7 +237,8 @@ def main(argv=None) -> int:
         for k, v in t.items():
             runs = ", ".join(f"{a:.2f}" for a, _ in v)
             print(f"| {variant} | {cutouts[variant]} | {k} | {med[k]:.2f} ({runs}) | {med[k] / len(bricks):.2f} s | "
-                  f"{med[k] / med[fastest]:.2f} | {rest[k] / (len(bricks) - 1):.2f} s | {rest[k] / rest[fastest]:.2f} |")
+                  f"{med[k] / med[fastest]:.2f} | {rest[k] / (len(bricks) - 1):.2f} s | "
+                  f"{rest[k] / rest[fastest]:.2f} |")
         per_core = cutouts[variant] / med["stage"]
         summary.append(f"{variant}: stage / decompression ({fastest}) {med['stage'] / med[fastest]:.2f} "
                        f"(bricks 2-{len(bricks)}: {rest['stage'] / rest[fastest]:.2f}), "
@@ -241,15 +248,16 @@ def main(argv=None) -> int:
     print("\ngoal: stage / decompression <= 1.2, below 1 where only the tiles under the cutouts need decompressing")
     print("\n".join(summary))
     # what writing the densest variant's cutouts costs by itself, in HDF5's one-chunk writes and in larger ones
-    nbytes, raw = max(cutouts.values()) * CUTOUT_BYTES, out.parent / "write.raw"
-    writes = {}
-    for piece in (CUTOUT_BYTES, 2**20, 2**25) * args.repeats:
-        time.sleep(5)  # pages freed a few seconds ago go back to the host: new pages, as a job's output gets
-        writes.setdefault(piece, []).append(float(child(WRITE, nbytes, raw, piece)[0]))
-        raw.unlink()
-    print(f"writing {nbytes / 1e9:.1f} GB (the cutouts of {max(cutouts.values())}) through the page cache, "
-          "seconds by the size of each write: " + ", ".join(f"{k // 1024} KB {statistics.median(v):.2f} s"
-                                                           for k, v in writes.items()))
+    nbytes = max(cutouts.values()) * CUTOUT_BYTES
+    for where in dict.fromkeys([out.parent, args.data]):  # where the outputs went, and --data if elsewhere
+        raw, writes = where / "write.raw", {}
+        for piece in (CUTOUT_BYTES, 2**20, 2**25) * args.repeats:
+            time.sleep(5)  # pages freed a few seconds ago go back to the host: new pages, as a job's output gets
+            writes.setdefault(piece, []).append(float(child(WRITE, nbytes, raw, piece)[0]))
+            raw.unlink()
+        print(f"writing {nbytes / 1e9:.1f} GB (the cutouts of {max(cutouts.values())}) into {where}, seconds by the "
+              "size of each write: " + ", ".join(f"{k // 1024} KB {statistics.median(v):.2f} s"
+                                                 for k, v in writes.items()))
     return 0
 
 
