@@ -218,8 +218,9 @@ def main(argv=None) -> int:
             for name in order if r % 2 == 0 else order[::-1]:
                 t = times[variant]
                 fastest = min(READERS, key=lambda k: statistics.median(a for a, _ in t[k]) if t[k] else 0)
-                dt, _, _ = measure(name, root, files[variant], bricks, out, fastest, cutouts[variant] * CUTOUT_BYTES)
-                t[name].append(dt)
+                seconds, _, _ = measure(name, root, files[variant], bricks, out, fastest,
+                                        cutouts[variant] * CUTOUT_BYTES)
+                t[name].append(seconds)  # (all bricks, all but the first)
 
     print(f"\n{len(bricks)} bricks of 3600x3600, {len(files[variant])} compressed FITS files per variant "
           f"({sum(Path(f).stat().st_size for f in files[variant]) / 1e6:.0f} MB); median of {args.repeats} runs, "

@@ -50,6 +50,13 @@ def weights_of(path):
     return load_model(path).get_weights()
 
 
+def assert_same_as_uninterrupted(model, uninterrupted):
+    """The same weights, exactly, and the same epochs logged with the same numbers as the uninterrupted run."""
+    for a, b in zip(weights_of(uninterrupted), weights_of(model), strict=True):
+        assert np.array_equal(a, b)
+    assert (model.parent / "history.csv").read_text() == (uninterrupted.parent / "history.csv").read_text()
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(shards, tmp_path_factory):
     from realfake.train import fit
@@ -98,10 +105,7 @@ def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(shards, u
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["resumed_from"] == dict(zip(("epoch", "batch", "reason"), resume_at))
     assert len(run["previous_attempts"]) == 1
-    for a, b in zip(weights_of(uninterrupted), weights_of(model), strict=True):
-        assert np.array_equal(a, b)
-    # the same epochs logged, with the same numbers (the interrupted epoch's metrics were checkpointed too)
-    assert (tmp_path / "history.csv").read_text() == (uninterrupted.parent / "history.csv").read_text()
+    assert_same_as_uninterrupted(model, uninterrupted)  # (the interrupted epoch's metrics were checkpointed too)
     assert not (tmp_path / "checkpoints").exists(), "a finished run leaves no checkpoint"
 
 
@@ -126,9 +130,7 @@ def test_a_kill_before_the_first_checkpoint_leaves_no_epoch_logged_twice(shards,
     assert not (tmp_path / "checkpoints" / "state.json").exists()
 
     fit(shards, model, cfg, threads=2)
-    assert (tmp_path / "history.csv").read_text() == (uninterrupted.parent / "history.csv").read_text()
-    for a, b in zip(weights_of(uninterrupted), weights_of(model), strict=True):
-        assert np.array_equal(a, b)
+    assert_same_as_uninterrupted(model, uninterrupted)
 
 
 def test_checkpoints_every_n_batches_and_each_epoch(shards, tmp_path):
