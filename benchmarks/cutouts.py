@@ -15,13 +15,17 @@ reads them once first):
   astropy   the same with astropy.io.fits
   astropy+kept  the same, with the stage's malloc setting (batches.keep_freed_memory: freed planes reused)
   floor     the fastest decompression, each brick's files followed by a file of its share of the stage's
-            cutout bytes (in 96 KB writes, one chunk each, as HDF5 writes them): what any stage must do
+            cutout bytes (in 96 KB writes, one chunk each, as HDF5 writes them), settled as the stage's
+            are (atomic.Settler: flushed and dropped from the page cache in the background): what any
+            stage must do
   stage     realfake.batches.run_batch on the bricks: catalogues, selection, WCS check, decompression (of
             the tiles under the cutouts where that is cheaper), cutouts, HDF5 (the libraries' import, once
             per job, is not timed, here or in the others; nor is Python's start)
 The stage and the floor write to --out (--data by default). Writing 300 MB of cutouts a dense brick costs what
-the file system charges for new pages: on the VM this was written on, 0.1 to 0.5 s a brick from run to run, and
-more in tmpfs. Last, writing the densest variant's cutout bytes alone, in writes of 96 KB, 1 MB and 32 MB.
+the file system charges for new pages: on the VM this was written on (it hands free memory back to its host),
+0.06 s a brick while pages freed earlier last, then ~0.8 s a brick unless the written pages are dropped (as
+both do), and more in tmpfs. Last, writing the densest variant's cutout bytes alone, in writes of 96 KB, 1 MB
+and 32 MB.
 The ratio is stage / the fastest decompression of the whole files, over all bricks, and over the bricks after
 the first (a job's first brick pays for fresh memory once; a job of the configured 100 bricks barely sees it).
 Goal (issue 5): <= 1.2, and below 1 where only the tiles under the cutouts need decompressing. The reference
@@ -51,26 +55,30 @@ import sys, time
 reader, write_bytes, raw, per_brick, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5:]
 import fitsio, numpy as np  # imported before the clock starts, as in the stage
 from astropy.io import fits
+from realfake.atomic import Settler
 if reader.endswith("kept"):  # the stage's allocator setting
     from realfake.batches import keep_freed_memory
     assert keep_freed_memory()
 stamp = np.ones((64, 64, 6), np.float32)
 bricks = [paths[i : i + per_brick] for i in range(0, len(paths), per_brick)]
 t0 = time.perf_counter()
-for k, brick in enumerate(bricks):
-    if k == 1:
-        t1 = time.perf_counter()
-    if reader == "fitsio":
-        for p in brick:
-            fitsio.read(p, ext=1)
-    else:
-        for p in brick:
-            with fits.open(p) as f:
-                f[1].data
-    if write_bytes:  # then a file of the brick's share of the cutouts' bytes, one 96 KB chunk a write as HDF5 does
-        with open(f"{raw}.{k}", "wb", buffering=0) as f:
-            for _ in range(write_bytes // len(bricks) // stamp.nbytes):
-                f.write(stamp.data)
+with Settler() as settler:  # as the stage does with its brick files
+    for k, brick in enumerate(bricks):
+        if k == 1:
+            settler.wait()  # (the stage's first brick is a batch of its own)
+            t1 = time.perf_counter()
+        if reader == "fitsio":
+            for p in brick:
+                fitsio.read(p, ext=1)
+        else:
+            for p in brick:
+                with fits.open(p) as f:
+                    f[1].data
+        if write_bytes:  # then a file of the brick's share of the cutouts' bytes, a 96 KB chunk a write as HDF5's
+            with open(f"{raw}.{k}", "wb", buffering=0) as f:
+                for _ in range(write_bytes // len(bricks) // stamp.nbytes):
+                    f.write(stamp.data)
+            settler.add(f"{raw}.{k}")
 print(t1 - t0, time.perf_counter() - t1)  # the first brick (fresh memory), the others
 """
 WRITE = """

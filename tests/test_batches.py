@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from realfake import layout
+from realfake.atomic import Settler, settle
 from realfake.batches import BrickError, CutoutSettings, brick_files, format_summary, rebuild_brick, run_batch, summarise
 from realfake.bricks import BrickSelectionError, batch_bricks, bricks_in_box, brick_grid, select_bricks
 from realfake.cutouts import read_sources
@@ -206,3 +207,42 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     faults = {m: int(subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True,
                                     check=True).stdout) for m in ("keep", "default")}
     assert faults["keep"] * 10 < faults["default"], faults
+
+
+
+def _resident_pages(path) -> tuple[int, int]:
+    """(pages of ``path`` in the page cache, pages in all), by mincore(2) on a read-only map of it."""
+    import ctypes
+    import mmap
+
+    size = path.stat().st_size
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as m:
+        vec = ctypes.create_string_buffer(-(-size // mmap.PAGESIZE))
+        assert libc.mincore(np.frombuffer(m, np.uint8).ctypes.data, size, vec) == 0, ctypes.get_errno()
+        return sum(b & 1 for b in vec.raw), len(vec.raw)
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="mincore and posix_fadvise as Linux has them")
+def test_a_cutout_job_leaves_its_brick_files_on_disk_not_in_memory(mock_dr9, selection, tmp_path):
+    """Settled: each brick's file flushed to disk and dropped from the page cache (a job writes tens of GB)."""
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"x" * 2**20)
+    settle(probe)
+    if _resident_pages(probe)[0]:
+        pytest.skip(f"the file system of {tmp_path} keeps written pages in memory (tmpfs?)")
+    root, cfg = mock_dr9
+    run_batch(list(cfg.bricks), tmp_path / "b", _settings(root, cfg, selection))
+    for brick in cfg.bricks:
+        resident, pages = _resident_pages(tmp_path / "b" / f"{brick}.h5")
+        assert pages > 10 and resident == 0, (brick, resident, pages)
+
+
+def test_settling_names_the_file_it_cannot_flush(tmp_path):
+    with pytest.raises(FileNotFoundError, match="gone.h5"):
+        settle(tmp_path / "gone.h5")
+    with Settler() as settler:
+        settler.add(tmp_path / "gone.h5")
+        with pytest.raises(FileNotFoundError, match="gone.h5"):
+            settler.add(tmp_path / "other.h5")  # waits for the previous one and raises its error

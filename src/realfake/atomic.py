@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -62,3 +63,59 @@ def _disk_full(err: OSError) -> bool:
     text = str(err)
     return (err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text
             or re.search(r"\d+ requested and \d+ written", text) is not None)
+
+
+def settle(path: str | Path) -> None:
+    """Flush a finished output to disk and drop its pages from the page cache.
+
+    Only where the kernel offers it (``posix_fadvise``); a flush that fails
+    (an I/O error, a full quota on a network file system) raises, naming the file.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        (os.fdatasync if hasattr(os, "fdatasync") else os.fsync)(fd)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # drops clean pages only: after the flush
+    except OSError as err:
+        raise OSError(err.errno, f"{path}: could not be flushed to disk: {err.strerror}") from err
+    finally:
+        os.close(fd)
+
+
+class Settler:
+    """Settle (flush and drop from the page cache) a job's finished outputs in a background thread, one at a
+    time, while the job makes the next.
+
+    A cutout job writes tens of gigabytes that nothing in the job reads again.
+    Left in the page cache they count against a SLURM job's memory cgroup, and
+    every new page costs the kernel a fresh one: on virtual machines that hand
+    free memory back to their host (free page reporting), writes slowed from
+    5 GB/s to 0.4 GB/s once a few gigabytes had piled up. Settled, a job holds
+    about two outputs' pages, reused from one to the next. ``add`` waits for
+    the previous output first, so a disk slower than the job slows the job
+    rather than filling memory. Use as a context manager: leaving waits for
+    the last one (and raises its error).
+    """
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="settle")
+        self._pending = None
+
+    def add(self, path: str | Path) -> None:
+        self.wait()
+        self._pending = self._pool.submit(settle, path)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> "Settler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if exc[0] is None:
+                self.wait()
+        finally:
+            self._pool.shutdown(wait=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import layout
-from .atomic import atomic_path
+from .atomic import Settler, atomic_path, settle
 from .catalogs import CatalogError
 from .cutouts import CoaddError, make_brick_file
 
@@ -141,17 +141,19 @@ def run_batch(bricks, out_dir, s: CutoutSettings, workers: int = 1) -> tuple[pd.
     try:
         results = (pool.map(cut_brick, bricks, [str(out_dir)] * len(bricks), [s] * len(bricks)) if pool
                    else (cut_brick(b, str(out_dir), s) for b in bricks))
-        for k, rec in enumerate(results, 1):
-            _enforce(rec, s)
-            records.append(rec)
-            left = (time.time() - t0) / k * (len(bricks) - k)
-            if rec["status"] == "ok":
-                kept = int(rec["cuts"]["kept"].sum())
-                log.info("[%d/%d] brick %s: %d cutouts in %.1f s, peak RSS %.0f MB; about %.0f s left", k,
-                         len(bricks), rec["brick"], kept, rec["seconds"], rec["peak_rss_mb"], left)
-            else:
-                log.warning("[%d/%d] brick %s %s, skipped: %s", k, len(bricks), rec["brick"], rec["status"],
-                            rec["reason"])
+        with Settler() as settler:  # each brick's file on disk and out of memory while the next is cut
+            for k, rec in enumerate(results, 1):
+                _enforce(rec, s)
+                records.append(rec)
+                left = (time.time() - t0) / k * (len(bricks) - k)
+                if rec["status"] == "ok":
+                    settler.add(out_dir / f"{rec['brick']}.h5")
+                    kept = int(rec["cuts"]["kept"].sum())
+                    log.info("[%d/%d] brick %s: %d cutouts in %.1f s, peak RSS %.0f MB; about %.0f s left", k,
+                             len(bricks), rec["brick"], kept, rec["seconds"], rec["peak_rss_mb"], left)
+                else:
+                    log.warning("[%d/%d] brick %s %s, skipped: %s", k, len(bricks), rec["brick"], rec["status"],
+                                rec["reason"])
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
@@ -187,6 +189,8 @@ def rebuild_brick(brick: str, batch_dir, s: CutoutSettings) -> dict:
         raise FileNotFoundError(f"{batch_dir}: not a finished cutout batch (no failures.csv); run the batch first")
     rec = cut_brick(brick, str(batch_dir), s)
     _enforce(rec, s)
+    if rec["status"] == "ok":
+        settle(batch_dir / f"{brick}.h5")  # as a batch leaves it
     cuts, failures = read_tables(batch_dir)
     cuts = cuts[cuts["brick"] != brick] if len(cuts) else cuts
     failures = failures[failures["brick"] != brick]
