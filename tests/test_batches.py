@@ -209,7 +209,6 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     assert faults["keep"] * 10 < faults["default"], faults
 
 
-
 def _resident_pages(path) -> tuple[int, int]:
     """(pages of ``path`` in the page cache, pages in all), by mincore(2) on a read-only map of it."""
     import ctypes

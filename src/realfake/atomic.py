@@ -68,8 +68,9 @@ def _disk_full(err: OSError) -> bool:
 def settle(path: str | Path) -> None:
     """Flush a finished output to disk and drop its pages from the page cache.
 
-    Only where the kernel offers it (``posix_fadvise``); a flush that fails
-    (an I/O error, a full quota on a network file system) raises, naming the file.
+    The pages are dropped only where the kernel offers ``posix_fadvise``. A
+    flush that fails (an I/O error, a full quota on a network file system)
+    raises, naming the file.
     """
     fd = os.open(path, os.O_RDONLY)
     try:
