@@ -17,7 +17,7 @@ CONTROLS := null-test positive-control
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/realfake/_stamps.c
 	@start=$$(date +%s); set -e; \
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
 	$(BIN)/python -m pip install --quiet --upgrade pip; \

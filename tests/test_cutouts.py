@@ -199,6 +199,71 @@ def test_stamps_are_cut_channels_last_in_the_configured_order(mock_dr9):
     assert centred.tolist() == [True, False] and frac[1] >= 1 / 4096
 
 
+def test_the_c_kernels_are_built():
+    """setup.py builds them optionally (an install without a compiler falls back to numpy): here they must be."""
+    from realfake import cutouts
+
+    assert cutouts._stamps is not None, "realfake._stamps was not built: pip install -e . -v shows why"
+
+
+@pytest.mark.parametrize("size", [64, 8, 5], ids=["64", "8", "odd 5 (the kernel's scalar tail)"])
+@pytest.mark.parametrize("channels", [DEFAULT_CHANNELS, ("ivar_z", "r", "g", "ivar_r", "z", "ivar_g")],
+                         ids=["default order", "shuffled"])
+def test_the_c_kernels_cut_what_numpy_cuts_bit_for_bit(mock_dr9, size, channels):
+    """Every way a pixel can lack data (invvar 0, negative, NaN or inf; image NaN or inf), in a corner, the centre
+    and a whole stamp: the stamps, their fraction without data and their centre flag agree exactly."""
+    from realfake.cutouts import cut_stamps, stamp_origins
+
+    root, _ = mock_dr9
+    coadd = read_coadd(root / "release", "1210p060")
+    rng = np.random.default_rng(11)
+    for name, value in [("ivar_g", 0), ("ivar_r", -1), ("ivar_z", np.nan), ("ivar_g", np.inf), ("r", np.nan),
+                        ("z", -np.inf), ("g", np.inf)]:
+        plane = coadd.planes[name]
+        plane[rng.integers(0, plane.shape[0], 400), rng.integers(0, plane.shape[1], 400)] = value
+    coadd.planes["ivar_r"][:110, :110] = 0  # whole stamps without data
+    x, y = rng.uniform(0, 256, 300), rng.uniform(0, 256, 300)
+    iy, ix, on = stamp_origins(x, y, size, coadd.shape)
+    c_cut = cut_stamps(coadd, iy[on], ix[on], size, channels)
+    numpy_cut = cut_stamps(coadd, iy[on], ix[on], size, channels, kernels=False)
+    np.testing.assert_array_equal(c_cut[0].view(np.uint32), numpy_cut[0].view(np.uint32))  # (-0.0 and NaN too)
+    np.testing.assert_array_equal(c_cut[1], numpy_cut[1])
+    np.testing.assert_array_equal(c_cut[2], numpy_cut[2])
+    assert 0 < numpy_cut[1].mean() and (numpy_cut[1] == 1).any() and not numpy_cut[2].all()
+
+
+def test_the_gather_kernel_refuses_a_stamp_off_the_plane():
+    from realfake import cutouts
+
+    plane, staged = np.zeros((100, 100), np.float32), np.zeros((1, 6, 8, 8), np.float32)
+    with pytest.raises(ValueError, match=r"stamp 0 at \(95, 0\) is not on the 100x100 plane"):
+        cutouts._stamps.gather(plane, 100, 100, np.array([95]), np.array([0]), staged, 1, 8, 0)
+    with pytest.raises(ValueError, match="out: .* bytes"):
+        cutouts._stamps.gather(plane, 100, 100, np.array([0, 0]), np.array([0, 0]), staged, 2, 8, 0)
+
+
+def test_a_coadd_with_more_stamps_than_staged_at_once_is_read_in_passes(mock_dr9, selection, tmp_path, monkeypatch,
+                                                                          brick_files):
+    """The bound on staged memory: room for 7 stamps at a time gives the brick file of a single pass."""
+    from realfake import cutouts
+
+    root, cfg = mock_dr9
+    read = []
+    iter_planes = cutouts.iter_planes
+    monkeypatch.setattr(cutouts, "iter_planes", lambda *a, **k: read.append(a[:3]) or iter_planes(*a, **k))
+    monkeypatch.setattr(cutouts, "STAGED_BYTES", 7 * 64 * 64 * 6 * 4)
+    path = tmp_path / "1210p060.h5"
+    cutouts.make_brick_file(path, "1210p060", root / "release", root / "injection", cfg.rs, selection, 64,
+                            DEFAULT_CHANNELS)
+    with h5py.File(path) as passes, h5py.File(brick_files[0]) as one:
+        assert len(one["cutouts"]) > 7
+        np.testing.assert_array_equal(passes["cutouts"][()], one["cutouts"][()])
+        for key in ("labels", "sources", "offedge", "cuts"):
+            assert passes[key][()].tobytes() == one[key][()].tobytes(), key  # (NaN where no stamp was cut)
+        assert list(passes.attrs["source_files"]) == list(one.attrs["source_files"])
+    assert len(read) > 3  # more than one pass over some of the three coadds
+
+
 def test_a_truncated_coadd_is_named_even_when_the_stamps_lie_before_the_cut(mock_dr9, tmp_path):
     from realfake.cutouts import CoaddError
 

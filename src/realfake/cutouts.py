@@ -27,6 +27,11 @@ from .atomic import atomic_path
 from .catalogs import magnitudes, read_simcat, read_tractor
 from .selection import select_fakes, select_real
 
+try:  # the C kernels (setup.py); where they could not be built, numpy cuts the same stamps, more slowly
+    from . import _stamps
+except ImportError:
+    _stamps = None
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CHANNELS = ("g", "ivar_g", "r", "ivar_r", "z", "ivar_z")
@@ -49,11 +54,11 @@ class Coadd:
 
 
 class PlaneBuffers:
-    """Image buffers reused from one coadd to the next, in one process, for planes read in parts.
+    """Buffers reused from one coadd to the next, in one process: planes read in parts, staged stamps.
 
     Fresh memory for a 3600x3600 plane costs 13,000 page faults, which on some
-    nodes (virtual machines) take as long as decompressing the plane; a coadd
-    read into these buffers is valid until the next read into them.
+    nodes (virtual machines) take as long as decompressing the plane; what is
+    read into a buffer is valid until the next read into it.
     """
 
     def __init__(self):
@@ -133,11 +138,11 @@ def _plane_regions(hdu, shape, stamps, chosen: dict):
     return chosen[tile]
 
 
-def _read_plane(hdu, buffers: PlaneBuffers | None, key, regions) -> np.ndarray:
+def _read_plane(hdu, buffers: PlaneBuffers | None, regions) -> np.ndarray:
     """The image of ``hdu`` (float32), whole, or only ``regions`` of it in a plane that is undefined elsewhere."""
     if regions is None:
         return np.asarray(hdu.data, dtype=np.float32)
-    out = buffers.get(key, hdu.shape, np.float32) if buffers is not None else np.zeros(hdu.shape, np.float32)
+    out = buffers.get("plane", hdu.shape, np.float32) if buffers is not None else np.zeros(hdu.shape, np.float32)
     section = hdu.section
     for y0, y1, x0, x1 in regions:
         out[y0:y1, x0:x1] = section[y0:y1, x0:x1]
@@ -172,18 +177,21 @@ def _open_image(path):
     return f
 
 
-def read_coadd(root: str | Path, brick: str, rs: str | None = None, buffers: PlaneBuffers | None = None,
-               around=None) -> Coadd:
-    """Read the g, r, z images and inverse variances of a brick once each.
+def iter_planes(root: str | Path, brick: str, rs: str | None = None, buffers: PlaneBuffers | None = None,
+                around=None):
+    """The g, r, z images and inverse variances of a brick, read once each, one at a time: (channel, plane, shape,
+    wcs, path) per file.
 
-    The image size comes from each file's header. ``around=(x, y, size)``:
-    only the compression tiles under the size x size stamps centred on (x, y)
-    are decompressed, where that is cheaper than the whole plane (the planes
-    are then undefined elsewhere), into ``buffers`` reused from one coadd to
-    the next. astropy, not fitsio: it decompresses RICE tiles twice as fast
-    (astropy 8 against fitsio 1.4).
+    The image size comes from each file's header; the WCS is the first
+    file's. ``around=(x, y, size)``: only the compression tiles under the
+    size x size stamps centred on (x, y) are decompressed, where that is
+    cheaper than the whole plane (the plane is then undefined elsewhere), into
+    ``buffers`` reused from one plane to the next: a plane is valid until the
+    next is read. Drop each plane before asking for the next, so that one
+    plane at a time is in memory. astropy, not fitsio: it decompresses RICE
+    tiles twice as fast (astropy 8 against fitsio 1.4).
     """
-    planes, files, wcs, shape, stamps, chosen = {}, [], None, None, None, {}
+    shape, wcs, stamps, chosen = None, None, None, {}
     for b in BANDS:
         for kind, channel in (("image", b), ("invvar", f"ivar_{b}")):
             path = layout.coadd_file(root, brick, kind, b, rs)
@@ -201,12 +209,21 @@ def read_coadd(root: str | Path, brick: str, rs: str | None = None, buffers: Pla
                         iy, ix, on = stamp_origins(around[0], around[1], around[2], shape)
                         stamps = (iy[on], ix[on], around[2])
                     regions = None if around is None else _plane_regions(hdu, shape, stamps, chosen)
-                    planes[channel] = _read_plane(hdu, buffers, channel, regions)
+                    plane = _read_plane(hdu, buffers, regions)
             except CoaddError:
                 raise
             except Exception as err:  # astropy's kinds for damaged headers, heaps and tiles
                 raise CoaddError(f"cannot read {path}: {layout.fits_error(err)}") from err
-            files.append(str(path))
+            yield channel, plane, shape, wcs, str(path)
+            del plane, hdu, f  # (the HDU holds the plane too) before the next is decompressed
+
+
+def read_coadd(root: str | Path, brick: str, rs: str | None = None, around=None) -> Coadd:
+    """All six planes of a brick at once (iter_planes; without reused buffers)."""
+    planes, files, shape, wcs = {}, [], None, None
+    for channel, plane, shape, wcs, path in iter_planes(root, brick, rs, around=around):
+        planes[channel] = plane
+        files.append(path)
     return Coadd(planes=planes, wcs=wcs, files=files, shape=shape)
 
 
@@ -262,25 +279,46 @@ def clean_stamps(stamps: np.ndarray, channels) -> tuple[np.ndarray, np.ndarray]:
     return np.count_nonzero(nodata, axis=(1, 2)) / (s * s), ~nodata[:, s // 2, s // 2]
 
 
-def cut_stamps(coadd: Coadd, iy, ix, size: int, channels, out=None, staging=None):
-    """The (N, size, size, C) float32 stamps with lower-left corners (iy, ix), channels in order, pixels without
-    data zeroed; per stamp, the fraction of those and whether the centre has data (clean_stamps).
-
-    ``out``, ``staging``: buffers of at least N stamps to fill, channels last and first (reuse them: fresh memory
-    costs page faults).
-    """
-    n, nc = len(ix), len(channels)
-    out = (np.empty((n, size, size, nc), np.float32) if out is None else out)[:n]
-    staging = (np.empty((n, nc, size, size), np.float32) if staging is None else staging)[:n]
-    planes = [coadd.planes[name] for name in channels]
-    # channel-first copies of contiguous rows and masks on contiguous planes, then one interleave: twice as fast
-    # as copying or masking channels that lie 24 bytes apart
+def gather_stamps(plane: np.ndarray, iy, ix, staged: np.ndarray, channel: int, kernels=True) -> None:
+    """Copy the windows of ``plane`` with lower-left corners (iy, ix), all on it, into channel ``channel`` of the
+    channel-first stamps ``staged`` (N, C, S, S). ``kernels=False``: numpy's way, not the C kernel's."""
+    n, nc, size, _ = staged.shape
+    if kernels and _stamps is not None and nc == 6 and plane.dtype == np.float32 and plane.flags.c_contiguous \
+            and staged.dtype == np.float32 and staged.flags.c_contiguous:
+        _stamps.gather(plane, *plane.shape, np.ascontiguousarray(iy, np.int64), np.ascontiguousarray(ix, np.int64),
+                       staged, n, size, channel)
+        return
     for k, (y0, x0) in enumerate(zip(np.asarray(iy).tolist(), np.asarray(ix).tolist())):
-        for c, plane in enumerate(planes):
-            staging[k, c] = plane[y0 : y0 + size, x0 : x0 + size]
-    frac, centred = clean_stamps(staging, channels)
-    out[...] = staging.transpose(0, 2, 3, 1)
+        staged[k, channel] = plane[y0 : y0 + size, x0 : x0 + size]
+
+
+def interleave_stamps(staged: np.ndarray, channels, out: np.ndarray, kernels=True):
+    """Channel-first stamps ``staged`` (N, C, S, S) as channels-last ``out[:N]`` (N, S, S, C), pixels without data
+    zeroed; per stamp, the fraction of those and whether the centre has data (clean_stamps, whose rules the C
+    kernel follows bit for bit). ``staged`` may be changed. ``kernels=False``: numpy's way."""
+    n, nc, size, _ = staged.shape
+    out = out[:n]
+    if kernels and _stamps is not None and nc == 6 and staged.dtype == out.dtype == np.float32 \
+            and staged.flags.c_contiguous and out.flags.c_contiguous:
+        nodata, centred = np.empty(n, np.int32), np.empty(n, bool)
+        _stamps.interleave(staged, n, size, tuple(channels.index(b) for b in BANDS),
+                           tuple(channels.index(f"ivar_{b}") for b in BANDS), out, nodata, centred.view(np.uint8))
+        return out, nodata / (size * size), centred
+    # masks on contiguous channel-first planes, then one interleave: twice as fast as masking channels that lie
+    # 24 bytes apart
+    frac, centred = clean_stamps(staged, channels)
+    out[...] = staged.transpose(0, 2, 3, 1)
     return out, frac, centred
+
+
+def cut_stamps(coadd: Coadd, iy, ix, size: int, channels, kernels=True):
+    """The (N, size, size, C) float32 stamps of a coadd with lower-left corners (iy, ix), channels in order, pixels
+    without data zeroed; per stamp, the fraction of those and whether the centre has data (clean_stamps)."""
+    n, nc = len(ix), len(channels)
+    staged = np.empty((n, nc, size, size), np.float32)
+    for c, name in enumerate(channels):
+        gather_stamps(coadd.planes[name], iy, ix, staged, c, kernels)
+    return interleave_stamps(staged, channels, np.empty((n, size, size, nc), np.float32), kernels)
 
 
 SOURCE_COLUMNS = (
@@ -298,8 +336,36 @@ def _source_table(cat, brick, rs, label):
     return t[SOURCE_COLUMNS]
 
 
-STAMP_BLOCK = 256  # stamps cut and written at a time (two buffers of 25 MB for 64x64x6)
-_BUFFERS = PlaneBuffers()  # the planes of one coadd at a time, reused by every brick this process cuts
+# A coadd's stamps are staged channel-first, plane by plane as each is decompressed (one plane in memory at a
+# time), then interleaved channels-last a block at a time and written from the CPU's cache. At most this many
+# bytes are staged (about a 3600x3600 coadd's six planes: 3,400 stamps of 64x64x6); a coadd with more stamps is
+# read in as many passes.
+STAGED_BYTES = 320 * 2**20
+STAMP_BLOCK = 32  # stamps interleaved and written at a time: 3 MB at 64x64x6
+_BUFFERS = PlaneBuffers()  # one plane and the staged stamps, reused by every brick this process cuts
+
+
+def coadd_stamps(root, brick, rs, x, y, size: int, channels):
+    """A coadd's channel-first stamps centred on (x, y), staged in passes of at most STAGED_BYTES.
+
+    Yields per pass (at least one, to check the files of a coadd without
+    sources): the indices into x of the stamps on the image, their staged
+    stamps (valid until the next pass), the WCS and the files read.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    per_pass = max(1, STAGED_BYTES // (len(channels) * size * size * 4))
+    buffer = _BUFFERS.get("staged", (per_pass, len(channels), size, size), np.float32)  # (touched as filled)
+    for start in range(0, max(len(x), 1), per_pass):
+        xs, ys = x[start : start + per_pass], y[start : start + per_pass]
+        files, index = [], None
+        for channel, plane, shape, wcs, path in iter_planes(root, brick, rs, _BUFFERS, around=(xs, ys, size)):
+            if index is None:
+                iy, ix, on = stamp_origins(xs, ys, size, shape)
+                index, iy, ix, staged = start + np.flatnonzero(on), iy[on], ix[on], buffer[: int(on.sum())]
+            gather_stamps(plane, iy, ix, staged, channels.index(channel))
+            files.append(path)
+            del plane  # before the next is decompressed
+        yield index, staged, wcs, files
 
 
 def brick_cutouts(brick, release_root, injection_root, rs_list, selection, sink, size=64, channels=DEFAULT_CHANNELS,
@@ -308,9 +374,9 @@ def brick_cutouts(brick, release_root, injection_root, rs_list, selection, sink,
 
     Returns the tables (sources, offedge, cuts, files read).
     """
+    channels = list(channels)
     tables, offedge, cuts, files = [], [], [], []
-    buffer = np.empty((STAMP_BLOCK, size, size, len(channels)), dtype=np.float32)
-    staging = np.empty((STAMP_BLOCK, len(channels), size, size), dtype=np.float32)
+    block = np.empty((STAMP_BLOCK, size, size, len(channels)), dtype=np.float32)
     jobs = [(None, release_root)] + [(rs, injection_root) for rs in rs_list]
     for rs, root in jobs:
         if rs is None:
@@ -323,20 +389,21 @@ def brick_cutouts(brick, release_root, injection_root, rs_list, selection, sink,
             label = FAKE
         files.append(cat.attrs["path"])
         chosen = cat[keep].reset_index(drop=True)
-        coadd = read_coadd(root, brick, rs, _BUFFERS, around=(chosen["x"], chosen["y"], size))
-        files += coadd.files
-        check_positions(cat, coadd.wcs, cat.attrs["path"])
-        iy, ix, on = stamp_origins(chosen["x"], chosen["y"], size, coadd.shape)
         frac, data = np.full(len(chosen), np.nan, np.float32), np.zeros(len(chosen), bool)
-        onimage = np.flatnonzero(on)
-        for i in range(0, len(onimage), STAMP_BLOCK):
-            block = onimage[i : i + STAMP_BLOCK]
-            stamps, frac[block], centred = cut_stamps(coadd, iy[block], ix[block], size, channels, buffer, staging)
-            # Both classes alike: no cutout centred on a pixel without data in some band (the reals' nobs cut
-            # does this for reals only; obiwan places fakes there too), nor one mostly without data.
-            data[block] = centred & (frac[block] <= max_frac_nodata)
-            sink(_compact(stamps, data[block]))
-        del coadd  # one set of planes in memory at a time
+        on = np.zeros(len(chosen), bool)
+        for first, (index, staged, wcs, coadd_files) in enumerate(
+                coadd_stamps(root, brick, rs, chosen["x"], chosen["y"], size, channels)):
+            if first == 0:
+                files += coadd_files
+                check_positions(cat, wcs, cat.attrs["path"])
+            on[index] = True
+            for i in range(0, len(index), STAMP_BLOCK):
+                part = index[i : i + STAMP_BLOCK]
+                stamps, frac[part], centred = interleave_stamps(staged[i : i + STAMP_BLOCK], channels, block)
+                # Both classes alike: no cutout centred on a pixel without data in some band (the reals' nobs cut
+                # does this for reals only; obiwan places fakes there too), nor one mostly without data.
+                data[part] = centred & (frac[part] <= max_frac_nodata)
+                sink(_compact(stamps, data[part]))
         table = _source_table(chosen, brick, rs, label)
         table["frac_nodata"] = frac
         tables.append(table[data])
