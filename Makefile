@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml setup.py src/realfake/_stamps.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
 	$(BIN)/python -m pip install --quiet --upgrade pip; \
 	$(BIN)/python -m pip install --quiet -e '.[dev]'; \
+	$(BIN)/python -c 'import realfake._stamps' 2>/dev/null || echo "note: the C stamp kernels were not built" \
+		"(no C compiler or Python headers?): cutouts are cut with numpy, the same stamps, more slowly"; \
 	touch $(STAMP); \
 	echo "install wall time: $$(( $$(date +%s) - start )) s"
 

@@ -204,7 +204,9 @@ def main(argv=None) -> int:
     import yaml
 
     from realfake import layout
+    from realfake.cutouts import _stamps
 
+    kernels = "numpy (realfake._stamps not built)" if _stamps is None else "the C kernels (realfake._stamps)"
     bricks, variants = make_data(args.data, args.bricks, args.sparse)
     warm_memory(args.warm_gb)
     selection = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())["selection"]
@@ -232,8 +234,9 @@ def main(argv=None) -> int:
 
     print(f"\n{len(bricks)} bricks of 3600x3600, {len(files[variant])} compressed FITS files per variant "
           f"({sum(Path(f).stat().st_size for f in files[variant]) / 1e6:.0f} MB); median of {args.repeats} runs, "
-          f"one core each; outputs written to {out.parent}\n")
-    # a job's first brick pays for fresh memory (the stage holds a coadd's six planes, ~300 MB); a job of the
+          f"one core each; outputs written to {out.parent}; stamps cut by "
+          f"{kernels}\n")
+    # a job's first brick pays for fresh memory (the stage's staged stamps, ~150 MB a dense coadd); a job of the
     # configured 100 bricks pays it once, so the bricks after the first are shown apart
     print(f"| variant | cutouts | measurement | seconds (runs) | per brick | ratio to fastest decompression | "
           f"per brick, bricks 2-{len(bricks)} | ratio, bricks 2-{len(bricks)} |")

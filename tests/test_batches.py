@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import fitsio
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -165,6 +166,24 @@ def test_rebuilding_one_brick_replaces_its_rows_only(mock_dr9, selection, tmp_pa
     assert rec["status"] == "ok" and (out / "1212p060.h5").stat().st_mtime_ns == before
     again = pd.read_csv(out / "cuts.csv").sort_values(["brick", "rs"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(again, cuts)
+
+
+def test_without_the_c_kernels_a_job_says_so_and_writes_the_same_files(mock_dr9, selection, tmp_path, monkeypatch,
+                                                                       caplog):
+    from realfake import cutouts
+
+    root, cfg = mock_dr9
+    s = _settings(root, cfg, selection)
+    run_batch(list(cfg.bricks), tmp_path / "c", s)
+    monkeypatch.setattr(cutouts, "_stamps", None)
+    with caplog.at_level("WARNING", logger="realfake.batches"):
+        run_batch(list(cfg.bricks), tmp_path / "numpy", s)
+    assert "realfake._stamps (C) was not built" in caplog.text
+    for brick in cfg.bricks:
+        with h5py.File(tmp_path / "c" / f"{brick}.h5") as c, h5py.File(tmp_path / "numpy" / f"{brick}.h5") as n:
+            assert len(c["cutouts"]) > 0
+            for key in ("cutouts", "labels", "sources", "offedge", "cuts"):
+                assert c[key][()].tobytes() == n[key][()].tobytes(), (brick, key)
 
 
 def test_shards_do_not_depend_on_the_batching(mock_dr9, selection, tmp_path):

@@ -446,7 +446,7 @@ def brick_writer(path, size: int, channels, attrs: dict):
     shape = (size, size, len(channels))
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         # Each one-stamp chunk goes to the file in its own pwrite (96 KB for 64x64x6). Keep it so: on this
-        # project's VMs, writes of 1 MB and more into new page-cache pages took 1.6 to 10 times as long
+        # project's VMs, writes of 1 MB and more into new page-cache pages took 1.4 to 10 times as long
         # (benchmarks/cutouts.py)
         d = f.create_dataset("cutouts", shape=(0,) + shape, maxshape=(None,) + shape, chunks=(1,) + shape,
                              dtype="<f4")
