@@ -172,6 +172,7 @@ def test_without_the_c_kernels_a_job_says_so_and_writes_the_same_files(mock_dr9,
                                                                        caplog):
     from realfake import cutouts
 
+    pytest.importorskip("realfake._stamps")
     root, cfg = mock_dr9
     s = _settings(root, cfg, selection)
     run_batch(list(cfg.bricks), tmp_path / "c", s)

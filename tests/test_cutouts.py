@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import sysconfig
+
 import h5py
 import numpy as np
 import pandas as pd
@@ -199,7 +202,9 @@ def test_stamps_are_cut_channels_last_in_the_configured_order(mock_dr9):
     assert centred.tolist() == [True, False] and frac[1] >= 1 / 4096
 
 
-def test_the_c_kernels_are_built():
+@pytest.mark.skipif(not shutil.which(str(sysconfig.get_config_var("CC") or "cc").split()[0]),
+                    reason="no C compiler: the install falls back to numpy")
+def test_the_c_kernels_are_built_where_a_compiler_is():
     """setup.py builds them optionally (an install without a compiler falls back to numpy): here they must be."""
     from realfake import cutouts
 
@@ -214,11 +219,12 @@ def test_the_c_kernels_cut_what_numpy_cuts_bit_for_bit(mock_dr9, size, channels)
     and a whole stamp: the stamps, their fraction without data and their centre flag agree exactly."""
     from realfake.cutouts import cut_stamps, stamp_origins
 
+    pytest.importorskip("realfake._stamps")
     root, _ = mock_dr9
     coadd = read_coadd(root / "release", "1210p060")
     rng = np.random.default_rng(11)
     for name, value in [("ivar_g", 0), ("ivar_r", -1), ("ivar_z", np.nan), ("ivar_g", np.inf), ("r", np.nan),
-                        ("z", -np.inf), ("g", np.inf)]:
+                        ("z", -np.inf), ("g", np.inf), ("ivar_z", -0.0), ("g", -0.0), ("ivar_r", 1e-45)]:
         plane = coadd.planes[name]
         plane[rng.integers(0, plane.shape[0], 400), rng.integers(0, plane.shape[1], 400)] = value
     coadd.planes["ivar_r"][:110, :110] = 0  # whole stamps without data
@@ -226,20 +232,56 @@ def test_the_c_kernels_cut_what_numpy_cuts_bit_for_bit(mock_dr9, size, channels)
     iy, ix, on = stamp_origins(x, y, size, coadd.shape)
     c_cut = cut_stamps(coadd, iy[on], ix[on], size, channels)
     numpy_cut = cut_stamps(coadd, iy[on], ix[on], size, channels, kernels=False)
-    np.testing.assert_array_equal(c_cut[0].view(np.uint32), numpy_cut[0].view(np.uint32))  # (-0.0 and NaN too)
+    np.testing.assert_array_equal(c_cut[0].view(np.uint32), numpy_cut[0].view(np.uint32))  # (-0.0 kept as -0.0)
     np.testing.assert_array_equal(c_cut[1], numpy_cut[1])
     np.testing.assert_array_equal(c_cut[2], numpy_cut[2])
     assert 0 < numpy_cut[1].mean() and (numpy_cut[1] == 1).any() and not numpy_cut[2].all()
 
 
-def test_the_gather_kernel_refuses_a_stamp_off_the_plane():
-    from realfake import cutouts
-
+def test_the_c_kernels_refuse_what_would_take_them_out_of_bounds():
+    _stamps = pytest.importorskip("realfake._stamps")
     plane, staged = np.zeros((100, 100), np.float32), np.zeros((1, 6, 8, 8), np.float32)
+    one, two = np.array([0]), np.array([0, 0])
     with pytest.raises(ValueError, match=r"stamp 0 at \(95, 0\) is not on the 100x100 plane"):
-        cutouts._stamps.gather(plane, 100, 100, np.array([95]), np.array([0]), staged, 1, 8, 0)
+        _stamps.gather(plane, 100, 100, np.array([95]), one, staged, 1, 8, 0)
+    with pytest.raises(ValueError, match=r"stamp 0 at \(0, 0\) is not on the 100x100 plane"):
+        _stamps.gather(plane, 100, 100, one, one, np.zeros((1, 6, 101, 101), np.float32), 1, 101, 0)  # too large
     with pytest.raises(ValueError, match="out: .* bytes"):
-        cutouts._stamps.gather(plane, 100, 100, np.array([0, 0]), np.array([0, 0]), staged, 2, 8, 0)
+        _stamps.gather(plane, 100, 100, two, two, staged, 2, 8, 0)
+    with pytest.raises(ValueError, match="cannot be"):  # counts whose bytes overflow, negative counts
+        _stamps.gather(plane, 100, 100, two, two, staged, 2**61, 8, 0)
+    with pytest.raises(ValueError, match="plane of -1 x 100 pixels"):
+        _stamps.gather(plane, -1, 100, one, one, staged, 1, 8, 0)
+    flags = np.zeros(1, np.int32), np.zeros(1, np.uint8)
+    with pytest.raises(ValueError, match="stamp size 0"):
+        _stamps.interleave(staged, 1, 0, (0, 2, 4), (1, 3, 5), np.zeros((1, 8, 8, 6), np.float32), *flags)
+    with pytest.raises(ValueError, match="cannot be"):
+        _stamps.interleave(staged, -1, 8, (0, 2, 4), (1, 3, 5), np.zeros((1, 8, 8, 6), np.float32), *flags)
+
+
+def test_planes_read_in_parts_into_a_reused_buffer_give_the_stamps_of_whole_planes(mock_dr9, tmp_path):
+    """The job's one buffer for planes read in parts holds the last plane's pixels outside the parts: stamps never
+    see them (the buffer is filled with NaN first, and the coadd retiled in 32x32 tiles so that it is read in
+    parts)."""
+    from realfake import cutouts
+    from realfake.mock import retile
+
+    root, _ = mock_dr9
+    brick = "1210p060"
+    for src, dst in zip(layout.coadd_files(root / "release", brick), layout.coadd_files(tmp_path, brick)):
+        retile(src, dst, [32, 32])
+    cat = read_tractor(root / "release", brick)
+    inside = cat[cat["x"].between(40, 215) & cat["y"].between(40, 215)]
+    x, y = inside["x"].to_numpy()[[0, -1]], inside["y"].to_numpy()[[0, -1]]
+    cutouts._BUFFERS.get("plane", (256, 256), np.float32)[...] = np.nan
+    [(index, staged, _, files)] = cutouts.coadd_stamps(tmp_path, brick, None, x, y, 64, list(DEFAULT_CHANNELS))
+    assert np.isnan(cutouts._BUFFERS.get("plane", (256, 256), np.float32)).mean() > 0.2  # read in parts
+    whole = read_coadd(tmp_path, brick)
+    iy, ix, on = cutouts.stamp_origins(x, y, 64, whole.shape)
+    assert index.tolist() == [0, 1] and len(files) == 6
+    for c, name in enumerate(DEFAULT_CHANNELS):
+        for k in range(2):
+            np.testing.assert_array_equal(staged[k, c], whole.planes[name][iy[k] : iy[k] + 64, ix[k] : ix[k] + 64])
 
 
 def test_a_coadd_with_more_stamps_than_staged_at_once_is_read_in_passes(mock_dr9, selection, tmp_path, monkeypatch,

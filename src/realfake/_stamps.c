@@ -3,8 +3,9 @@
  * gather:     copy the size x size windows of one plane into one channel of channel-first stamps
  * interleave: channel-first (n, 6, S, S) stamps -> channels-last (n, S, S, 6), pixels without data zeroed
  *
- * realfake.cutouts calls them after checking dtypes, shapes and bounds; the lengths are checked here
- * again, so that a wrong call raises instead of writing out of bounds. Built by pip as an optional
+ * realfake.cutouts calls them after checking dtypes, shapes and bounds; counts, sizes, lengths and
+ * bounds are checked here again (without overflow), so that a wrong call raises instead of reading or
+ * writing out of bounds. Built by pip as an optional
  * extension: without a C compiler, realfake.cutouts falls back to numpy with the same results.
  */
 #define PY_SSIZE_T_CLEAN
@@ -18,12 +19,29 @@
 
 #define NC 6 /* channels: g, r, z images and inverse variances, in any order */
 
-static int check_len(Py_buffer *b, Py_ssize_t need, const char *what)
+/* The buffer holds at least count items of itemsize bytes (count >= 0, the product not overflowing) */
+static int check_len(Py_buffer *b, Py_ssize_t count, Py_ssize_t itemsize, const char *what)
 {
+    Py_ssize_t need;
+    if (count < 0 || __builtin_mul_overflow(count, itemsize, &need)) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd items of %zd bytes cannot be", what, count, itemsize);
+        return -1;
+    }
     if (b->len < need) {
         PyErr_Format(PyExc_ValueError, "%s: %zd bytes, %zd needed", what, b->len, need);
         return -1;
     }
+    return 0;
+}
+
+/* size x size stamps: size >= 1 and a stamp's bytes counted without overflow */
+static int check_size(Py_ssize_t size, Py_ssize_t *stamp)
+{
+    if (size < 1 || size > 1 << 14) {
+        PyErr_Format(PyExc_ValueError, "stamp size %zd not in 1-16384", size);
+        return -1;
+    }
+    *stamp = NC * size * size;
     return 0;
 }
 
@@ -34,10 +52,15 @@ static PyObject *gather(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*nny*y*w*nnn", &plane, &height, &width, &iy, &ix, &out, &n, &size, &channel))
         return NULL;
     PyObject *ret = NULL;
-    const Py_ssize_t s2 = size * size;
-    if (check_len(&plane, height * width * 4, "plane") || check_len(&iy, n * 8, "iy") || check_len(&ix, n * 8, "ix")
-        || check_len(&out, n * NC * s2 * 4, "out"))
+    Py_ssize_t stamp, pixels;
+    if (check_size(size, &stamp) || height < 0 || width < 0 || __builtin_mul_overflow(height, width, &pixels)
+        || check_len(&plane, pixels, 4, "plane") || check_len(&iy, n, 8, "iy") || check_len(&ix, n, 8, "ix")
+        || check_len(&out, n, stamp * 4, "out")) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "plane of %zd x %zd pixels", height, width);
         goto done;
+    }
+    const Py_ssize_t s2 = size * size;
     if (channel < 0 || channel >= NC) {
         PyErr_Format(PyExc_ValueError, "channel %zd not in 0-%d", channel, NC - 1);
         goto done;
@@ -46,7 +69,7 @@ static PyObject *gather(PyObject *self, PyObject *args)
     const int64_t *y0 = iy.buf, *x0 = ix.buf;
     float *dst = out.buf;
     for (Py_ssize_t k = 0; k < n; k++)
-        if (y0[k] < 0 || x0[k] < 0 || y0[k] + size > height || x0[k] + size > width) {
+        if (y0[k] < 0 || x0[k] < 0 || y0[k] > height - size || x0[k] > width - size) {
             PyErr_Format(PyExc_ValueError, "stamp %zd at (%lld, %lld) is not on the %zdx%zd plane", k,
                          (long long)y0[k], (long long)x0[k], height, width);
             goto done;
@@ -133,9 +156,9 @@ static PyObject *interleave(PyObject *self, PyObject *args)
                           &ivar[2], &out, &nodata, &centred))
         return NULL;
     PyObject *ret = NULL;
-    const Py_ssize_t stamp = NC * size * size;
-    if (check_len(&in, n * stamp * 4, "stamps") || check_len(&out, n * stamp * 4, "out")
-        || check_len(&nodata, n * 4, "nodata") || check_len(&centred, n, "centred"))
+    Py_ssize_t stamp;
+    if (check_size(size, &stamp) || check_len(&in, n, stamp * 4, "stamps") || check_len(&out, n, stamp * 4, "out")
+        || check_len(&nodata, n, 4, "nodata") || check_len(&centred, n, 1, "centred"))
         goto done;
     for (int b = 0; b < 3; b++)
         if (img[b] < 0 || img[b] >= NC || ivar[b] < 0 || ivar[b] >= NC) {

@@ -88,9 +88,9 @@ def keep_freed_memory() -> bool:
 
     By default every decompressed plane (52 MB at 3600x3600) is a fresh mmap
     whose pages the kernel must fault in and zero: 0.46 s of system time a
-    dense brick on this project's VMs, 0.01 s with the planes of one coadd
-    reusing those of the last. The job's peak memory is about the same. Returns
-    whether it applied (not where malloc is not glibc's).
+    dense brick on this project's VMs, 0.01 s with each plane reusing the pages
+    of the last. The job's peak memory is about the same. Returns whether it
+    applied (not where malloc is not glibc's).
     """
     if platform.libc_ver()[0] != "glibc":
         return False

@@ -338,8 +338,8 @@ def _source_table(cat, brick, rs, label):
 
 # A coadd's stamps are staged channel-first, plane by plane as each is decompressed (one plane in memory at a
 # time), then interleaved channels-last a block at a time and written from the CPU's cache. At most this many
-# bytes are staged (about a 3600x3600 coadd's six planes: 3,400 stamps of 64x64x6); a coadd with more stamps is
-# read in as many passes.
+# bytes are staged (320 MiB: about a 3600x3600 coadd's six planes, 3,413 stamps of 64x64x6); a coadd with more
+# stamps is read in as many passes.
 STAGED_BYTES = 320 * 2**20
 STAMP_BLOCK = 32  # stamps interleaved and written at a time: 3 MB at 64x64x6
 _BUFFERS = PlaneBuffers()  # one plane and the staged stamps, reused by every brick this process cuts
@@ -391,9 +391,9 @@ def brick_cutouts(brick, release_root, injection_root, rs_list, selection, sink,
         chosen = cat[keep].reset_index(drop=True)
         frac, data = np.full(len(chosen), np.nan, np.float32), np.zeros(len(chosen), bool)
         on = np.zeros(len(chosen), bool)
-        for first, (index, staged, wcs, coadd_files) in enumerate(
+        for n_pass, (index, staged, wcs, coadd_files) in enumerate(
                 coadd_stamps(root, brick, rs, chosen["x"], chosen["y"], size, channels)):
-            if first == 0:
+            if n_pass == 0:
                 files += coadd_files
                 check_positions(cat, wcs, cat.attrs["path"])
             on[index] = True
