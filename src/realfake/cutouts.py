@@ -279,12 +279,17 @@ def clean_stamps(stamps: np.ndarray, channels) -> tuple[np.ndarray, np.ndarray]:
     return np.count_nonzero(nodata, axis=(1, 2)) / (s * s), ~nodata[:, s // 2, s // 2]
 
 
+def _kernels_take(kernels: bool, staged: np.ndarray, other: np.ndarray) -> bool:
+    """Whether the C kernels (built, and asked for) can work on these arrays: six channels, float32, contiguous."""
+    return (kernels and _stamps is not None and staged.shape[1] == 6
+            and all(a.dtype == np.float32 and a.flags.c_contiguous for a in (staged, other)))
+
+
 def gather_stamps(plane: np.ndarray, iy, ix, staged: np.ndarray, channel: int, kernels=True) -> None:
     """Copy the windows of ``plane`` with lower-left corners (iy, ix), all on it, into channel ``channel`` of the
     channel-first stamps ``staged`` (N, C, S, S). ``kernels=False``: numpy's way, not the C kernel's."""
-    n, nc, size, _ = staged.shape
-    if kernels and _stamps is not None and nc == 6 and plane.dtype == np.float32 and plane.flags.c_contiguous \
-            and staged.dtype == np.float32 and staged.flags.c_contiguous:
+    n, _, size, _ = staged.shape
+    if _kernels_take(kernels, staged, plane):
         _stamps.gather(plane, *plane.shape, np.ascontiguousarray(iy, np.int64), np.ascontiguousarray(ix, np.int64),
                        staged, n, size, channel)
         return
@@ -296,10 +301,9 @@ def interleave_stamps(staged: np.ndarray, channels, out: np.ndarray, kernels=Tru
     """Channel-first stamps ``staged`` (N, C, S, S) as channels-last ``out[:N]`` (N, S, S, C), pixels without data
     zeroed; per stamp, the fraction of those and whether the centre has data (clean_stamps, whose rules the C
     kernel follows bit for bit). ``staged`` may be changed. ``kernels=False``: numpy's way."""
-    n, nc, size, _ = staged.shape
+    n, _, size, _ = staged.shape
     out = out[:n]
-    if kernels and _stamps is not None and nc == 6 and staged.dtype == out.dtype == np.float32 \
-            and staged.flags.c_contiguous and out.flags.c_contiguous:
+    if _kernels_take(kernels, staged, out):
         nodata, centred = np.empty(n, np.int32), np.empty(n, bool)
         _stamps.interleave(staged, n, size, tuple(channels.index(b) for b in BANDS),
                            tuple(channels.index(f"ivar_{b}") for b in BANDS), out, nodata, centred.view(np.uint8))
@@ -374,7 +378,6 @@ def brick_cutouts(brick, release_root, injection_root, rs_list, selection, sink,
 
     Returns the tables (sources, offedge, cuts, files read).
     """
-    channels = list(channels)
     tables, offedge, cuts, files = [], [], [], []
     block = np.empty((STAMP_BLOCK, size, size, len(channels)), dtype=np.float32)
     jobs = [(None, release_root)] + [(rs, injection_root) for rs in rs_list]
