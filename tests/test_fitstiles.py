@@ -1,0 +1,115 @@
+"""The tile-by-tile reader of compressed coadds against astropy's reader, on files CFITSIO compressed (fitsio)."""
+
+from __future__ import annotations
+
+import fitsio
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from realfake.fitstiles import TiledImage, TileError, _table_dtype
+
+
+def _image(shape=(250, 173), seed=3):
+    """Sky-like noise with what coadds hold: zeros (no data), NaN, a constant block (quantizing fails there: the
+    tile is stored losslessly), large values."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0.0, 0.05, shape).astype(np.float32)
+    a[10:20, 5:40] += 30.0  # a bright source
+    a[60:170, 100:] = 0.0  # no data
+    a[0:40, 120:160] = 0.25  # constant
+    a[rng.integers(0, shape[0], 30), rng.integers(0, shape[1], 30)] = np.nan
+    return a
+
+
+def _write(path, data, tile, **compression):
+    if compression.get("compress") is None:  # an uncompressed image in HDU 1
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data)]).writeto(path)
+        return path
+    with fitsio.FITS(str(path), "rw", clobber=True) as f:
+        f.write(data, tile_dims=tile, **compression)
+    return path
+
+
+def _astropy(path):
+    with fits.open(path) as f:
+        return np.asarray(f[1].data, np.float32)
+
+
+def _ours(path, need=None, fill=np.nan):
+    with fits.open(path) as f:
+        image = TiledImage.of(f)
+        assert image is not None
+        out = np.full(image.shape, fill, np.float32)
+        return image.read(out, need), image
+
+
+@pytest.mark.parametrize("method, qlevel", [("SUBTRACTIVE_DITHER_2", -1e-4), ("SUBTRACTIVE_DITHER_1", 4),
+                                            ("NO_DITHER", 16)], ids=["images (dither 2)", "dither 1", "invvar (none)"])
+@pytest.mark.parametrize("tile", [[100, 100], [1, 173], [32, 50]], ids=["legacypipe 100x100", "rows", "32x50"])
+def test_tiles_decode_to_astropys_pixels_bit_for_bit(tmp_path, method, qlevel, tile):
+    data = _image()
+    path = _write(tmp_path / "a.fits.fz", data, tile, compress="RICE", qlevel=qlevel, qmethod=method,
+                  dither_seed=17)
+    ours, image = _ours(path)
+    theirs = _astropy(path)
+    assert image.tile == tuple(tile) and image.shape == data.shape
+    np.testing.assert_array_equal(ours.view(np.uint32), theirs.view(np.uint32))  # NaN, -0.0 and all
+    assert np.isnan(theirs).sum() >= 20
+
+
+def test_gzip_stored_tiles_and_blank_values_are_decoded(tmp_path):
+    """Constant tiles cannot be quantized (CFITSIO stores them losslessly with GZIP_1), NaNs become ZBLANK."""
+    data = _image()
+    path = _write(tmp_path / "a.fits.fz", data, [50, 50], compress="RICE", qlevel=16, qmethod="NO_DITHER")
+    with fits.open(path, disable_image_compression=True) as f:
+        table = f[1].data
+        assert (table["COMPRESSED_DATA"].shape[0] > 0) and any(len(c) == 0 for c in table["COMPRESSED_DATA"])
+    ours, _ = _ours(path)
+    np.testing.assert_array_equal(ours.view(np.uint32), _astropy(path).view(np.uint32))
+
+
+def test_only_the_tiles_asked_for_are_written(tmp_path):
+    data = _image()
+    path = _write(tmp_path / "a.fits.fz", data, [32, 50], compress="RICE", qlevel=-1e-4,
+                  qmethod="SUBTRACTIVE_DITHER_2")
+    theirs = _astropy(path)
+    need = np.zeros((8, 4), bool)  # 250x173 in 32x50 tiles
+    need[0, 0] = need[3, 2] = need[7, 3] = True  # the last tile is 26x23 pixels
+    ours, image = _ours(path, need, fill=-7.0)
+    assert image.grid == (8, 4)
+    written = np.kron(need, np.ones((32, 50), bool))[:250, :173]
+    np.testing.assert_array_equal(ours[written].view(np.uint32), theirs[written].view(np.uint32))
+    assert (ours[~written] == -7.0).all()
+
+
+@pytest.mark.parametrize("compress", ["GZIP", "GZIP_2", "HCOMPRESS", None])
+def test_other_compressions_are_left_to_astropy(tmp_path, compress):
+    path = _write(tmp_path / "a.fits", _image(), [50, 50], compress=compress, qlevel=4)
+    with fits.open(path) as f:
+        assert TiledImage.of(f) is None
+
+
+def test_the_tile_table_layout_follows_the_standard():
+    header = fits.Header([("TFIELDS", 4), ("NAXIS1", 33), ("TTYPE1", "COMPRESSED_DATA"), ("TFORM1", "1QB(9)"),
+                          ("TTYPE2", "ZSCALE"), ("TFORM2", "1D"), ("TTYPE3", "FLAGS"), ("TFORM3", "5X"),
+                          ("TTYPE4", "ZZERO"), ("TFORM4", "D")])
+    dtype = _table_dtype(header)
+    assert dtype.itemsize == 33  # a descriptor of 2 int64, a double, 5 bits in one byte, a double
+    assert [dtype.fields[n][1] for n in ("COMPRESSED_DATA", "ZSCALE", "ZZERO")] == [0, 16, 25]
+    header["NAXIS1"] = 40
+    with pytest.raises(TileError, match="33 bytes a row, its NAXIS1 says 40"):
+        _table_dtype(header)
+
+
+def test_a_tile_pointing_outside_the_heap_is_named(tmp_path):
+    path = _write(tmp_path / "a.fits.fz", _image(), [100, 100], compress="RICE", qlevel=-1e-4,
+                  qmethod="SUBTRACTIVE_DITHER_2")
+    with fits.open(path, disable_image_compression=True) as f:
+        assert f[1].header["TFORM1"].startswith("1PB") and f[1].header["TTYPE1"] == "COMPRESSED_DATA"
+        at = f.fileinfo(1)["datLoc"] + 4 * f[1].header["NAXIS1"]  # tile 4's descriptor: (count, offset) as int32
+    raw = bytearray(path.read_bytes())
+    raw[at + 4 : at + 8] = (10**8).to_bytes(4, "big")
+    path.write_bytes(bytes(raw))
+    with fits.open(path) as f, pytest.raises(TileError, match="tile 4: its COMPRESSED_DATA lies outside the heap"):
+        TiledImage.of(f)
