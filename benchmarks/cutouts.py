@@ -16,13 +16,13 @@ reads them once first):
   astropy+kept  the same, with the stage's malloc setting (batches.keep_freed_memory: freed planes reused)
   tiles     the same with the stage's own decoding (realfake.fitstiles: astropy's codecs, tile by tile, into
             one reused plane): not a reader a user has, but what the stage's own overhead is measured against
-  floor     the fastest decompression (tiles, where it is the fastest), each brick's files followed by a file of its share of the stage's
-            cutout bytes (in 96 KB writes, one chunk each, as HDF5 writes them), settled as the stage's
-            are (atomic.Settler: flushed and dropped from the page cache in the background): what any
-            stage must do
+  floor     the fastest decompression (tiles, where it is the fastest), each brick's files followed by a
+            file of its share of the stage's cutout bytes (in 96 KB writes, one chunk each, as HDF5 writes
+            them), settled as the stage's are (atomic.Settler: flushed and dropped from the page cache in
+            the background): what any stage must do
   stage     realfake.batches.run_batch on the bricks: catalogues, selection, WCS check, decompression (of
-            the tiles under the cutouts), cutouts, HDF5 (the libraries' import, once
-            per job, is not timed, here or in the others; nor is Python's start)
+            the tiles under the cutouts), cutouts, HDF5 (the libraries' import, once per job, is not
+            timed, here or in the others; nor is Python's start)
 The stage and the floor write to --out (--data by default). Writing 300 MB of cutouts a dense brick costs what
 the file system charges for new pages: on the VM this was written on (it hands free memory back to its host),
 0.06 s a brick while pages freed earlier last, then ~0.8 s a brick unless the written pages are dropped (as

@@ -55,7 +55,7 @@ class Coadd:
 
 
 class PlaneBuffers:
-    """Buffers reused from one coadd to the next, in one process: planes read in parts, staged stamps.
+    """Buffers reused from one coadd to the next, in one process: the plane being read, staged stamps.
 
     Fresh memory for a 3600x3600 plane costs 13,000 page faults, which on some
     nodes (virtual machines) take as long as decompressing the plane; what is

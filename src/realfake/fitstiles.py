@@ -77,18 +77,20 @@ class TiledImage:
         if _codecs() is None or not isinstance(hdu, fits.CompImageHDU) or hdul.filename() is None:
             return None
         info = hdul.fileinfo(1)
-        with open(hdul.filename(), "rb") as f:
+        with open(hdul.filename(), "rb") as f:  # the HDU's header, tile table and heap
             f.seek(info["hdrLoc"])
             raw = f.read(info["datLoc"] + info["datSpan"] - info["hdrLoc"])
-        header = fits.Header.fromstring(raw[: info["datLoc"] - info["hdrLoc"]])
+        data_at = info["datLoc"] - info["hdrLoc"]
+        header = fits.Header.fromstring(raw[:data_at])  # the table's own header: ZCMPTYPE, TFORMn, ...
         if (header.get("ZCMPTYPE") not in ("RICE_1", "RICE_ONE") or header.get("ZBITPIX") != -32
                 or header.get("ZNAXIS") != 2 or header.get("ZQUANTIZ", "NO_DITHER") not in DITHER
                 or _setting(header, "BYTEPIX", 4) != 4 or "BSCALE" in hdu.header or "BZERO" in hdu.header):
             return None
-        rows = np.frombuffer(raw, _table_dtype(header), count=header["NAXIS2"], offset=info["datLoc"] - info["hdrLoc"])
-        if not {"COMPRESSED_DATA", "ZSCALE", "ZZERO"} <= set(rows.dtype.names) or "UNCOMPRESSED_DATA" in rows.dtype.names:
+        rows = np.frombuffer(raw, _table_dtype(header), count=header["NAXIS2"], offset=data_at)
+        names = set(rows.dtype.names)
+        if not {"COMPRESSED_DATA", "ZSCALE", "ZZERO"} <= names or "UNCOMPRESSED_DATA" in names:
             return None
-        return cls(header, rows, raw, info["datLoc"] - info["hdrLoc"], hdu.header.get("BLANK"))
+        return cls(header, rows, raw, data_at, hdu.header.get("BLANK"))
 
     def __init__(self, header, rows, raw: bytes, data_at: int, blank=None):
         self.shape = (header["ZNAXIS2"], header["ZNAXIS1"])
@@ -108,9 +110,9 @@ class TiledImage:
         self.scale, self.zero = rows["ZSCALE"].tolist(), rows["ZZERO"].tolist()
         self.zblank = rows["ZBLANK"].tolist() if "ZBLANK" in names else [header.get("ZBLANK", blank)] * len(rows)
         for name, desc in (("COMPRESSED_DATA", self.rice), ("GZIP_COMPRESSED_DATA", self.gzip)):
-            if desc is not None and len(desc) and ((desc < 0).any() or (desc.sum(axis=1) > len(self.heap)).any()):
-                bad = int(np.flatnonzero((desc < 0).any(axis=1) | (desc.sum(axis=1) > len(self.heap)))[0])
-                raise TileError(f"tile {bad}: its {name} lies outside the heap of {len(self.heap)} bytes")
+            bad = [] if desc is None else np.flatnonzero((desc < 0).any(axis=1) | (desc.sum(axis=1) > len(self.heap)))
+            if len(bad):
+                raise TileError(f"tile {bad[0]}: its {name} lies outside the heap of {len(self.heap)} bytes")
 
     def read(self, out: np.ndarray, need: np.ndarray | None = None) -> np.ndarray:
         """Decompress the tiles where ``need`` (a bool array over the tile grid; all by default) into ``out``
