@@ -81,6 +81,7 @@ with Settler() as settler:  # as the stage does with its brick files
             for p in brick:
                 with fits.open(p) as f:
                     image = TiledImage.of(f)
+                    assert image is not None, f"{p}: not a compression realfake.fitstiles reads"
                     if plane is None or plane.shape != image.shape:
                         plane = np.empty(image.shape, np.float32)
                     image.read(plane)

@@ -139,12 +139,13 @@ def test_tile_regions_cover_every_stamp_tile_once():
     assert tile_regions((3600, 3600), (1, 3600), [10, 50], [0, 3000], 64) == [(10, 114, 0, 3600)]
 
 
-def _retiled_release(root, brick, out, tile):
-    """The release's coadds of ``brick`` compressed again in ``tile`` tiles, under ``out``; ``out``."""
+def _retiled_release(root, brick, out, tile, compress=None):
+    """The release's coadds of ``brick`` compressed again in ``tile`` tiles (with ``compress``: RICE by default),
+    under ``out``; ``out``."""
     from realfake.mock import retile
 
     for src, dst in zip(layout.coadd_files(root / "release", brick), layout.coadd_files(out, brick)):
-        retile(src, dst, tile)
+        retile(src, dst, tile, compress)
     return out
 
 
@@ -155,22 +156,28 @@ def _two_stamps_inside(root, brick):
     return inside["x"].to_numpy()[[0, -1]], inside["y"].to_numpy()[[0, -1]]
 
 
-@pytest.mark.parametrize("tile", [None, [32, 32], [1, 256]], ids=["legacypipe 100x100", "32x32", "rows"])
-def test_reading_only_the_tiles_under_the_stamps_gives_the_same_stamps(mock_dr9, tmp_path, tile):
+@pytest.mark.parametrize("tile, compress", [(None, None), ([32, 32], None), ([1, 256], None), ([32, 32], "GZIP_2")],
+                         ids=["legacypipe 100x100", "32x32", "rows", "GZIP_2 32x32 (astropy's sections)"])
+def test_reading_only_the_tiles_under_the_stamps_gives_the_same_stamps(mock_dr9, tmp_path, tile, compress):
     import fitsio
+    from astropy.io import fits
 
     from realfake.cutouts import cut_stamps, stamp_origins
+    from realfake.fitstiles import TiledImage
 
     root, _ = mock_dr9
     brick, release = "1210p060", root / "release"
     if tile is not None:
-        release = _retiled_release(root, brick, tmp_path, tile)
-    h = fitsio.read_header(str(layout.coadd_file(release, brick, "image", "g")), ext=1)
-    assert [h["ZTILE2"], h["ZTILE1"]] == (tile or [100, 100])
+        release = _retiled_release(root, brick, tmp_path, tile, compress)
+    g = layout.coadd_file(release, brick, "image", "g")
+    h = fitsio.read_header(str(g), ext=1)
+    assert [h["ZTILE2"], h["ZTILE1"]] == (tile or [100, 100]) and h["ZCMPTYPE"] == (compress or "RICE_1")
+    with fits.open(g) as f:
+        assert (TiledImage.of(f) is None) == (compress is not None)  # read by fitstiles, or by astropy
     x, y = _two_stamps_inside(root, brick)
     full = read_coadd(release, brick)
     part = read_coadd(release, brick, around=(x, y, 64))
-    if tile is not None:  # (a 256-pixel image has 9 tiles of 100x100: cheaper to read whole)
+    if tile is not None:  # (of a 256-pixel image's nine 100x100 tiles, the two stamps touch most)
         assert (part.planes["ivar_g"] == 0).mean() > (full.planes["ivar_g"] == 0).mean() + 0.2  # the rest unread
     iy, ix, on = stamp_origins(x, y, 64, full.shape)
     assert on.all()

@@ -113,3 +113,62 @@ def test_a_tile_pointing_outside_the_heap_is_named(tmp_path):
     path.write_bytes(bytes(raw))
     with fits.open(path) as f, pytest.raises(TileError, match="tile 4: its COMPRESSED_DATA lies outside the heap"):
         TiledImage.of(f)
+
+
+def _patch(path, **cards):
+    """Set (None: delete) keywords of the tile table's own header, in place."""
+    with fits.open(path, mode="update", disable_image_compression=True) as f:
+        for key, value in cards.items():
+            if value is None:
+                del f[1].header[key]
+            else:
+                f[1].header[key] = value
+    return path
+
+
+@pytest.mark.parametrize("cards", [{"ZQUANTIZ": "NONE"}, {"ZQUANTIZ": None}, {"BSCALE": 1.0, "BZERO": 0.0}],
+                         ids=["ZQUANTIZ NONE", "no ZQUANTIZ (no dither)", "BSCALE 1, BZERO 0"])
+def test_what_astropy_reads_alike_is_decoded_alike(tmp_path, cards):
+    path = _write(tmp_path / "a.fits.fz", _image(), [50, 50], compress="RICE", qlevel=16, qmethod="NO_DITHER")
+    _patch(path, **cards)
+    ours, _ = _ours(path)
+    np.testing.assert_array_equal(ours.view(np.uint32), _astropy(path).view(np.uint32))
+
+
+@pytest.mark.parametrize("cards", [{"BSCALE": 2.0}, {"ZVAL2": 2}, {"TSCAL2": 2.0}, {"TFORM1": "1PJ(600)"}],
+                         ids=["BSCALE", "BYTEPIX 2", "a scaled ZSCALE column", "a heap of int32"])
+def test_what_is_not_the_coadds_compression_is_left_to_astropy(tmp_path, cards):
+    path = _write(tmp_path / "a.fits.fz", _image(), [50, 50], compress="RICE", qlevel=16, qmethod="NO_DITHER")
+    with fits.open(path, disable_image_compression=True) as f:
+        assert (f[1].header["ZNAME2"], f[1].header["TTYPE2"]) == ("BYTEPIX", "ZSCALE")
+    with fits.open(_patch(path, **cards)) as f:
+        assert TiledImage.of(f) is None
+
+
+def test_a_gzipped_file_is_left_to_astropy(tmp_path):
+    import gzip
+
+    path = _write(tmp_path / "a.fits.fz", _image(), [50, 50], compress="RICE", qlevel=16, qmethod="NO_DITHER")
+    zipped = tmp_path / "a.fits.gz"
+    zipped.write_bytes(gzip.compress(path.read_bytes()))
+    with fits.open(zipped) as f:
+        assert TiledImage.of(f) is None
+
+
+def test_a_damaged_tile_is_named(tmp_path):
+    path = _write(tmp_path / "a.fits.fz", _image(), [100, 100], compress="RICE", qlevel=-1e-4,
+                  qmethod="SUBTRACTIVE_DITHER_2")
+    with fits.open(path, disable_image_compression=True) as f:
+        at = f.fileinfo(1)["datLoc"] + 4 * f[1].header["NAXIS1"]  # tile 4's descriptor
+    raw = bytearray(path.read_bytes())
+    count = int.from_bytes(raw[at : at + 4], "big")
+    raw[at : at + 4] = (count // 2).to_bytes(4, "big")  # half its bytes
+    path.write_bytes(bytes(raw))
+    with fits.open(path) as f:
+        image = TiledImage.of(f)
+        out = np.zeros(image.shape, np.float32)
+        image.read(out, np.eye(*image.grid, dtype=bool))  # tiles 0 and 3 of the 3x2 (rows x columns): whole
+        with pytest.raises(TileError, match=r"tile 4 \(pixels from x=0, y=200\)"):
+            image.read(out)
+        with pytest.raises(ValueError, match=r"need: \(2, 2\), not the tile grid's \(3, 2\)"):
+            image.read(out, np.ones((2, 2), bool))

@@ -264,10 +264,11 @@ _STORAGE_KEYS = re.compile(r"^(Z.*|XTENSION|BITPIX|NAXIS\d*|PCOUNT|GCOUNT|TFIELD
                            r"CHECKSUM|DATASUM)$")
 
 
-def retile(src: str | Path, dst: str | Path, tile) -> None:
+def retile(src: str | Path, dst: str | Path, tile, compress: str | None = None) -> None:
     """Rewrite a compressed coadd with compression tiles of (rows, columns) ``tile``, same header and quantisation.
 
-    For tests and benchmarks of other tilings than legacypipe's (``[1, width]``: fpack's rows).
+    For tests and benchmarks of other tilings than legacypipe's (``[1, width]``: fpack's rows), and (``compress``,
+    e.g. "GZIP_2") of other compressions than RICE.
     """
     import fitsio
 
@@ -275,6 +276,8 @@ def retile(src: str | Path, dst: str | Path, tile) -> None:
     data, hdr = fitsio.read(str(src), ext=1, header=True)
     header = {k: hdr[k] for k in hdr.keys() if not _STORAGE_KEYS.match(k)}
     comp = IMAGE_COMPRESSION if "-image-" in src.name else INVVAR_COMPRESSION
+    if compress is not None:
+        comp = {**comp, "compress": compress}
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     _write_image(dst, data, header, comp, tile=list(tile))
 
