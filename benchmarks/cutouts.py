@@ -64,8 +64,9 @@ if reader.endswith("kept") or reader == "tiles":  # the stage's allocator settin
     from realfake.batches import keep_freed_memory
     assert keep_freed_memory()
 if reader == "tiles":
+    from realfake.cutouts import PlaneBuffers
     from realfake.fitstiles import TiledImage
-    plane = None
+    buffers = PlaneBuffers()
 stamp = np.ones((64, 64, 6), np.float32)
 bricks = [paths[i : i + per_brick] for i in range(0, len(paths), per_brick)]
 t0 = time.perf_counter()
@@ -82,9 +83,7 @@ with Settler() as settler:  # as the stage does with its brick files
                 with fits.open(p) as f:
                     image = TiledImage.of(f)
                     assert image is not None, f"{p}: not a compression realfake.fitstiles reads"
-                    if plane is None or plane.shape != image.shape:
-                        plane = np.empty(image.shape, np.float32)
-                    image.read(plane)
+                    image.read(buffers.get("plane", image.shape, np.float32))
         else:
             for p in brick:
                 with fits.open(p) as f:

@@ -135,39 +135,44 @@ def tile_regions(shape, tile, iy, ix, size: int, gap: int = 0) -> list[tuple[int
     return sorted((r0 * ty, min((r1 + 1) * ty, ny), c0 * tx, min(c1 * tx, nx)) for r0, r1, c0, c1 in regions)
 
 
-def _plane_regions(hdu, shape, stamps, chosen: dict):
+def _plane_regions(hdu, shape, stamps, per_tiling: dict):
     """The rectangles of ``hdu`` to decompress for ``stamps=(iy, ix, size)`` (on the image); None: the whole plane.
 
     The whole plane when the sections would cost about as much (dense stamps, or an image tiled by row).
-    ``chosen`` holds the answer per tiling: the six planes of a coadd usually share one.
+    ``per_tiling`` keeps the answer per tiling: the six planes of a coadd usually share one.
     """
     tile = tuple(int(t) for t in getattr(hdu, "tile_shape", None) or (1, shape[1]))
-    if tile not in chosen:
+    if ("regions", tile) not in per_tiling:
         regions = tile_regions(shape, tile, *stamps, gap=SECTION_CALL_TILES)
         tiles = sum(-(-(y1 - y0) // tile[0]) * -(-(x1 - x0) // tile[1]) for y0, y1, x0, x1 in regions)
         all_tiles = -(-shape[0] // tile[0]) * -(-shape[1] // tile[1])
-        chosen[tile] = regions if tiles + SECTION_CALL_TILES * len(regions) < 0.9 * all_tiles else None
-    return chosen[tile]
+        use = regions if tiles + SECTION_CALL_TILES * len(regions) < 0.9 * all_tiles else None
+        per_tiling["regions", tile] = use
+    return per_tiling["regions", tile]
 
 
-def _read_plane(f, shape, buffers: PlaneBuffers | None, stamps, chosen: dict) -> np.ndarray:
+def _read_plane(f, shape, buffers: PlaneBuffers | None, stamps, per_tiling: dict) -> np.ndarray:
     """HDU 1 of ``f`` as float32: whole, or (``stamps=(iy, ix, size)``) only the tiles under the stamps, in a plane
     that is undefined elsewhere (zero without ``buffers``); read into ``buffers`` where given.
 
     A RICE-compressed coadd is decoded tile by tile (fitstiles: astropy's
     codecs, without astropy's cost per tile and per section); any other
     compression by astropy's reader, in sections where that is cheaper.
+    ``per_tiling`` keeps what depends on the stamps and the tiling alone, for
+    the other planes of the coadd.
     """
     image = TiledImage.of(f)
     if image is not None:
-        need = None if stamps is None else tile_mask(shape, image.tile, *stamps)
+        if stamps is not None and ("mask", image.tile) not in per_tiling:
+            per_tiling["mask", image.tile] = tile_mask(shape, image.tile, *stamps)
+        need = None if stamps is None else per_tiling["mask", image.tile]
         if buffers is not None:
             out = buffers.get("plane", shape, np.float32)
         else:
             out = np.empty(shape, np.float32) if need is None else np.zeros(shape, np.float32)
         return image.read(out, need)
     hdu = f[1]
-    regions = None if stamps is None else _plane_regions(hdu, shape, stamps, chosen)
+    regions = None if stamps is None else _plane_regions(hdu, shape, stamps, per_tiling)
     if regions is None:
         return np.asarray(hdu.data, dtype=np.float32)
     out = buffers.get("plane", shape, np.float32) if buffers is not None else np.zeros(shape, np.float32)
@@ -218,7 +223,7 @@ def iter_planes(root: str | Path, brick: str, rs: str | None = None, buffers: Pl
     the next, so that one plane at a time is in memory. RICE tiles are decoded
     by astropy's codecs (fitstiles), 2.5 times as fast as fitsio 1.4's reader.
     """
-    shape, wcs, stamps, chosen = None, None, None, {}
+    shape, wcs, stamps, per_tiling = None, None, None, {}
     for b in BANDS:
         for kind, channel in (("image", b), ("invvar", f"ivar_{b}")):
             path = layout.coadd_file(root, brick, kind, b, rs)
@@ -235,7 +240,7 @@ def iter_planes(root: str | Path, brick: str, rs: str | None = None, buffers: Pl
                     if around is not None and stamps is None:
                         iy, ix, on = stamp_origins(around[0], around[1], around[2], shape)
                         stamps = (iy[on], ix[on], around[2])
-                    plane = _read_plane(f, shape, buffers, stamps, chosen)
+                    plane = _read_plane(f, shape, buffers, stamps, per_tiling)
             except CoaddError:
                 raise
             except Exception as err:  # astropy's kinds for damaged headers, heaps and tiles

@@ -160,10 +160,10 @@ class TiledImage:
                 raise TileError(f"tile {k}: {len(data)} bytes of GZIP data for {n} pixels")
             return np.frombuffer(data, ">f4" if len(data) == 4 * n else ">f8")
         ints = self.decode(self.heap[at : at + count], self.blocksize, 4, n)
-        zblank = self.zblank[k]
-        blank = None if zblank is None else np.frombuffer(ints, np.int32, n) == zblank
+        quantized = np.frombuffer(ints, np.int32, n)
+        blank = None if self.zblank[k] is None else quantized == self.zblank[k]
         if self.dither == -1:
-            values = np.frombuffer(ints, np.int32, n) * self.scale[k] + self.zero[k]
+            values = quantized * self.scale[k] + self.zero[k]
         else:
             values = np.frombuffer(self.unquantize(ints, k + self.seed, n, self.scale[k], self.zero[k],
                                                       self.dither, 0, 0, 0.0, 4), np.float32)
