@@ -31,6 +31,23 @@ def _write(path, data, tile, **compression):
     return path
 
 
+def _coadd(tmp_path, tile=(50, 50), image=False):
+    """A file compressed by CFITSIO as legacypipe compresses a coadd: an image (dither 2) or an invvar (no dither)."""
+    quantize = dict(qlevel=-1e-4, qmethod="SUBTRACTIVE_DITHER_2") if image else dict(qlevel=16, qmethod="NO_DITHER")
+    return _write(tmp_path / "a.fits.fz", _image(), list(tile), compress="RICE", **quantize)
+
+
+def _rewrite_descriptor(path, k: int, change):
+    """Tile ``k``'s (count, offset) in the heap, rewritten in place as ``change(count, offset)``."""
+    with fits.open(path, disable_image_compression=True) as f:
+        assert f[1].header["TFORM1"].startswith("1PB") and f[1].header["TTYPE1"] == "COMPRESSED_DATA"
+        at = f.fileinfo(1)["datLoc"] + k * f[1].header["NAXIS1"]  # two big-endian int32 open each row
+    raw = bytearray(path.read_bytes())
+    count, offset = (int.from_bytes(raw[i : i + 4], "big") for i in (at, at + 4))
+    raw[at : at + 8] = b"".join(v.to_bytes(4, "big") for v in change(count, offset))
+    path.write_bytes(bytes(raw))
+
+
 def _astropy(path):
     with fits.open(path) as f:
         return np.asarray(f[1].data, np.float32)
@@ -67,8 +84,7 @@ def test_tiles_decode_to_astropys_pixels_bit_for_bit(tmp_path, method, qlevel, t
 
 def test_gzip_stored_tiles_and_blank_values_are_decoded(tmp_path):
     """Constant tiles cannot be quantized (CFITSIO stores them losslessly with GZIP_1), NaNs become ZBLANK."""
-    data = _image()
-    path = _write(tmp_path / "a.fits.fz", data, [50, 50], compress="RICE", qlevel=16, qmethod="NO_DITHER")
+    path = _coadd(tmp_path)
     with fits.open(path, disable_image_compression=True) as f:
         table = f[1].data
         assert (table["COMPRESSED_DATA"].shape[0] > 0) and any(len(c) == 0 for c in table["COMPRESSED_DATA"])
@@ -77,9 +93,7 @@ def test_gzip_stored_tiles_and_blank_values_are_decoded(tmp_path):
 
 
 def test_only_the_tiles_asked_for_are_written(tmp_path):
-    data = _image()
-    path = _write(tmp_path / "a.fits.fz", data, [32, 50], compress="RICE", qlevel=-1e-4,
-                  qmethod="SUBTRACTIVE_DITHER_2")
+    path = _coadd(tmp_path, (32, 50), image=True)
     theirs = _astropy(path)
     need = np.zeros((8, 4), bool)  # 250x173 in 32x50 tiles
     need[0, 0] = need[3, 2] = need[7, 3] = True  # the last tile is 26x23 pixels
@@ -110,14 +124,8 @@ def test_the_tile_table_layout_follows_the_standard():
 
 
 def test_a_tile_pointing_outside_the_heap_is_named(tmp_path):
-    path = _write(tmp_path / "a.fits.fz", _image(), [100, 100], compress="RICE", qlevel=-1e-4,
-                  qmethod="SUBTRACTIVE_DITHER_2")
-    with fits.open(path, disable_image_compression=True) as f:
-        assert f[1].header["TFORM1"].startswith("1PB") and f[1].header["TTYPE1"] == "COMPRESSED_DATA"
-        at = f.fileinfo(1)["datLoc"] + 4 * f[1].header["NAXIS1"]  # tile 4's descriptor: (count, offset) as int32
-    raw = bytearray(path.read_bytes())
-    raw[at + 4 : at + 8] = (10**8).to_bytes(4, "big")
-    path.write_bytes(bytes(raw))
+    path = _coadd(tmp_path, (100, 100), image=True)
+    _rewrite_descriptor(path, 4, lambda count, offset: (count, 10**8))
     with fits.open(path) as f, pytest.raises(TileError, match="tile 4: its COMPRESSED_DATA lies outside the heap"):
         TiledImage.of(f)
 
@@ -136,7 +144,7 @@ def _patch(path, **cards):
 @pytest.mark.parametrize("cards", [{"ZQUANTIZ": "NONE"}, {"ZQUANTIZ": None}, {"BSCALE": 1.0, "BZERO": 0.0}],
                          ids=["ZQUANTIZ NONE", "no ZQUANTIZ (no dither)", "BSCALE 1, BZERO 0"])
 def test_what_astropy_reads_alike_is_decoded_alike(tmp_path, cards):
-    path = _write(tmp_path / "a.fits.fz", _image(), [50, 50], compress="RICE", qlevel=16, qmethod="NO_DITHER")
+    path = _coadd(tmp_path)
     _patch(path, **cards)
     ours, _ = _ours(path)
     np.testing.assert_array_equal(ours.view(np.uint32), _astropy(path).view(np.uint32))
@@ -145,7 +153,7 @@ def test_what_astropy_reads_alike_is_decoded_alike(tmp_path, cards):
 @pytest.mark.parametrize("cards", [{"BSCALE": 2.0}, {"ZVAL2": 2}, {"TSCAL2": 2.0}, {"TFORM1": "1PJ(600)"}],
                          ids=["BSCALE", "BYTEPIX 2", "a scaled ZSCALE column", "a heap of int32"])
 def test_what_is_not_the_coadds_compression_is_left_to_astropy(tmp_path, cards):
-    path = _write(tmp_path / "a.fits.fz", _image(), [50, 50], compress="RICE", qlevel=16, qmethod="NO_DITHER")
+    path = _coadd(tmp_path)
     with fits.open(path, disable_image_compression=True) as f:
         assert (f[1].header["ZNAME2"], f[1].header["TTYPE2"]) == ("BYTEPIX", "ZSCALE")
     with fits.open(_patch(path, **cards)) as f:
@@ -155,7 +163,7 @@ def test_what_is_not_the_coadds_compression_is_left_to_astropy(tmp_path, cards):
 def test_a_gzipped_file_is_left_to_astropy(tmp_path):
     import gzip
 
-    path = _write(tmp_path / "a.fits.fz", _image(), [50, 50], compress="RICE", qlevel=16, qmethod="NO_DITHER")
+    path = _coadd(tmp_path)
     zipped = tmp_path / "a.fits.gz"
     zipped.write_bytes(gzip.compress(path.read_bytes()))
     with fits.open(zipped) as f:
@@ -163,14 +171,8 @@ def test_a_gzipped_file_is_left_to_astropy(tmp_path):
 
 
 def test_a_damaged_tile_is_named(tmp_path):
-    path = _write(tmp_path / "a.fits.fz", _image(), [100, 100], compress="RICE", qlevel=-1e-4,
-                  qmethod="SUBTRACTIVE_DITHER_2")
-    with fits.open(path, disable_image_compression=True) as f:
-        at = f.fileinfo(1)["datLoc"] + 4 * f[1].header["NAXIS1"]  # tile 4's descriptor
-    raw = bytearray(path.read_bytes())
-    count = int.from_bytes(raw[at : at + 4], "big")
-    raw[at : at + 4] = (count // 2).to_bytes(4, "big")  # half its bytes
-    path.write_bytes(bytes(raw))
+    path = _coadd(tmp_path, (100, 100), image=True)
+    _rewrite_descriptor(path, 4, lambda count, offset: (count // 2, offset))  # half its bytes
     with fits.open(path) as f:
         image = TiledImage.of(f)
         out = np.zeros(image.shape, np.float32)
