@@ -40,7 +40,7 @@ rule shards:
 
 rule train:
     input:
-        rules.train_cnn.output,
+        expand(rules.train_cnn.output.model, fold=FOLD_IDS),
 
 
 rule evaluate:

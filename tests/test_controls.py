@@ -37,17 +37,20 @@ def test_control_comes_out_as_it_must(name, tmp_path):
     if name == "null-test":  # the reals' cuts were applied to the fakes, and counted
         fakes = cuts[cuts["class"] == "fake"].sum(numeric_only=True)
         assert fakes["cut_type"] > 0 and fakes["cut_colour"] > 0, cuts.to_string()
-        assert "indistinguishable" in m["verdict"]
+        assert m["verdict_class"] != "distinguishable"
     else:
         assert m["auc"] > 0.9
 
 
 def test_control_outcome_states_the_numbers_and_the_requirement():
-    m = {"auc": 0.52, "ci95": {"auc": [0.45, 0.6]}, "chance": {"p_value": 0.4, "n": 300}}
+    m = {"auc": 0.52, "ci95": {"auc": [0.45, 0.6]}, "p_value": 0.4, "n": 300, "bricks": 16,
+         "verdict_class": "inconclusive"}
     ok, line = control_outcome(m, "null-test")
     assert ok and "AUC 0.520 (95% CI 0.450-0.600)" in line and "p = 0.4" in line and "300 test examples" in line
     assert not control_outcome(m, "positive-control")[0]
-    assert not control_outcome({**m, "ci95": {"auc": [0.51, 0.6]}}, "null-test")[0]
+    assert not control_outcome({**m, "p_value": 0.01, "verdict_class": "distinguishable"}, "null-test")[0]
+    assert control_outcome({**m, "ci95": {"auc": [0.85, 0.9]}, "p_value": 1e-4, "verdict_class": "distinguishable"},
+                           "positive-control")[0]
     with pytest.raises(ValueError, match="control must be one of"):
         control_outcome(m, "nul-test")
 

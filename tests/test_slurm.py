@@ -71,10 +71,12 @@ def _jobs(work) -> pd.DataFrame:
 def test_every_job_went_through_sbatch_and_training_to_the_partition_it_asked_for(slurm_run):
     work, profile = slurm_run
     jobs = _jobs(work)
-    rules = {"mock_release", "make_cutouts", "summarise_cutouts", "build_shards", "train_cnn", "evaluate_cnn",
-             "plot_evaluation", "plot_mosaic"}
+    # fold_shards is a local rule (links, seconds): it runs on the submitting host
+    rules = {"mock_release", "make_cutouts", "summarise_cutouts", "build_shards", "train_cnn", "predict_fold",
+             "nuisance_baseline", "evaluate_cnn", "plot_evaluation", "plot_mosaic"}
     assert set(jobs["rule"]) == rules and (jobs["state"] == "COMPLETED").all()
     assert (jobs["rule"] == "make_cutouts").sum() == 2  # one per batch: .test has two bricks, one per batch
+    assert (jobs["rule"] == "train_cnn").sum() == 2  # one per fold: two bricks, two folds
     train = jobs[jobs["rule"] == "train_cnn"].iloc[0]
     assert train["partition"] == profile["set-resources"]["train_cnn"]["slurm_partition"] == "knl"
     assert (jobs.loc[jobs["rule"] != "train_cnn", "partition"] == profile["default-resources"]["slurm_partition"]).all()

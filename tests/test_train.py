@@ -226,6 +226,26 @@ def test_epoch_order_depends_on_the_epoch_only(shards):
     assert labels(1, 3, skip=4) == whole[STEPS + 4 :]
 
 
+def test_augmentation_is_a_symmetry_drawn_from_the_epoch_and_position_only(shards):
+    from realfake.data import example_shape, train_stream
+
+    shape = example_shape(shards)
+
+    def batches(first, end, skip=0, augment=True):
+        return [x.numpy() for x, _ in train_stream(shards, 8, shape, first, end, skip, shuffle_buffer=16,
+                                                   augment_examples=augment)]
+
+    plain, whole = batches(0, 2, augment=False), batches(0, 2)
+    assert all(np.array_equal(a, b) for a, b in zip(batches(1, 2, skip=3), whole[STEPS + 3 :], strict=True))
+    changed = 0
+    for a, b in zip(plain, whole, strict=True):
+        for x, t in zip(a, b, strict=True):
+            # every augmented example is one of the eight rotations and flips of the square, of all channels at once
+            assert any(np.array_equal(np.rot90(x, k, axes=(0, 1))[:, ::f], t) for k in range(4) for f in (1, -1))
+            changed += not np.array_equal(x, t)
+    assert changed > 0.6 * sum(len(a) for a in plain)  # 7 of the 8 symmetries move the pixels
+
+
 @pytest.mark.parametrize(
     "nodelist,expected",
     [

@@ -62,27 +62,39 @@ def test_config_typo_fails_at_parse_time(tmp_path):
 def test_tiny_pipeline_end_to_end(tiny_run):
     import h5py
     import numpy as np
+    import pandas as pd
 
     w = tiny_run
     with h5py.File(w / "results" / "cutouts" / "121-0" / "1210p060.h5", "r") as f:
         assert f["cutouts"].shape[1:] == (64, 64, 6)
     summary = (w / "results" / "cutouts" / "summary.txt").read_text()
     assert "bricks selected: 2; cut: 2; missing: 0; failed: 0" in summary
-    assert (w / "results" / "shards" / "xtrain_0.npy").exists()
-    assert np.load(w / "results" / "shards" / "xtrain_0.npy").shape == (16, 64, 64, 6)
-    assert (w / "results" / "model" / "model.keras").stat().st_size > 0
+    # two bricks: two folds (of examples, as .test splits by example), each fold's shard set a view of the shards
+    assert np.load(w / "results" / "shards" / "xfold0_0.npy").shape == (16, 64, 64, 6)
+    for k in (0, 1):
+        view = w / "results" / "folds" / str(k) / "shards"
+        assert (view / "xtrain_0.npy").is_symlink() and (view / "xtest_0.npy").resolve().name.startswith(f"xfold{k}_")
+        assert (w / "results" / "folds" / str(k) / "model" / "model.keras").stat().st_size > 0
     m = json.loads((w / "results" / "evaluation" / "metrics.json").read_text())
-    for key in ("accuracy", "auc", "log_loss", "ci95", "chance", "verdict", "by_mag_g"):
+    for key in ("auc", "auc_pooled", "ci95", "p_value", "power", "training", "baseline", "verdict_class",
+                "verdict_reasons", "verdict", "by_mag_g", "by_fold", "by_brick"):
         assert key in m
-    assert 0 <= m["auc"] <= 1 and m["chance"]["baseline_accuracy"] >= 0.5
-    figures = ("roc", "binned", "calibration", "training", "statistics", "attribution", "mosaic", "mosaic_extremes")
+    assert 0 <= m["auc"] <= 1 and m["verdict_class"] == "inconclusive"  # one epoch, examples split by example
+    assert m["folds"]["k"] == 2 and "2 folds instead of the 5" in m["verdict"]
+    pred = pd.read_csv(w / "results" / "evaluation" / "predictions.csv", dtype={"brick": str})
+    man = pd.read_csv(w / "results" / "shards" / "manifest.csv", dtype={"brick": str})
+    assert len(pred) == len(man) and set(pred["fold"]) == {0, 1}  # every example tested once
+    assert (pred["split"] == "fold" + pred["fold"].astype(str)).all()
+    figures = ("roc", "binned", "calibration", "training", "folds", "statistics", "attribution", "mosaic",
+               "mosaic_extremes")
     for name in figures:
         assert (w / "results" / "evaluation" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (w / "results" / "evaluation" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
     stats = json.loads((w / "results" / "evaluation" / "image_statistics.json").read_text())
     assert set(stats) == {"concentration", "asymmetry", "noise_chi", "neighbours"}
     assert {len(m[f"by_{k}"]) > 0 for k in ("mag_g", "rz", "size")} == {True}
-    for log in ("mock_release", "summarise_cutouts", "cutouts/121-0", "build_shards", "train_cnn", "evaluate_cnn", "plot_evaluation", "plot_mosaic"):
+    for log in ("mock_release", "summarise_cutouts", "cutouts/121-0", "build_shards", "fold_shards/0", "train_cnn/0",
+                "predict_fold/1", "nuisance_baseline", "evaluate_cnn", "plot_evaluation", "plot_mosaic"):
         assert (w / "logs" / f"{log}.log").exists()
 
 

@@ -79,3 +79,11 @@ def config_hash(settings: dict) -> str:
     """Hash of settings; stored in outputs so they can be traced to the config that made them."""
     text = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def n_folds(requested: int, n_bricks: int) -> int:
+    """The folds a run makes: ``evaluate.folds``, or fewer when there are fewer bricks (at least 2 for
+    cross-fitting; 1 means one train/valid/test split). Recorded in the metrics, never silent."""
+    if requested <= 1 or n_bricks < 2:
+        return 1
+    return min(requested, n_bricks)

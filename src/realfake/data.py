@@ -59,16 +59,26 @@ def batches_per_epoch(shard_dir, split: str, batch_size: int, drop_remainder: bo
     return n // batch_size if drop_remainder else -(-n // batch_size)
 
 
+def augment(x, index, epoch_seed):
+    """One of the eight rotations and flips of the square (the sky has no preferred orientation), the same for
+    every channel, drawn from (epoch seed, position in the epoch) only: a resumed epoch repeats it exactly."""
+    seed = tf.stack([tf.cast(epoch_seed, tf.int64) + 7, tf.cast(index, tf.int64)])
+    k = tf.random.stateless_uniform([2], seed=seed, minval=0, maxval=4, dtype=tf.int32)
+    x = tf.image.rot90(x, k=k[0])
+    return tf.cond(k[1] >= 2, lambda: tf.image.flip_left_right(x), lambda: x)
+
+
 def epoch_dataset(shard_dir, split: str, batch_size: int, example_shape, epoch=0, shuffle_buffer: int = 0,
                   seed: int = 1, cycle_length: int = 2, weights: str = "none", class_weights=None,
-                  drop_remainder: bool = False) -> tf.data.Dataset:
+                  drop_remainder: bool = False, augment_examples: bool = False) -> tf.data.Dataset:
     """The batches of one epoch of ``split``; ``epoch`` may be a tensor.
 
     Shards are read by ``cycle_length`` interleaved readers. With a shuffle
     buffer, the shard order and the examples are shuffled with seeds derived
     from ``(seed, epoch)``. ``weights``: ``"none"`` yields (x, y); ``"shards"``
     yields (x, y, w) from the ``w<split>_N.npy`` shards; ``"class"`` yields
-    (x, y, class_weights[y]).
+    (x, y, class_weights[y]). ``augment_examples``: each example rotated and
+    flipped at random (:func:`augment`), for training.
     """
     pairs = shard_files(shard_dir, split)
     if not pairs:
@@ -101,6 +111,9 @@ def epoch_dataset(shard_dir, split: str, batch_size: int, example_shape, epoch=0
     ds = files.interleave(read, cycle_length=cycle_length, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=epoch_seed + 1, reshuffle_each_iteration=False)
+    if augment_examples:
+        ds = ds.enumerate().map(lambda i, ex: (augment(ex[0], i, epoch_seed), *ex[1:]),
+                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if weights == "class":
         table = tf.constant(class_weights, tf.float32)

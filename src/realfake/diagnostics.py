@@ -56,10 +56,12 @@ def compare(pred: pd.DataFrame, shard_dir, channels, max_examples: int = 4000, b
     """Statistics of the test cutouts, real against fake: (per-example table, per-statistic summary, profiles)."""
     from scipy.stats import ks_2samp
 
-    rows = pred.sort_values(["shard", "index"]).head(max_examples)
+    rows = pred.sort_values(["shard", "index"]).head(max_examples)  # the first shards of each fold
     tables, profiles = [], []
-    for shard, grp in rows.groupby("shard", sort=True):
-        x = load_shard(Path(shard_dir) / f"xtest_{int(shard)}.npy", mmap_mode="r")
+    if "split" not in rows:
+        rows = rows.assign(split="test")
+    for (split, shard), grp in rows.groupby(["split", "shard"], sort=True):
+        x = load_shard(Path(shard_dir) / f"x{split}_{int(shard)}.npy", mmap_mode="r")
         st, prof = cutout_statistics(np.asarray(x[grp["index"].to_numpy()]), list(channels), band)
         st.index = grp.index
         tables.append(st)

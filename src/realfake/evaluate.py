@@ -1,30 +1,38 @@
-"""Evaluation on the test split: can the network tell fakes from reals, and how sure are we?
+"""Evaluation: can the network tell fakes from reals, how sure are we, and what could it have seen?
 
-The verdict is a classifier two-sample test: if the injected and real
-populations were identical, no classifier could beat the majority-class
-baseline, so the test accuracy's binomial tail against that baseline is a
-p-value for "no better than chance". A balanced accuracy ``a`` implies a lower
-bound ``2a - 1`` on the total-variation distance between the two populations.
+The verdict is a classifier two-sample test, cross-fitted by brick: every
+brick's examples are scored by the model of the fold that left that brick out
+(:mod:`realfake.folds`), so the pooled test set is every brick with both
+classes. Its statistics respect the bricks (:mod:`realfake.stats`): the
+brick-stratified AUC, tested by permuting labels within bricks, with an
+interval from resampling bricks, and the power of that test stated as the
+smallest AUC it would have detected. A run ends in one of three verdicts:
+
+- ``distinguishable``: the test rejects "no difference" at ``alpha`` and the AUC's interval lies above 0.5;
+- ``no_difference_detected``: it does not, the network was trained to capacity (:func:`training_gate`) and
+  the folds were independent; worded as a bound, never as "the populations are the same";
+- ``inconclusive``: anything else (the network did not learn, did not converge, memorised its bricks; the AUC
+  lies below 0.5; the test and the interval disagree; the split shares bricks), with what to change.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import stats
+from .baseline import FEATURES
 
-def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with mid-ranks for ties)."""
-    from scipy.stats import rankdata
+VERDICTS = ("distinguishable", "no_difference_detected", "inconclusive")
 
+
+def roc_auc(y, score) -> float:
+    """Area under the ROC curve over all (fake, real) pairs (Mann-Whitney U with mid-ranks for ties)."""
     y = np.asarray(y).astype(bool)
-    n1, n0 = y.sum(), (~y).sum()
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return stats.pooled_auc(y, score) if y.any() and not y.all() else float("nan")
 
 
 def log_loss(y, p, eps=1e-7) -> float:
@@ -38,131 +46,321 @@ def balanced_accuracy(y, pred) -> float:
     return float(np.nanmean(rates))
 
 
-def _metrics(y, p) -> dict:
+# --------------------------------------------------------------------------- the statistics of one set
+
+
+def clustered(y, p, bricks, n_boot: int, n_perm: int, seed: int, alpha: float = 0.05, power: float = 0.8) -> dict:
+    """The brick-aware statistics of scores ``p`` (P(fake)) of examples ``y`` grouped by ``bricks``."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, float)
+    test = stats.permutation_test(y, p, bricks, n_perm, seed)
+    g = test["bricks_with_both_classes"]
+    boot = stats.brick_bootstrap(y, p, bricks, n_boot, seed)
     pred = p >= 0.5
     bacc = balanced_accuracy(y, pred)
-    return {
+    n_bricks = test["bricks"]
+    out = {
+        "n": int(len(y)), "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()), "bricks": n_bricks,
+        "bricks_with_both_classes": g,
+        "auc": test["auc"],
+        "auc_pooled": roc_auc(y, p),
         "accuracy": float(np.mean(pred == y)),
-        "auc": roc_auc(y, p),
-        "log_loss": log_loss(y, p),
         "balanced_accuracy": bacc,
-        "tv_lower_bound": max(0.0, 2 * bacc - 1),
+        "log_loss": log_loss(y, p),
+        "ci95": {"auc": stats.interval(test["auc"], boot["auc"], g),
+                 "auc_pooled": stats.interval(roc_auc(y, p), boot["pooled_auc"], n_bricks),
+                 "balanced_accuracy": stats.interval(bacc, boot["balanced_accuracy"], n_bricks)},
+        "p_value": test["p_value"],
+        "test": {k: v for k, v in test.items() if k != "auc"},
+        # TPR - FPR of any fixed classifier bounds the total-variation distance from below
+        "tv_lower_limit95": max(0.0, stats.lower_limit(2 * bacc - 1, 2 * boot["balanced_accuracy"] - 1, n_bricks)),
     }
+    alt_sd = stats.brick_se(boot["auc"], g)
+    mda = stats.min_detectable_auc(test["null_sd"], alt_sd, alpha, power) if np.isfinite(test["null_sd"]) else np.nan
+    out["power"] = {
+        "alpha": alpha, "power": power, "min_detectable_auc": mda,
+        "min_detectable_tv_binormal": float(stats.tv_from_auc_binormal(mda)) if np.isfinite(mda) else float("nan"),
+        "null_sd": test["null_sd"], "alternative_sd": alt_sd,
+        # one-sided 95% upper limit of the AUC: what a run without a detection excludes
+        "auc_upper_limit95": float(2 * test["auc"] - stats.lower_limit(test["auc"], boot["auc"], g)),
+    }
+    return out
 
 
-def bootstrap(y, p, n_boot: int, seed: int) -> dict:
-    """95% percentile intervals of each metric over ``n_boot`` resamples of the test set."""
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(y), len(y))
-        draws.append(_metrics(y[i], p[i]))
-    df = pd.DataFrame(draws)
-    return {k: [float(np.nanpercentile(df[k], 2.5)), float(np.nanpercentile(df[k], 97.5))] for k in df.columns}
+# --------------------------------------------------------------------------- where: bins, folds, bricks
+
+# The columns the metrics are binned by: fixed edges from the config, or test-set quantiles (observing conditions,
+# whose units differ between surveys)
+BINNED = {"mag_g": "g magnitude", "rz": "r - z colour", "size": "half-light radius (arcsec)",
+          "ivar_g": "g depth (median inverse variance)", "ivar_r": "r depth (median inverse variance)",
+          "ivar_z": "z depth (median inverse variance)"}
+QUANTILE_BINNED = ("ivar_g", "ivar_r", "ivar_z")
 
 
-def chance_test(y, p) -> dict:
-    """One-sided exact binomial test of the accuracy against the majority-class baseline."""
-    from scipy.stats import binomtest
-
-    n = len(y)
-    k = int(np.sum((p >= 0.5) == y))
-    baseline = max(np.mean(y), 1 - np.mean(y))
-    res = binomtest(k, n, baseline, alternative="greater")
-    return {"n": n, "correct": k, "baseline_accuracy": float(baseline), "p_value": float(res.pvalue)}
-
-
-# The columns the metrics are binned by, and how the predictions table derives them
-BINNED = {"mag_g": "g magnitude", "rz": "r - z colour", "size": "half-light radius (arcsec)"}
-
-
-def binned(df: pd.DataFrame, column: str, edges, n_boot: int = 200, seed: int = 1) -> pd.DataFrame:
-    """Accuracy and AUC, with counts and bootstrap 95% intervals, in bins of ``column``."""
+def binned(df: pd.DataFrame, column: str, edges, n_boot: int, n_perm: int, seed: int = 1) -> list[dict]:
+    """Stratified AUC with its brick interval and permutation p-value, and accuracy, in bins of ``column``."""
     rows = []
-    cut = pd.cut(df[column], edges)
+    cut = pd.cut(df[column], edges, include_lowest=True)
     for k, (interval, grp) in enumerate(df.groupby(cut, observed=True)):
         y, p = grp["label"].to_numpy(int), grp["p_fake"].to_numpy(float)
-        ci = bootstrap(y, p, n_boot, seed + k) if len(y) > 1 else {}
-        rows.append(
-            {
-                "lo": float(interval.left),
-                "hi": float(interval.right),
-                "n_real": int((y == 0).sum()),
-                "n_fake": int((y == 1).sum()),
-                "accuracy": float(np.mean((p >= 0.5) == y)),
-                "accuracy_ci95": ci.get("accuracy", [np.nan, np.nan]),
-                "auc": roc_auc(y, p),
-                "auc_ci95": ci.get("auc", [np.nan, np.nan]),
-            }
-        )
-    return pd.DataFrame(rows)
+        both = 0 < y.sum() < len(y)
+        c = clustered(y, p, grp["brick"].to_numpy(), n_boot, n_perm, seed + k) if both else None
+        rows.append({
+            "lo": float(interval.left), "hi": float(interval.right),
+            "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
+            "accuracy": float(np.mean((p >= 0.5) == y)),
+            "accuracy_ci95": [float("nan")] * 2,
+            "auc": c["auc"] if c else float("nan"),
+            "auc_ci95": c["ci95"]["auc"] if c else [float("nan")] * 2,
+            "p_value": c["p_value"] if c else float("nan"),
+        })
+    return rows
 
 
-def _separable(b: dict) -> bool:
-    return bool(np.isfinite(b["auc_ci95"][0]) and b["auc_ci95"][0] > 0.5)
+def bin_edges(df: pd.DataFrame, column: str, configured: dict, n_quantiles: int = 4):
+    if column in configured:
+        return configured[column]
+    v = df[column].to_numpy(float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if len(v) < 2 * n_quantiles:
+        return None
+    edges = np.unique(np.quantile(v, np.linspace(0, 1, n_quantiles + 1)))
+    return edges.tolist() if len(edges) > 2 else None
+
+
+def holm_bins(m: dict, alpha: float) -> list[str]:
+    """Holm's correction over every bin of every binned column (one family); marks ``p_holm`` and
+    ``significant`` in each bin and returns the labels of the bins that survive."""
+    cells = [(k, b) for k in BINNED for b in m.get(f"by_{k}", [])]
+    adjusted = stats.holm([b["p_value"] for _, b in cells])
+    survivors = []
+    for (k, b), ph in zip(cells, adjusted):
+        b["p_holm"] = float(ph)
+        b["significant"] = bool(np.isfinite(ph) and ph < alpha and b["auc"] > 0.5)
+        if b["significant"]:
+            survivors.append(f"{BINNED[k]} {b['lo']:.3g}-{b['hi']:.3g} (AUC {b['auc']:.2f}, Holm p = {ph:.2g})")
+    return survivors
+
+
+def by_group(pred: pd.DataFrame, column: str, n_perm: int, seed: int) -> list[dict]:
+    """Per fold or per brick: counts, stratified AUC and its permutation p-value."""
+    rows = []
+    for name, grp in pred.groupby(column, sort=True):
+        y, p = grp["label"].to_numpy(int), grp["p_fake"].to_numpy(float)
+        both = 0 < y.sum() < len(y)
+        t = stats.permutation_test(y, p, grp["brick"].to_numpy(), n_perm, seed) if both else {}
+        rows.append({column: name if isinstance(name, str) else int(name), "n_real": int((y == 0).sum()),
+                     "n_fake": int((y == 1).sum()), "bricks": int(grp["brick"].nunique()),
+                     "auc": t.get("auc", float("nan")), "p_value": t.get("p_value", float("nan"))})
+    return rows
 
 
 def magnitude_statement(bins: list[dict]) -> str:
-    """Where in g magnitude the network separates the populations (AUC interval above 0.5)."""
-    sep = [b for b in bins if _separable(b)]
+    """Where in g magnitude the network separates the populations (bins whose Holm-corrected test rejects)."""
     if not bins:
         return ""
+    sep = [b for b in bins if b.get("significant")]
     if not sep:
-        return "In no g-magnitude bin does the AUC interval exclude 0.5."
+        return "In no g-magnitude bin does the AUC differ from 0.5 after Holm's correction."
     if len(sep) == len(bins):
-        return "The AUC interval excludes 0.5 in every g-magnitude bin."
-    hi_sep, lo_not = max(b["hi"] for b in sep), min(b["lo"] for b in bins if not _separable(b))
+        return "The AUC exceeds 0.5 in every g-magnitude bin (Holm-corrected)."
+    hi_sep, lo_not = max(b["hi"] for b in sep), min(b["lo"] for b in bins if not b.get("significant"))
     best = max(sep, key=lambda b: b["auc"])
     if hi_sep <= lo_not:
         return (f"Separable brighter than g = {hi_sep:.1f} (AUC up to {best['auc']:.2f} at g {best['lo']:.1f}-"
-                f"{best['hi']:.1f}); indistinguishable fainter.")
+                f"{best['hi']:.1f}); no difference detected fainter.")
     ranges = ", ".join(f"{b['lo']:.1f}-{b['hi']:.1f}" for b in sep)
-    return f"Separable in the g-magnitude bins {ranges} (AUC up to {best['auc']:.2f}); indistinguishable elsewhere."
+    return f"Separable in the g-magnitude bins {ranges} (AUC up to {best['auc']:.2f}); no difference detected elsewhere."
 
 
-def verdict(m: dict, alpha: float = 0.05) -> str:
-    """One paragraph written from the numbers."""
-    ci = m["ci95"]
-    auc, (lo, hi) = m["auc"], ci["auc"]
-    head = (
-        f"On {m['chance']['n']} test examples ({m['n_real']} real, {m['n_fake']} fake) the network reaches accuracy "
-        f"{m['accuracy']:.3f} (95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}) against a majority-class "
-        f"baseline of {m['chance']['baseline_accuracy']:.3f}, and ROC AUC {auc:.3f} (95% CI {lo:.3f}-{hi:.3f}). "
-    )
-    p = m["chance"]["p_value"]
+# --------------------------------------------------------------------------- was the network trained to capacity?
+
+
+def training_gate(histories: dict, epochs: int, gate: dict) -> dict:
+    """Did each fold's network learn, converge and generalise? From its ``history.csv`` (one row per epoch).
+
+    - learned: over the last ``gate.last_epochs`` epochs, training loss below ln 2 - ``gate.min_loss_drop`` or
+      training AUC above ``gate.min_train_auc``;
+    - converged: early stopping fired (fewer epochs than ``epochs``) at a best epoch other than the first, or the
+      training loss changed by less than ``gate.max_loss_change`` (relative) over the last epochs;
+    - generalises: at the kept (best validation) epoch, training AUC minus validation AUC at most
+      ``gate.max_auc_gap``, and the validation loss did not rise from the first epoch (memorised bricks).
+    """
+    folds, reasons = [], []
+    k = int(gate["last_epochs"])
+    for fold, h in sorted(histories.items()):
+        h = h.reset_index(drop=True)
+        last = h.tail(k)
+        loss, auc = float(last["loss"].mean()), float(last["auc"].mean()) if "auc" in h else float("nan")
+        learned = bool(loss < math.log(2) - gate["min_loss_drop"] or auc > gate["min_train_auc"])
+        has_val = "val_loss" in h and h["val_loss"].notna().any()
+        best = int(h["val_loss"].idxmin()) if has_val else len(h) - 1
+        stopped_early = len(h) < epochs
+        ref = h["loss"].iloc[max(0, len(h) - 1 - k)]
+        change = float(abs(h["loss"].iloc[-1] - ref) / ref) if ref else float("nan")
+        memorised = bool(has_val and len(h) > 1 and best == 0 and h["val_loss"].iloc[-1] > h["val_loss"].iloc[0])
+        converged = bool((stopped_early and best > 0) or (len(h) > k and change < gate["max_loss_change"]))
+        gap = float(h["auc"].iloc[best] - h["val_auc"].iloc[best]) if has_val and "val_auc" in h else float("nan")
+        generalises = bool(has_val and np.isfinite(gap) and gap <= gate["max_auc_gap"] and not memorised)
+        row = {"fold": fold, "epochs_run": len(h), "stopped_early": stopped_early, "best_epoch": best + 1,
+               "train_loss": loss, "train_auc": auc, "loss_change": change,
+               "val_auc_at_best": float(h["val_auc"].iloc[best]) if has_val and "val_auc" in h else float("nan"),
+               "auc_gap": gap, "learned": learned, "converged": converged, "generalises": generalises,
+               "memorised": memorised}
+        folds.append(row)
+        name = f"fold {fold}"
+        if not learned:
+            reasons.append(f"{name}: the network did not learn (training loss {loss:.4f} against ln 2 = 0.6931, "
+                           f"training AUC {auc:.3f} over the last {k} epochs)")
+        if memorised:
+            reasons.append(f"{name}: the validation loss rose from the first epoch while the training loss fell: "
+                           "the network memorised its training bricks")
+        elif not has_val:
+            reasons.append(f"{name}: no validation split, so generalisation cannot be checked")
+        elif not generalises:
+            reasons.append(f"{name}: training AUC exceeds validation AUC by {gap:.3f} (> {gate['max_auc_gap']})")
+        if not converged and len(h) <= k:
+            reasons.append(f"{name}: only {len(h)} epoch(s), too few to tell whether training converged")
+        elif not converged:
+            reasons.append(f"{name}: not converged (training loss still changing by {change:.1%} over the last "
+                           f"{k} epochs, and early stopping did not fire)")
+    passed = bool(folds) and all(f["learned"] and f["converged"] and f["generalises"] for f in folds)
+    return {"passed": passed, "folds": folds, "reasons": reasons, "thresholds": dict(gate)}
+
+
+# --------------------------------------------------------------------------- the verdict
+
+
+def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
+    """The verdict class and its reasons (plain sentences), from the metrics."""
+    lo, hi = m["ci95"]["auc"]
+    p, mda = m["p_value"], m["power"]["min_detectable_auc"]
+    gate, folds = m.get("training"), m.get("folds", {})
+    reasons = []
+    if folds.get("note"):
+        reasons.append(folds["note"])
+    if not np.isfinite(m["auc"]) or m["bricks_with_both_classes"] < 2:
+        reasons.append(f"only {m['bricks_with_both_classes']} brick(s) of the test examples hold both classes: "
+                       "no brick-level inference is possible; select more bricks")
+        return "inconclusive", reasons
     if p < alpha and lo > 0.5:
-        body = (
-            f"It does better than chance (one-sided binomial p = {p:.2g}): the injected galaxies "
-            f"are distinguishable from the real ones, and the two populations differ by a total-variation distance "
-            f"of at least {m['tv_lower_bound']:.2f} (95% CI {ci['tv_lower_bound'][0]:.2f}-"
-            f"{ci['tv_lower_bound'][1]:.2f}). "
-        )
-    elif hi < 0.5:
-        body = (
-            f"It does worse than chance (the AUC interval lies below 0.5; one-sided binomial p = {p:.2g}): no real "
-            "difference can make a classifier anti-correlated with the truth, so what it learned from the training "
-            "split is reversed in the test split. Suspect a split that is not independent (examples sharing sky or "
-            "a brick's fixed class counts across the split) or a fluctuation of a small sample, before reading this "
-            "as a statement about the injection. "
-        )
-    elif p >= alpha and lo <= 0.5:
-        body = (
-            f"It does no better than chance (one-sided binomial p = {p:.2g}; the AUC interval contains 0.5): at "
-            "this sample size the injected galaxies are indistinguishable from the real ones. "
-        )
-    else:
-        body = (
-            f"The evidence is marginal: the binomial test {'rejects' if p < alpha else 'does not reject'} chance "
-            f"(p = {p:.2g}) while the AUC interval {'contains' if lo <= 0.5 else 'excludes'} 0.5; more test "
-            "examples are needed to decide. "
-        )
-    return head + body + magnitude_statement(m.get("by_mag_g", []))
+        reasons.append(f"the brick-stratified AUC is {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}); labels permuted "
+                       f"within bricks give p = {p:.2g} < {alpha}")
+        if m["tv_lower_limit95"] > 0:
+            reasons.append(f"the two populations differ by a total-variation distance of at least "
+                           f"{m['tv_lower_limit95']:.3f} (one-sided 95% lower limit)")
+        if gate is not None and not gate["passed"]:
+            reasons.append("the network was not trained to capacity (" + "; ".join(gate["reasons"]) +
+                           "): the true difference may be larger than this run shows")
+        return "distinguishable", reasons
+    if hi < 0.5:
+        reasons.append(f"the AUC lies below 0.5 (95% CI {lo:.3f}-{hi:.3f}): no real difference makes a classifier "
+                       "anti-correlated with the truth on bricks it never saw; suspect a fluctuation of few bricks, "
+                       "or a network that learned brick-level features (class shares) that reverse between folds")
+        return "inconclusive", reasons
+    if p < alpha or lo > 0.5:
+        reasons.append(f"the test and the interval disagree (p = {p:.2g}, AUC 95% CI {lo:.3f}-{hi:.3f}): "
+                       "marginal; more bricks are needed to decide")
+        return "inconclusive", reasons
+    blockers = []
+    if folds.get("split_by") == "example":
+        blockers.append("the examples were split by example, not by brick: the test and training examples share "
+                        "sky, depth and PSF; set shards.split_by: brick")
+    if gate is None:
+        blockers.append("no training history was given: whether the network learned is unknown")
+    elif not gate["passed"]:
+        blockers.extend(gate["reasons"])
+        blockers.append("to change: more bricks (examples), more epochs (train.epochs, early_stopping_patience), "
+                        "another learning rate or model (model.name), as the failing check suggests")
+    if not np.isfinite(mda):
+        blockers.append("the power of the test could not be computed")
+    base = m.get("baseline")
+    if base and base["p_value"] < alpha and m["excess_over_baseline"]["ci95"][1] < 0:
+        blockers.append(f"a classifier of catalogue quantities alone separates the classes (AUC {base['auc']:.3f}, "
+                        f"p = {base['p_value']:.2g}) better than the network: the network has not learned what its "
+                        "pixels show (magnitudes and sizes are in them), so it was not trained to capacity")
+    if blockers:
+        reasons.append(f"no difference detected (p = {p:.2g}), but that cannot be read as a bound: " +
+                       "; ".join(blockers))
+        return "inconclusive", reasons
+    reasons.append(f"no difference detected: p = {p:.2g}; the AUC is below {m['power']['auc_upper_limit95']:.3f} "
+                   "at 95% (one-sided)")
+    reasons.append(f"this run would have found a difference of AUC >= {mda:.3f} (80% power at alpha = {alpha}), "
+                   f"i.e. a total-variation distance of about {m['power']['min_detectable_tv_binormal']:.2f} "
+                   "(binormal scores); smaller differences may exist")
+    return "no_difference_detected", reasons
+
+
+def verdict(m: dict) -> str:
+    """One paragraph written from the numbers and the verdict class."""
+    lo, hi = m["ci95"]["auc"]
+    head = (f"{m['verdict_class'].upper().replace('_', ' ')}. On {m['n']} test examples ({m['n_real']} real, "
+            f"{m['n_fake']} fake) in {m['bricks']} bricks, each scored by a model that never saw its brick "
+            f"({m.get('folds', {}).get('k', 1)} folds), the brick-stratified ROC AUC is {m['auc']:.3f} "
+            f"(95% CI {lo:.3f}-{hi:.3f}; p = {m['p_value']:.2g}, labels permuted within bricks). ")
+    if "baseline" in m:
+        b = m["baseline"]
+        d, (dlo, dhi) = m["excess_over_baseline"]["difference"], m["excess_over_baseline"]["ci95"]
+        head += (f"A classifier of catalogue quantities alone (magnitudes, colours, size, depth) reaches AUC "
+                 f"{b['auc']:.3f} (95% CI {b['ci95']['auc'][0]:.3f}-{b['ci95']['auc'][1]:.3f}, p = {b['p_value']:.2g}): "
+                 + (f"the pixels add {d:+.3f} (95% CI {dlo:+.3f} to {dhi:+.3f}). " if dlo > 0 else
+                    f"the network does {'worse' if dhi < 0 else 'no better'} than that ({d:+.3f}, 95% CI {dlo:+.3f} to "
+                    f"{dhi:+.3f}){': it has not learned what the catalogue already shows' if dhi < 0 else ''}. "))
+    body = " ".join(r[0].upper() + r[1:] + "." for r in m["verdict_reasons"])
+    where = ""
+    if m["verdict_class"] == "distinguishable":
+        where = " " + magnitude_statement(m.get("by_mag_g", []))
+        if m.get("where"):
+            where += " Bins that survive Holm's correction: " + "; ".join(m["where"]) + "."
+    return head + body + where
+
+
+def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epochs: int | None = None,
+             baseline: pd.DataFrame | None = None, folds: dict | None = None) -> dict:
+    """All metrics of a predictions table (``label``, ``p_fake``, ``brick``, ``fold`` and the binned columns).
+
+    ``ecfg``: the ``evaluate:`` block (bootstrap, permutations, seed, alpha, power, bins, training_gate).
+    ``histories``: fold -> its training history; ``baseline``: the same examples' ``p_fake`` from the
+    nuisance baseline; ``folds``: how the run was folded (k, requested, split_by, note).
+    """
+    n_boot, n_perm, seed = ecfg["bootstrap"], ecfg["permutations"], ecfg["seed"]
+    alpha, power = ecfg["alpha"], ecfg["power"]
+    pred = pred.copy()
+    if "brick" not in pred:
+        pred["brick"] = "all"
+    if "rz" not in pred and {"mag_r", "mag_z"} <= set(pred):
+        pred["rz"] = pred["mag_r"] - pred["mag_z"]
+    y, p = pred["label"].to_numpy(int), pred["p_fake"].to_numpy(float)
+    m = clustered(y, p, pred["brick"].to_numpy(), n_boot, n_perm, seed, alpha, power)
+    m["folds"] = folds or {"k": 1}
+    m["naive"] = {**stats.naive_tests(y, p),
+                  "note": "tests that treat the examples as independent, for comparison only: not valid when "
+                          "examples cluster by brick"}
+    if histories is not None:
+        m["training"] = training_gate(histories, epochs or 0, ecfg["training_gate"])
+    if baseline is not None:
+        b = clustered(y, baseline.to_numpy(float), pred["brick"].to_numpy(), n_boot, n_perm, seed, alpha, power)
+        m["baseline"] = {k: b[k] for k in ("auc", "ci95", "p_value", "auc_pooled")}
+        m["baseline"]["features"] = list(FEATURES)
+        m["excess_over_baseline"] = stats.paired_difference(y, p, baseline.to_numpy(float), pred["brick"].to_numpy(),
+                                                            n_boot, seed)
+    if "fold" in pred:
+        m["by_fold"] = by_group(pred, "fold", n_perm, seed)
+    m["by_brick"] = by_group(pred, "brick", max(99, n_perm // 10), seed)
+    for column in BINNED:
+        if column in pred:
+            edges = bin_edges(pred, column, ecfg.get("bins", {}))
+            if edges is not None:
+                m[f"by_{column}"] = binned(pred, column, edges, max(100, n_boot // 5), max(199, n_perm // 4), seed)
+    m["where"] = holm_bins(m, alpha)
+    m["verdict_class"], m["verdict_reasons"] = classify(m, alpha)
+    m["verdict"] = verdict(m)
+    return m
 
 
 # The built-in controls (config/presets/<name>.yaml) and what their metrics must show
 CONTROLS = {
-    "null-test": "the AUC's 95% interval contains 0.5 and the binomial test does not reject chance (p >= 0.05)",
-    "positive-control": "the AUC's 95% interval lies above 0.8 and the binomial test rejects chance (p < 0.01)",
+    "null-test": "the verdict is not 'distinguishable': the permutation test does not reject (p >= 0.05)",
+    "positive-control": "the verdict is 'distinguishable' with the AUC's 95% interval above 0.8",
 }
 
 
@@ -171,26 +369,11 @@ def control_outcome(m: dict, control: str) -> tuple[bool, str]:
     saying so with the numbers."""
     if control not in CONTROLS:
         raise ValueError(f"control must be one of {sorted(CONTROLS)}, not {control!r}")
-    (lo, hi), p = m["ci95"]["auc"], m["chance"]["p_value"]
-    ok = lo <= 0.5 <= hi and p >= 0.05 if control == "null-test" else lo > 0.8 and p < 0.01
-    numbers = f"AUC {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}), binomial p = {p:.2g}, {m['chance']['n']} test examples"
+    (lo, hi), p, kind = m["ci95"]["auc"], m["p_value"], m["verdict_class"]
+    ok = kind != "distinguishable" and p >= 0.05 if control == "null-test" else kind == "distinguishable" and lo > 0.8
+    numbers = (f"{kind}: AUC {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}), permutation p = {p:.2g}, {m['n']} test "
+               f"examples in {m['bricks']} bricks")
     return ok, f"{control} {'passed' if ok else 'FAILED'}: {numbers}; required: {CONTROLS[control]}"
-
-
-def evaluate(pred: pd.DataFrame, n_boot: int = 1000, seed: int = 1, bins: dict | None = None) -> dict:
-    """All metrics of a predictions table with columns ``label``, ``p_fake`` and those of ``bins``.
-
-    ``bins`` maps a column of :data:`BINNED` to its bin edges.
-    """
-    y, p = pred["label"].to_numpy(int), pred["p_fake"].to_numpy(float)
-    m = _metrics(y, p)
-    m["n_real"], m["n_fake"] = int((y == 0).sum()), int((y == 1).sum())
-    m["ci95"] = bootstrap(y, p, n_boot, seed)
-    m["chance"] = chance_test(y, p)
-    for column, edges in (bins or {}).items():
-        m[f"by_{column}"] = binned(pred, column, edges, max(100, n_boot // 5), seed).to_dict(orient="records")
-    m["verdict"] = verdict(m)
-    return m
 
 
 def predict(model, shard_dir, manifest_path, batch_size: int = 256) -> pd.DataFrame:

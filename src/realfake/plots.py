@@ -47,15 +47,17 @@ def save(fig, path: str | Path, dpi: int = 120) -> None:
 def roc_figure(pred: pd.DataFrame, metrics: dict, path: str | Path) -> None:
     """ROC curve (left) and the fake-probability histograms of reals and fakes (right)."""
     y, p = pred["label"].to_numpy(), pred["p_fake"].to_numpy()
-    thr = np.unique(np.concatenate([[np.inf], np.sort(p)[::-1]]))[::-1]
-    tpr = np.array([np.mean(p[y == 1] >= t) for t in thr])
-    fpr = np.array([np.mean(p[y == 0] >= t) for t in thr])
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.4))
-    a.plot(fpr, tpr, color="C3", lw=2, label=f"CNN, AUC = {metrics['auc']:.3f}")
+    fpr, tpr = roc_curve(y, p)
+    a.plot(fpr, tpr, color="C3", lw=2, label=f"CNN, pooled AUC = {metrics['auc_pooled']:.3f}")
+    if "p_fake_baseline" in pred and pred["p_fake_baseline"].notna().all():
+        fb, tb = roc_curve(y, pred["p_fake_baseline"].to_numpy())
+        a.plot(fb, tb, color="C2", lw=1.5, ls="-.",
+               label=f"catalogue baseline, AUC = {metrics.get('baseline', {}).get('auc_pooled', np.nan):.3f}")
     a.plot([0, 1], [0, 1], "k--", lw=1, label="chance")
     lo, hi = metrics["ci95"]["auc"]
     a.set(xlabel="false-positive rate (reals called fake)", ylabel="true-positive rate (fakes called fake)",
-          title=f"ROC on the test split (AUC 95% CI {lo:.3f}-{hi:.3f})")
+          title=f"ROC, every brick tested once\nbrick-stratified AUC {metrics['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f})")
     a.legend(loc="lower right")
     bins = np.linspace(0, 1, 26)
     b.hist(p[y == 0], bins, histtype="step", lw=2, color="C0", label=f"real (N={np.sum(y == 0)})", density=True)
@@ -65,6 +67,16 @@ def roc_figure(pred: pd.DataFrame, metrics: dict, path: str | Path) -> None:
     b.legend()
     fig.tight_layout()
     save(fig, path)
+
+
+def roc_curve(y, p):
+    """(false-positive rates, true-positive rates) at every distinct threshold, O(N log N)."""
+    y, p = np.asarray(y).astype(bool), np.asarray(p, float)
+    order = np.argsort(-p, kind="stable")
+    ys, ps = y[order], p[order]
+    last = np.r_[np.flatnonzero(ps[1:] != ps[:-1]), len(ps) - 1]  # last index of each tie run
+    tp, fp = np.cumsum(ys)[last], np.cumsum(~ys)[last]
+    return np.r_[0, fp / max(fp[-1], 1)], np.r_[0, tp / max(tp[-1], 1)]
 
 
 def matched_pairs(pred: pd.DataFrame, percentiles) -> list[tuple[pd.Series, str, str]]:
@@ -152,7 +164,8 @@ def load_cutouts(pred: pd.DataFrame, rows, shard_dir) -> dict:
         if i in out:
             continue
         r = pred.loc[i]
-        x = load_shard(Path(shard_dir) / f"xtest_{int(r['shard'])}.npy", mmap_mode="r")
+        split = r["split"] if "split" in r else "test"  # pooled predictions name the fold their example lies in
+        x = load_shard(Path(shard_dir) / f"x{split}_{int(r['shard'])}.npy", mmap_mode="r")
         out[i] = np.array(x[int(r["index"])])
     return out
 
@@ -165,29 +178,62 @@ def _band(ax, lo, hi, y, ylo, yhi, color, label):
 
 
 def binned_figure(metrics: dict, path: str | Path) -> None:
-    """AUC and accuracy with bootstrap 95% bands against g magnitude, r - z colour and size."""
+    """Brick-stratified AUC with 95% bands against g magnitude, r - z colour, size and depth; bins whose
+    Holm-corrected test rejects are marked."""
     from .evaluate import BINNED
 
-    keys = [k for k in BINNED if f"by_{k}" in metrics]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 4.0), squeeze=False, sharey=True)
-    for ax, key in zip(axes[0], keys):
+    keys = [k for k in BINNED if metrics.get(f"by_{k}")]
+    ncol = min(3, max(1, len(keys)))
+    nrow = -(-max(1, len(keys)) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.8 * nrow), squeeze=False, sharey=True)
+    for ax, key in zip(axes.flat, keys):
         b = pd.DataFrame(metrics[f"by_{key}"])
-        if b.empty:
-            continue
-        auc_ci, acc_ci = np.array(b["auc_ci95"].tolist()), np.array(b["accuracy_ci95"].tolist())
-        _band(ax, b["lo"], b["hi"], b["auc"], auc_ci[:, 0], auc_ci[:, 1], "C3", "ROC AUC")
-        _band(ax, b["lo"], b["hi"], b["accuracy"], acc_ci[:, 0], acc_ci[:, 1], "C0", "accuracy")
-        base = np.maximum(b["n_real"], b["n_fake"]) / (b["n_real"] + b["n_fake"])
-        ax.step(np.ravel(np.column_stack([b["lo"], b["hi"]])), np.repeat(base, 2), color="C0", ls=":", lw=1,
-                label="majority baseline")
+        auc_ci = np.array(b["auc_ci95"].tolist(), float)
+        _band(ax, b["lo"], b["hi"], b["auc"], auc_ci[:, 0], auc_ci[:, 1], "C3", "AUC (brick-stratified)")
+        sig = b.get("significant", pd.Series(False, index=b.index)).astype(bool)
+        if sig.any():
+            ax.plot(((b["lo"] + b["hi"]) / 2)[sig], b["auc"][sig] + 0.06, "*", color="k", ms=9,
+                    label="Holm-corrected p < 0.05")
         ax.axhline(0.5, color="k", ls="--", lw=1)
         for _, r in b.iterrows():
             ax.annotate(f"{r.n_real}R\n{r.n_fake}F", ((r.lo + r.hi) / 2, 0.02), ha="center", fontsize=7,
                         xycoords=("data", "axes fraction"))
-        ax.set(xlabel=BINNED[key], ylim=(0, 1.05))
-    axes[0, 0].set_ylabel("test-split metric (95% CI)")
-    axes[0, 0].legend(loc="upper left", fontsize=8)
-    fig.suptitle("Where the network tells fakes from reals: 0.5 = chance", fontsize=10)
+        if key.startswith("ivar"):
+            ax.set_xscale("log")
+        ax.set(xlabel=BINNED[key], ylim=(0, 1.1))
+        ax.legend(loc="upper left", fontsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("AUC (95% CI)")
+    fig.suptitle("Where the network tells fakes from reals: 0.5 = chance; depth bins are test-set quartiles",
+                 fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def folds_figure(metrics: dict, path: str | Path) -> None:
+    """AUC per fold (each fold's bricks, scored by the model that never saw them) and per brick."""
+    folds = pd.DataFrame(metrics.get("by_fold", []))
+    bricks = pd.DataFrame(metrics.get("by_brick", [])).sort_values("auc", na_position="first")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 2.2]})
+    if not folds.empty:
+        a.bar(folds["fold"].astype(str), folds["auc"], color="C3", alpha=0.7)
+        for i, r in enumerate(folds.itertuples()):
+            a.annotate(f"{r.bricks} bricks\n{r.n_real}R {r.n_fake}F", (i, 0.02), ha="center", fontsize=7,
+                       xycoords=("data", "axes fraction"))
+    a.axhline(0.5, color="k", ls="--", lw=1)
+    a.axhline(metrics["auc"], color="C3", ls=":", lw=1, label=f"all folds: {metrics['auc']:.3f}")
+    a.set(xlabel="fold", ylabel="brick-stratified AUC", ylim=(0, 1.05), title="Per fold")
+    a.legend(fontsize=8)
+    if not bricks.empty:
+        n = bricks["n_real"] + bricks["n_fake"]
+        b.scatter(np.arange(len(bricks)), bricks["auc"], s=10 + 60 * n / max(n.max(), 1), color="C0", alpha=0.7)
+        if len(bricks) <= 40:
+            b.set_xticks(np.arange(len(bricks)), bricks["brick"], rotation=90, fontsize=7)
+    b.axhline(0.5, color="k", ls="--", lw=1)
+    b.set(xlabel="brick (sorted by AUC; marker area: examples)", ylabel="AUC within the brick", ylim=(-0.02, 1.02),
+          title="Per brick")
     fig.tight_layout()
     save(fig, path)
 
@@ -221,19 +267,25 @@ def calibration_figure(pred: pd.DataFrame, path: str | Path, n_bins: int = 10) -
     save(fig, path)
 
 
-def training_figure(history_csv: str | Path, path: str | Path) -> None:
-    """Loss and accuracy per epoch, from the training log (validation too when there is one)."""
-    h = pd.read_csv(history_csv, na_values=["NA"])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 3.8))
-    for ax, key in ((a, "loss"), (b, "accuracy")):
-        ax.plot(h["epoch"] + 1, h[key], "o-", color="C3", ms=3, label="training")
-        if f"val_{key}" in h and h[f"val_{key}"].notna().any():
-            ax.plot(h["epoch"] + 1, h[f"val_{key}"], "s--", color="C0", ms=3, label="validation")
+def training_figure(histories: dict, path: str | Path, gate: dict | None = None) -> None:
+    """Loss and AUC per epoch of every fold's network (validation dashed), from their training logs."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9))
+    for k, (fold, csv) in enumerate(sorted(histories.items())):
+        h = pd.read_csv(csv, na_values=["NA"])
+        for ax, key in zip(axes, ("loss", "auc")):
+            if key not in h:
+                continue
+            ax.plot(h["epoch"] + 1, h[key], "o-", color=f"C{k}", ms=3, label=f"fold {fold} training")
+            if f"val_{key}" in h and h[f"val_{key}"].notna().any():
+                ax.plot(h["epoch"] + 1, h[f"val_{key}"], "s--", color=f"C{k}", ms=3, alpha=0.7,
+                        label=f"fold {fold} validation")
+    axes[0].axhline(np.log(2), color="k", ls=":", lw=1)
+    axes[0].annotate("chance (ln 2)", (1, np.log(2)), fontsize=7, va="bottom")
+    axes[1].axhline(0.5, color="k", ls=":", lw=1)
+    for ax, key in zip(axes, ("loss", "AUC")):
         ax.set(xlabel="epoch", ylabel=key)
-        ax.legend(fontsize=8)
-    a.axhline(np.log(2), color="k", ls=":", lw=1)
-    a.annotate("chance (ln 2)", (1, np.log(2)), fontsize=7, va="bottom")
-    b.axhline(0.5, color="k", ls=":", lw=1)
-    fig.suptitle("Training curves", fontsize=10)
+    axes[1].legend(fontsize=6, ncol=2)
+    verdict = "" if gate is None else (" - training gate passed" if gate["passed"] else " - training gate FAILED")
+    fig.suptitle(f"Training curves of the fold networks{verdict}", fontsize=10)
     fig.tight_layout()
     save(fig, path)

@@ -51,7 +51,7 @@ from .cutouts import read_sources
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-BALANCE = ("none", "undersample", "weights")
+BALANCE = ("none", "brick", "undersample", "weights")
 SPLIT_BY = ("brick", "example")
 # Examples of the training split whose pixels give the normalisation statistics
 STATS_EXAMPLES = 512
@@ -75,6 +75,10 @@ META_DTYPE = np.dtype(
         ("type", "S4"),
         ("size", "<f4"),
         ("frac_nodata", "<f4"),
+        # median inverse variance of the stamp's pixels with data, per band: its depth, for the nuisance baseline
+        ("ivar_g", "<f4"),
+        ("ivar_r", "<f4"),
+        ("ivar_z", "<f4"),
     ]
 )
 MANIFEST_COLUMNS = ["split", "shard", "index"] + [n for n in META_DTYPE.names if n not in ("key", "file", "row")]
@@ -88,11 +92,16 @@ class ShardConfig:
     test_fraction: float = 0.2
     validation_fraction: float = 0.0
     seed: int = 1
-    balance: str = "none"  # none | undersample (the majority class) | weights (per-example, in w<split>_N.npy)
+    # none | brick (each brick: its majority class undersampled to its minority's count; a brick with one class
+    # drops out) | undersample (the majority class, globally) | weights (per-example, in w<split>_N.npy)
+    balance: str = "none"
     match_magnitude: bool = False  # keep reals so that their g-magnitude histogram follows the fakes'
     match_bins: tuple = (20.0, 20.5, 21.0, 21.5, 22.0, 22.5, 23.0, 23.5, 24.0, 24.5, 25.0)
     memory_mb: float = 2048  # bound on the memory the shuffle uses for pixels
     split_by: str = "brick"  # brick: each brick's examples in one split | example: exact split sizes
+    # >= 2: cross-fitting, the examples in that many folds (fold<k>, of whole bricks with split_by: brick) instead
+    # of train/valid/test splits; each fold is tested by a model trained on the others (realfake.folds)
+    folds: int = 0
 
     def __post_init__(self):
         if self.size < 1:
@@ -105,6 +114,13 @@ class ShardConfig:
             raise ValueError(f"shards.balance must be one of {BALANCE}, not {self.balance!r}")
         if self.split_by not in SPLIT_BY:
             raise ValueError(f"shards.split_by must be one of {SPLIT_BY}, not {self.split_by!r}")
+        if self.folds < 0 or self.folds == 1:
+            raise ValueError(f"folds must be 0 (train/valid/test splits) or >= 2, not {self.folds}")
+
+    @property
+    def groups(self) -> tuple:
+        """The shard groups, in the order their examples are written: the folds, or test, valid, train."""
+        return tuple(f"fold{k}" for k in range(self.folds)) if self.folds else ("test", "valid", "train")
 
     @classmethod
     def from_config(cls, cfg: dict) -> "ShardConfig":
@@ -210,7 +226,10 @@ class Census:
     p_match: np.ndarray | None = None  # per magnitude bin, probability to keep a real (None: no matching)
     undersample: tuple | None = None  # (label, threshold): keep that label where its balance variate <= threshold
     weights: dict | None = None  # label -> per-example weight
-    split_of: dict | None = None  # brick -> split (split_by: brick)
+    split_of: dict | None = None  # brick -> split or fold (split_by: brick)
+    # balance: brick; brick -> (label, threshold): keep that label where its balance variate <= threshold
+    brick_undersample: dict | None = None
+    one_class: dict | None = None  # balance: brick; brick -> (reals, fakes) of the bricks holding one class only
 
     def keep(self, src: pd.DataFrame, cfg: ShardConfig):
         """Mask of the examples of ``src`` that go into the shards, and their keys."""
@@ -219,7 +238,40 @@ class Census:
         if self.undersample is not None:
             label, threshold = self.undersample
             keep &= (src["label"].to_numpy() != label) | (_balance_u(keys) <= threshold)
+        if self.brick_undersample is not None:
+            bricks, labels, u = src["brick"].to_numpy(), src["label"].to_numpy(), _balance_u(keys)
+            for brick in np.unique(bricks):
+                label, threshold = self.brick_undersample.get(brick, (None, -1.0))
+                keep &= (bricks != brick) | ((labels != label) if label is not None else False) | (u <= threshold)
         return keep, keys
+
+
+def _undersample_bricks(c: "Census", cfg: ShardConfig) -> None:
+    """balance: brick. In each brick the majority class keeps as many examples as the minority has (those with
+    the smallest balance variates), so that neither a brick's share of fakes nor anything a brick's examples share
+    (sky, depth, PSF) tells the classes apart; a brick with one class only keeps nothing and is recorded."""
+    thresholds, one_class, kept = {}, {}, {}
+    for path in c.files:
+        src = _read_sources(path)
+        keep, keys = c.keep(src, cfg)  # magnitude matching only, so far
+        u, labels, bricks = _balance_u(keys), src["label"].to_numpy(), src["brick"].to_numpy()
+        for brick in np.unique(bricks):
+            if brick in kept:
+                raise ValueError(f"{path}: brick {brick} is also in another brick file: cannot balance it")
+            n = {lab: int(np.count_nonzero(keep & (bricks == brick) & (labels == lab))) for lab in (REAL, FAKE)}
+            n_min = min(n.values())
+            kept[brick] = 2 * n_min
+            if n_min == 0:
+                one_class[str(brick)] = (n[REAL], n[FAKE])
+                continue  # absent from the thresholds: nothing kept
+            majority = REAL if n[REAL] > n[FAKE] else FAKE
+            thresholds[brick] = (majority, float(np.sort(u[keep & (bricks == brick) & (labels == majority)])[n_min - 1]))
+    c.brick_undersample, c.one_class = thresholds, one_class
+    c.per_brick = {b: n for b, n in kept.items() if n}
+    c.n_kept = {REAL: sum(kept.values()) // 2, FAKE: sum(kept.values()) // 2}
+    if one_class:
+        log.info("%d brick(s) hold one class only and are left out: %s", len(one_class),
+                 ", ".join(f"{b} ({r} real, {f} fake)" for b, (r, f) in sorted(one_class.items())))
 
 
 def census(brick_files, cfg: ShardConfig) -> Census:
@@ -270,6 +322,9 @@ def census(brick_files, cfg: ShardConfig) -> Census:
         c.p_match = ratio / ratio.max()
         c.n_kept[REAL] = sum(len(v) for v in kept_variates(REAL)())
 
+    if cfg.balance == "brick":
+        _undersample_bricks(c, cfg)
+        return c
     minority = min(c.n_kept, key=c.n_kept.get)
     majority = FAKE if minority == REAL else REAL
     n_min, n_max = c.n_kept[minority], c.n_kept[majority]
@@ -306,6 +361,28 @@ def n_buckets(n_examples: int, example_bytes: int, memory_mb: float) -> int:
     return max(1, math.ceil(n_examples * example_bytes / (memory_mb * 2**20 * BUCKET_SHARE)))
 
 
+def _brick_order(bricks, seed: int) -> list:
+    """The bricks in an order drawn from the seed (a function of the names and the seed only)."""
+    bricks = sorted(bricks)
+    salt = _mix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ np.uint64(0x6B72696373706C74))  # "brickspl"
+    return [bricks[i] for i in np.argsort(_mix(salt ^ _hash_strings(bricks)), kind="stable")]
+
+
+def brick_folds(per_brick: dict, cfg: ShardConfig) -> dict:
+    """The fold of each brick (cross-fitting, ``split_by: brick``): bricks in an order drawn from the seed, each
+    to the fold holding the fewest examples so far, so that the folds are of near-equal size and random."""
+    bricks = [b for b in _brick_order(per_brick, cfg.seed) if per_brick[b] > 0]
+    if len(bricks) < cfg.folds:
+        raise ValueError(f"{len(bricks)} brick(s) hold examples of both classes: too few for {cfg.folds} folds of "
+                         "whole bricks; lower evaluate.folds or select more bricks")
+    load, fold_of = np.zeros(cfg.folds, np.int64), {}
+    for b in bricks:
+        k = int(np.argmin(load))
+        fold_of[b] = f"fold{k}"
+        load[k] += per_brick[b]
+    return fold_of
+
+
 def brick_splits(per_brick: dict, cfg: ShardConfig) -> dict:
     """The split of each brick (``split_by: brick``): bricks, in an order drawn from the seed, fill the test
     split to ``test_fraction`` of the examples, then the validation split; the rest train.
@@ -313,9 +390,8 @@ def brick_splits(per_brick: dict, cfg: ShardConfig) -> dict:
     A brick joins a split while that brings the split nearer its share; each split asked for gets at least
     one brick, and too few bricks for that is an error.
     """
-    bricks = sorted(per_brick)
-    salt = _mix(np.uint64(cfg.seed & 0xFFFFFFFFFFFFFFFF) ^ np.uint64(0x6B72696373706C74))  # "brickspl"
-    order = [bricks[i] for i in np.argsort(_mix(salt ^ _hash_strings(bricks)), kind="stable")]
+    order = _brick_order(per_brick, cfg.seed)
+    bricks = order
     n = sum(per_brick.values())
     wanted = [("test", cfg.test_fraction * n)] + ([("valid", cfg.validation_fraction * n)]
                                                   if cfg.validation_fraction > 0 else [])
@@ -340,14 +416,27 @@ def bucket_layout(c: Census, cfg: ShardConfig, example_bytes: int) -> dict:
     if cfg.split_by == "example":
         return {None: (0, n_buckets(sum(c.n_kept.values()), example_bytes, cfg.memory_mb))}
     layout, first = {}, 0
-    for split in ("test", "valid", "train"):
+    for split in cfg.groups:
         n = sum(k for b, k in c.per_brick.items() if c.split_of[b] == split)  # an upper bound: before balancing
         nb = n_buckets(n, example_bytes, cfg.memory_mb) if n else 0
         layout[split], first = (first, nb), first + nb
     return layout
 
 
-def scatter(c: Census, cfg: ShardConfig, bucket_dir: Path, buckets: dict) -> dict:
+def ivar_medians(x: np.ndarray, channels) -> dict:
+    """Per band, the median inverse variance of each stamp's pixels with data (0 where a band has none)."""
+    out = {}
+    for b in ("g", "r", "z"):
+        v = x[..., list(channels).index(f"ivar_{b}")].reshape(len(x), -1)
+        v = np.sort(np.where(v > 0, v, np.inf), axis=1)  # no data last
+        n = np.count_nonzero(np.isfinite(v), axis=1)
+        rows = np.arange(len(v))
+        lo, hi = v[rows, np.maximum((n - 1) // 2, 0)], v[rows, np.maximum(n // 2, 0)]
+        out[b] = np.where(n > 0, 0.5 * (lo + hi), 0.0).astype(np.float32)
+    return out
+
+
+def scatter(c: Census, cfg: ShardConfig, bucket_dir: Path, buckets: dict, channels) -> dict:
     """Pass 1: every kept example goes to the bucket of its split and key range, pixels and manifest row apart.
 
     Returns the number of examples in each split (``split_by: brick``; None for ``example``)."""
@@ -356,7 +445,7 @@ def scatter(c: Census, cfg: ShardConfig, bucket_dir: Path, buckets: dict) -> dic
     example_bytes = int(np.prod(c.example_shape)) * 4
     # a chunk is read, then copied once per bucket it spans: a few chunks in memory at once
     chunk = max(1, int(cfg.memory_mb * 2**20 / 16 // example_bytes))
-    counts = {split: 0 for split in SPLITS}
+    counts = {split: 0 for split in cfg.groups}
     for k, path in enumerate(c.files):
         src = _read_sources(path)
         keep, keys = c.keep(src, cfg)
@@ -365,7 +454,7 @@ def scatter(c: Census, cfg: ShardConfig, bucket_dir: Path, buckets: dict) -> dic
             first, nb = (np.uint64(v) for v in buckets[None])
         else:
             split = src["brick"].map(c.split_of).to_numpy()
-            for name in SPLITS:
+            for name in cfg.groups:
                 counts[name] += int(np.count_nonzero(keep & (split == name)))
             first = np.array([buckets[v][0] for v in split], dtype=np.uint64)
             nb = np.array([buckets[v][1] for v in split], dtype=np.uint64)
@@ -380,6 +469,8 @@ def scatter(c: Census, cfg: ShardConfig, bucket_dir: Path, buckets: dict) -> dic
                 x = d[i0:i1][sel]
                 b = bucket[i0:i1][sel]
                 m = meta[i0:i1][sel]
+                for band, med in ivar_medians(x, channels).items():
+                    m[f"ivar_{band}"] = med
                 for bb in np.unique(b):
                     j = b == bb
                     # file.write, not ndarray.tofile: a full disk then raises ENOSPC, not a bare short write
@@ -416,9 +507,9 @@ class ShardWriter:
 
     def __init__(self, out_dir: Path, sizes: dict, shard_size: int, example_shape, weights: bool, manifest):
         self.out_dir, self.shard_size, self.weights, self.manifest = out_dir, shard_size, weights, manifest
-        # splits in key order: test first, then validation, then train
+        # groups in key order (test, validation, train; or the folds), as ``sizes`` lists them
         self.bounds, start = [], 0
-        for split in ("test", "valid", "train"):
+        for split in sizes:
             self.bounds.append((split, start, start + sizes[split]))
             start += sizes[split]
         self.x = np.empty((shard_size,) + tuple(example_shape), dtype=np.float32)
@@ -467,7 +558,8 @@ class ShardWriter:
         labels = meta["label"]
         self.per_shard.append({"split": split, "shard": shard, "n_real": int((labels == REAL).sum()),
                                "n_fake": int((labels == FAKE).sum())})
-        if split == "train" and not self.stats_sample:  # train order is random: its first shard is a fair sample
+        # the last group (train, or the last fold) is in random order: its first shard is a fair sample
+        if split == self.bounds[-1][0] and not self.stats_sample:
             self.stats_sample.append(x[:STATS_EXAMPLES].copy())
         log.info("shard %s_%d written (%d examples, %d/%d in all)", split, shard, n, self.pos,
                  self.bounds[-1][2])
@@ -487,6 +579,9 @@ def channel_stats(x: np.ndarray, channels) -> dict:
 
 
 def split_sizes(n: int, cfg: ShardConfig) -> dict:
+    """Examples per group with ``split_by: example``, in the order of ``cfg.groups``."""
+    if cfg.folds:
+        return {g: n // cfg.folds + (k < n % cfg.folds) for k, g in enumerate(cfg.groups)}
     n_test = int(round(n * cfg.test_fraction))
     n_valid = int(round(n * cfg.validation_fraction))
     return {"test": n_test, "valid": n_valid, "train": n - n_test - n_valid}
@@ -509,10 +604,11 @@ def build(brick_files, out_dir, channels, cfg: ShardConfig | dict | None = None,
         raise ValueError("no example left after magnitude matching and balancing: nothing to shard")
     if cfg.split_by == "example":
         sizes = split_sizes(n, cfg)
-        if sizes["train"] == 0 or sizes["test"] == 0:
-            raise ValueError(f"{n} examples are too few for a test fraction of {cfg.test_fraction}")
+        if min(sizes.values()) == 0 and (cfg.folds or sizes["train"] == 0 or sizes["test"] == 0):
+            raise ValueError(f"{n} examples are too few for {cfg.folds} folds" if cfg.folds else
+                             f"{n} examples are too few for a test fraction of {cfg.test_fraction}")
     else:
-        c.split_of = brick_splits(c.per_brick, cfg)
+        c.split_of = brick_folds(c.per_brick, cfg) if cfg.folds else brick_splits(c.per_brick, cfg)
     example_bytes = int(np.prod(c.example_shape)) * 4
     if cfg.size * example_bytes > cfg.memory_mb * 2**20 * SHARD_SHARE:
         raise ValueError(f"shards.memory_mb = {cfg.memory_mb} is too small for shards of {cfg.size} examples "
@@ -525,10 +621,10 @@ def build(brick_files, out_dir, channels, cfg: ShardConfig | dict | None = None,
     shutil.rmtree(bucket_dir, ignore_errors=True)
     bucket_dir.mkdir()
     try:
-        counts = scatter(c, cfg, bucket_dir, buckets)
+        counts = scatter(c, cfg, bucket_dir, buckets, channels)
         if counts is not None:
             sizes = counts
-            if sizes["train"] == 0 or sizes["test"] == 0:
+            if not cfg.folds and (sizes["train"] == 0 or sizes["test"] == 0):
                 raise ValueError(f"split by brick, the {'training' if sizes['test'] else 'test'} split is empty "
                                  "after matching and balancing: select more bricks, or set shards.split_by: example")
         with atomic_path(out_dir / "manifest.csv") as tmp, open(tmp, "w", newline="") as manifest:
@@ -548,15 +644,18 @@ def build(brick_files, out_dir, channels, cfg: ShardConfig | dict | None = None,
         "n_in": {"real": c.n_in[REAL], "fake": c.n_in[FAKE]},
         "class_weights": {"real": c.weights[REAL], "fake": c.weights[FAKE]},
         "scatter_buckets": nb,
-        "bricks": ({split: sorted(b for b, v in c.split_of.items() if v == split) for split in SPLITS}
+        "groups": list(cfg.groups),
+        "bricks": ({split: sorted(b for b, v in c.split_of.items() if v == split) for split in cfg.groups}
                    if c.split_of else None),
+        "one_class_bricks": ({b: {"real": r, "fake": f} for b, (r, f) in sorted(c.one_class.items())}
+                             if c.one_class is not None else None),
         "splits": {
             s: {
                 "n_shards": sum(1 for p in per_shard if p["split"] == s),
                 "n_real": sum(p["n_real"] for p in per_shard if p["split"] == s),
                 "n_fake": sum(p["n_fake"] for p in per_shard if p["split"] == s),
             }
-            for s in SPLITS
+            for s in cfg.groups
         },
         "per_shard": per_shard,
         "normalisation": channel_stats(np.concatenate(writer.stats_sample), channels),

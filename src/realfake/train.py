@@ -50,6 +50,7 @@ TRAIN_DEFAULTS = {
     "inter_op_threads": 2,
     "env": {},
     "example_images": 4,
+    "augment": False,
 }
 EXIT_SIGTERM = 128 + signal.SIGTERM
 # Environment variables about threads and placement recorded in run.json
@@ -545,7 +546,7 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=()):
         weights, class_weights = "class", balanced_class_weights(shard_dir)
         log.info("class weights (real, fake): %s", class_weights)
     data_kw = dict(shuffle_buffer=tcfg["shuffle_buffer"], seed=tcfg["seed"], weights=weights,
-                   class_weights=class_weights, drop_remainder=multi)
+                   class_weights=class_weights, drop_remainder=multi, augment_examples=tcfg["augment"])
     # the validation split, when the shards have one, shows over-fitting in the training curves
     valid = dataset(shard_dir, "valid", batch, shape, drop_remainder=multi) if shard_files(shard_dir, "valid") else None
 

@@ -20,19 +20,19 @@ pytestmark = pytest.mark.faults
 
 # stage: (rules whose script is killed, Snakemake target, outputs compared, what is removed from the uninterrupted
 # run's copy so that the stage runs as for the first time, downstream included)
-PLOTS = [f"results/evaluation/{n}.{e}" for n in ("binned", "calibration", "training", "statistics", "mosaic",
-                                                  "mosaic_extremes") for e in ("png", "pdf")]
+PLOTS = [f"results/evaluation/{n}.{e}" for n in ("binned", "calibration", "training", "folds", "statistics",
+                                                  "mosaic", "mosaic_extremes") for e in ("png", "pdf")]
+# the scenario's two folds (2 bricks): each fold's model and its training log
+MODELS = [f"results/folds/{k}/{f}" for k in (0, 1) for f in ("model/model.keras", "history.csv", "model/history.csv")]
 STAGES = {
     "mock_release": (["mock_release"], "resources/synthetic", ["resources/synthetic"], ["resources", "results", "logs"]),
     "make_cutouts": (["make_cutouts"], "cutouts", ["results/cutouts"], ["results/cutouts", "results/shards",
-                                                                        "results/model", "results/evaluation"]),
-    "build_shards": (["build_shards"], "shards", ["results/shards"], ["results/shards", "results/model",
+                                                                        "results/folds", "results/evaluation"]),
+    "build_shards": (["build_shards"], "shards", ["results/shards"], ["results/shards", "results/folds",
                                                                       "results/evaluation"]),
-    "train_cnn": (["train_cnn"], "train", ["results/model/model.keras", "results/model/history.csv"],
-                  ["results/model", "results/evaluation"]),
+    "train_cnn": (["train_cnn"], "train", MODELS, ["results/folds", "results/evaluation"]),
     # the same, killed after the first epoch's checkpoint: the rerun must resume from it, to the same weights
-    "train_cnn_resume": (["train_cnn"], "train", ["results/model/model.keras", "results/model/history.csv"],
-                         ["results/model", "results/evaluation"]),
+    "train_cnn_resume": (["train_cnn"], "train", MODELS, ["results/folds", "results/evaluation"]),
     "evaluate_cnn": (["evaluate_cnn"], "evaluate", ["results/evaluation"], ["results/evaluation"]),
     "plots": (["plot_evaluation", "plot_mosaic"], "evaluate", ["results/evaluation"],
               PLOTS + ["results/evaluation/image_statistics.json"]),
@@ -46,11 +46,11 @@ PLAN = [("mock_release", "script"), ("mock_release", "group"),
 CASES = [(stage, sum(s == stage for s, _ in PLAN[:i]), mode) for i, (stage, mode) in enumerate(PLAN)]
 # Known, not hidden: the comparison stays exact, the case is expected to fail until resuming is exact; strict, so
 # that it fails the suite as soon as it passes (then remove the mark)
-CHECKPOINT = "results/model/checkpoints/state.json"
+CHECKPOINT = "results/folds/0/model/checkpoints/state.json"
 # stage: (file whose appearance starts the clock, window after it in s: about two epochs of the scenario)
 AFTER = {"train_cnn_resume": (CHECKPOINT, 1.0)}
 # history.csv grows one line per epoch (Keras' CSVLogger): after a kill it is a partial log, not an output
-GROWING = {"results/model/history.csv"}
+GROWING = {f"results/folds/{k}/model/history.csv" for k in (0, 1)}
 
 
 def point(stage: str, k: int) -> float:
@@ -105,7 +105,7 @@ def test_kill(reference, record, tmp_path, stage, k, mode):
         record(note="rerun asked for " + " and ".join(asked))
     assert res.rc == 0, res.explain()
     if state.get("epoch"):
-        resumed = "resuming from the checkpoint in" in (run / "logs" / "train_cnn.log").read_text()
+        resumed = "resuming from the checkpoint in" in (run / "logs" / "train_cnn" / "0.log").read_text()
         record(note=f"killed with the epoch-{state['epoch']} checkpoint on disk; rerun "
                + ("resumed from it" if resumed else "did NOT resume"))
         assert resumed, "the rerun did not resume from the checkpoint"

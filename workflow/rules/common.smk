@@ -13,6 +13,7 @@ from realfake.config import (
     check_release_roots,
     config_hash,
     cutout_inputs,
+    n_folds,
 )
 
 # one line per bad key (name and problem) instead of the schema dump; then the defaults are filled in
@@ -25,6 +26,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 wildcard_constraints:
     batch=r"\d{3}-\d+",
+    fold=r"\d+",
 
 
 def uses_synthetic_release():
@@ -57,6 +59,25 @@ def get_release():
 
 BRICKS = get_bricks()
 BATCHES = batch_bricks(BRICKS, config["cutouts"]["batch_size"])
+
+
+# Cross-fitting: evaluate.folds folds of whole bricks, fewer when fewer bricks are selected (said in the verdict)
+FOLDS = n_folds(config["evaluate"]["folds"], len(BRICKS))
+FOLD_IDS = list(range(FOLDS)) if FOLDS >= 2 else [0]
+FOLDS_RECORD = {
+    "k": FOLDS,
+    "requested": config["evaluate"]["folds"],
+    "split_by": config["shards"]["split_by"],
+    "note": (
+        f"{FOLDS} folds instead of the {config['evaluate']['folds']} asked for: only {len(BRICKS)} bricks selected"
+        if 1 < FOLDS < config["evaluate"]["folds"]
+        else (
+            "no cross-fitting (one train/valid/test split): only the test split's bricks are tested"
+            if FOLDS == 1
+            else ""
+        )
+    ),
+}
 
 
 def batch_bricks_of(wildcards):

@@ -1,6 +1,28 @@
+rule nuisance_baseline:
+    input:
+        rules.build_shards.output[0],
+    output:
+        "results/evaluation/baseline_predictions.csv",
+    log:
+        "logs/nuisance_baseline.log",
+    conda:
+        "../../envs/plot.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        seed=config["evaluate"]["seed"],
+    script:
+        "../scripts/nuisance_baseline.py"
+
+
 rule evaluate_cnn:
     input:
-        model=rules.train_cnn.output[0],
+        predictions=expand(rules.predict_fold.output[0], fold=FOLD_IDS),
+        histories=expand(rules.train_cnn.output.history, fold=FOLD_IDS),
+        models=expand(rules.train_cnn.output.model, fold=FOLD_IDS),
+        baseline=rules.nuisance_baseline.output[0],
         shards=rules.build_shards.output[0],
     output:
         metrics=report(
@@ -31,6 +53,8 @@ rule evaluate_cnn:
         runtime=30,
     params:
         evaluate=config["evaluate"],
+        epochs=config["train"]["epochs"],
+        folds=FOLDS_RECORD,
         channels=config["cutouts"]["channels"],
     script:
         "../scripts/evaluate_cnn.py"
@@ -40,7 +64,7 @@ rule plot_evaluation:
     input:
         predictions=rules.evaluate_cnn.output.predictions,
         metrics=rules.evaluate_cnn.output.metrics,
-        model=rules.train_cnn.output[0],
+        histories=rules.evaluate_cnn.input.histories,
         shards=rules.build_shards.output[0],
     output:
         binned=report(
@@ -57,6 +81,11 @@ rule plot_evaluation:
             "results/evaluation/training.png",
             caption="../report/training.rst",
             category="Training",
+        ),
+        folds=report(
+            "results/evaluation/folds.png",
+            caption="../report/folds.rst",
+            category="Evaluation",
         ),
         statistics=report(
             "results/evaluation/statistics.png",

@@ -16,6 +16,7 @@ rule build_shards:
         runtime=120,
     params:
         shards=config["shards"],
+        folds=FOLDS if FOLDS >= 2 else 0,
         channels=config["cutouts"]["channels"],
     script:
         "../scripts/build_shards.py"

@@ -1,12 +1,33 @@
-rule train_cnn:
+rule fold_shards:
     input:
         rules.build_shards.output[0],
     output:
-        "results/model/model.keras",
+        directory("results/folds/{fold}/shards"),
     log:
-        "logs/train_cnn.log",
+        "logs/fold_shards/{fold}.log",
+    localrule: True
+    conda:
+        "../../envs/io.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/fold_shards.py"
+
+
+rule train_cnn:
+    input:
+        rules.fold_shards.output[0],
+    output:
+        # the run directory beside it (checkpoints/, tensorboard/, history.csv, run.json) is the training's working
+        # state, kept across a failed attempt so that a rerun resumes; history is its per-epoch log, copied on success
+        model="results/folds/{fold}/model/model.keras",
+        history="results/folds/{fold}/history.csv",
+    log:
+        "logs/train_cnn/{fold}.log",
     benchmark:
-        "results/benchmarks/train_cnn.tsv"
+        "results/benchmarks/train_cnn/{fold}.tsv"
     conda:
         "../../envs/tf.yaml"
     threads: 2
@@ -18,3 +39,23 @@ rule train_cnn:
         train=config["train"],
     script:
         "../scripts/train_cnn.py"
+
+
+rule predict_fold:
+    input:
+        model=rules.train_cnn.output.model,
+        shards=rules.fold_shards.output[0],
+    output:
+        "results/folds/{fold}/predictions.csv",
+    log:
+        "logs/predict_fold/{fold}.log",
+    benchmark:
+        "results/benchmarks/predict_fold/{fold}.tsv"
+    conda:
+        "../../envs/tf.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/predict_fold.py"

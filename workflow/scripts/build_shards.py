@@ -8,6 +8,6 @@ from realfake.atomic import atomic_path  # noqa: E402
 from realfake.batches import brick_files  # noqa: E402
 from realfake.shards import ShardConfig, build  # noqa: E402
 
-cfg = ShardConfig.from_config(snakemake.params.shards)
+cfg = ShardConfig.from_config({**snakemake.params.shards, "folds": snakemake.params.folds})
 with atomic_path(snakemake.output[0], directory=True) as tmp:
     build(brick_files(snakemake.input), tmp, snakemake.params.channels, cfg)

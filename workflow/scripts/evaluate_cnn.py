@@ -1,4 +1,4 @@
-"""Rule evaluate_cnn: predictions on the test split, metrics with intervals, the verdict, ROC and attribution figures."""
+"""Rule evaluate_cnn: the folds' predictions pooled; metrics, training gate, power and verdict; ROC and attribution."""
 
 from realfake.logs import to_file
 
@@ -8,9 +8,11 @@ import json  # noqa: E402
 import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import pandas as pd  # noqa: E402
+
 from realfake.atomic import atomic_path  # noqa: E402
 from realfake.diagnostics import attribution_figure, integrated_gradients  # noqa: E402
-from realfake.evaluate import evaluate, predict  # noqa: E402
+from realfake.evaluate import evaluate  # noqa: E402
 from realfake.model import load_model  # noqa: E402
 from realfake.plots import extremes, load_cutouts, roc_figure  # noqa: E402
 from realfake.train import configure_threads  # noqa: E402
@@ -19,19 +21,30 @@ configure_threads(snakemake.threads)
 e = snakemake.params.evaluate
 channels = list(snakemake.params.channels)
 shards = Path(snakemake.input.shards)
-model = load_model(snakemake.input.model)
-pred = predict(model, shards, shards / "manifest.csv")
-metrics = evaluate(pred, e["bootstrap"], e["seed"], e["bins"])
+keys = ["brick", "rs", "id", "label"]
+read = dict(dtype={"brick": str, "rs": str}, keep_default_na=False, na_values=[""])
+pred = pd.concat([pd.read_csv(p, **read) for p in snakemake.input.predictions], ignore_index=True)
+base = pd.read_csv(snakemake.input.baseline, **read)
+pred = pred.merge(base[keys + ["p_fake"]].rename(columns={"p_fake": "p_fake_baseline"}), on=keys, how="left")
+histories = {int(Path(h).parent.name): pd.read_csv(h, na_values=["NA"]) for h in snakemake.input.histories}
+baseline = pred["p_fake_baseline"] if pred["p_fake_baseline"].notna().all() else None
+if baseline is None:
+    logging.getLogger("realfake").warning("the baseline scored only some test examples: left out of the verdict")
+metrics = evaluate(pred, e, histories, snakemake.params.epochs, baseline, snakemake.params.folds)
 logging.getLogger("realfake").info(metrics["verdict"])
 
+# attribution: each example explained by the model that scored it
 rows = extremes(pred, e["attribution_examples"])
 cutouts = load_cutouts(pred, [r.name for r, _, _ in rows], shards)
-keys = list(cutouts)
-ig = integrated_gradients(model, [cutouts[k] for k in keys], channels)
+ig = {}
+models = {int(Path(m).parents[1].name): m for m in snakemake.input.models}
+for fold in sorted({int(pred.loc[i, "fold"]) for i in cutouts}):
+    names = [i for i in cutouts if int(pred.loc[i, "fold"]) == fold]
+    ig.update(zip(names, integrated_gradients(load_model(models[fold]), [cutouts[i] for i in names], channels)))
 
 with atomic_path(snakemake.output.predictions) as tmp:
     pred.to_csv(tmp, index=False)
 roc_figure(pred, metrics, snakemake.output.roc)
-attribution_figure(rows, cutouts, dict(zip(keys, ig)), channels, snakemake.output.attribution)
+attribution_figure(rows, cutouts, ig, channels, snakemake.output.attribution)
 with atomic_path(snakemake.output.metrics) as tmp:
-    tmp.write_text(json.dumps(metrics, indent=1))
+    tmp.write_text(json.dumps(metrics, indent=1, default=float))

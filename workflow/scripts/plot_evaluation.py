@@ -1,4 +1,5 @@
-"""Rule plot_evaluation: metrics against magnitude, colour and size; calibration; training curves; image statistics."""
+"""Rule plot_evaluation: metrics against magnitude, colour, size and depth; per fold and brick; calibration;
+training curves; image statistics."""
 
 from realfake.logs import to_file
 
@@ -11,16 +12,17 @@ import pandas as pd  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
 from realfake.diagnostics import compare, statistics_figure  # noqa: E402
-from realfake.plots import binned_figure, calibration_figure, training_figure  # noqa: E402
+from realfake.plots import binned_figure, calibration_figure, folds_figure, training_figure  # noqa: E402
 
 pred = pd.read_csv(snakemake.input.predictions, dtype={"brick": str, "rs": str})
 metrics = json.loads(Path(snakemake.input.metrics).read_text())
-history = Path(snakemake.input.model).parent / "history.csv"
+histories = {int(Path(h).parent.name): h for h in snakemake.input.histories}
 stats, summary, profiles = compare(pred, snakemake.input.shards, snakemake.params.channels)
 
 binned_figure(metrics, snakemake.output.binned)
 calibration_figure(pred, snakemake.output.calibration)
-training_figure(history, snakemake.output.training)
+training_figure(histories, snakemake.output.training, metrics.get("training"))
+folds_figure(metrics, snakemake.output.folds)
 statistics_figure(stats, summary, profiles, snakemake.output.statistics)
 with atomic_path(snakemake.output.statistics_json) as tmp:
     tmp.write_text(json.dumps(summary, indent=1))
