@@ -262,3 +262,18 @@ def test_settling_names_the_file_it_cannot_flush(tmp_path):
         settler.add(tmp_path / "gone.h5")
         with pytest.raises(FileNotFoundError, match="gone.h5"):
             settler.add(tmp_path / "other.h5")  # waits for the previous one and raises its error
+
+
+def test_bricks_of_one_class_are_listed_in_the_cut_flow():
+    import pandas as pd
+
+    from realfake.batches import one_class_bricks
+
+    cuts = pd.DataFrame({"brick": ["a", "a", "a", "b", "b", "c"], "rs": ["", "rs0", "rs1", "", "rs0", ""],
+                         "label": [0, 1, 1, 0, 1, 0], "kept": [5, 0, 0, 3, 2, 4]})
+    lone = one_class_bricks(cuts)
+    assert lone.to_dict("records") == [{"brick": "a", "real": 5, "fake": 0}, {"brick": "c", "real": 4, "fake": 0}]
+    flow = cuts.groupby(["label", "rs"])[["kept"]].sum().reset_index()
+    flow.insert(0, "class", flow["label"].map({0: "real", 1: "fake"}))
+    text = format_summary(flow, pd.DataFrame(columns=["brick", "status", "reason"]), 3, cuts)
+    assert "bricks with cutouts of one class only" in text and "a     5     0" in text

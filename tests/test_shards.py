@@ -159,6 +159,56 @@ def test_split_by_brick_puts_each_brick_in_one_split(ten_bricks, tmp_path):
     assert other["bricks"]["test"] != s["bricks"]["test"]
 
 
+def test_folds_of_whole_bricks_balanced_within_each_brick(ten_bricks, tmp_path):
+    from realfake.mock import mock_cutout_file
+
+    # an eleventh brick holding fakes only: it must drop out, named
+    lone = tmp_path / "1099p100.h5"
+    mock_cutout_file(lone, lone.stem, 0, 25, size=8, seed=99)
+    files = [*ten_bricks, lone]
+    s = build(files, tmp_path / "a", DEFAULT_CHANNELS, size=16, folds=5, balance="brick", memory_mb=1, seed=3)
+    man = pd.read_csv(tmp_path / "a" / "manifest.csv")
+    assert s["groups"] == [f"fold{k}" for k in range(5)] and set(man["split"]) == set(s["groups"])
+    assert man.groupby("brick")["split"].nunique().max() == 1  # each brick in one fold
+    counts = man.groupby(["brick", "label"]).size().unstack()
+    assert (counts[0] == counts[1]).all()  # as many reals as fakes in every brick: min(10 + 3k, 10 + 2k)
+    assert sorted(counts[0]) == sorted(10 + 2 * k for k in range(10))
+    assert s["one_class_bricks"] == {"1099p100": {"real": 0, "fake": 25}} and "1099p100" not in set(man["brick"])
+    sizes = man["split"].value_counts()
+    assert sizes.max() - sizes.min() <= 2 * (10 + 2 * 9)  # near-equal folds: at most one brick apart
+    # the same bytes whatever the input order and memory budget
+    build(list(reversed(files)), tmp_path / "b", DEFAULT_CHANNELS, size=16, folds=5, balance="brick", seed=3)
+    assert pd.read_csv(tmp_path / "b" / "manifest.csv").equals(man)
+    for x in (tmp_path / "a").glob("x*.npy"):
+        assert x.read_bytes() == (tmp_path / "b" / x.name).read_bytes()
+    with pytest.raises(ValueError, match=r"10 brick\(s\) hold examples of both classes: too few for 12 folds"):
+        build(files, tmp_path / "c", DEFAULT_CHANNELS, size=16, folds=12, balance="brick")
+
+
+def test_fold_views_test_every_brick_once_and_copy_no_pixel(ten_bricks, tmp_path):
+    from realfake.folds import make_view, roles
+
+    build(ten_bricks, tmp_path / "shards", DEFAULT_CHANNELS, size=16, folds=4, balance="brick", seed=3)
+    man = pd.read_csv(tmp_path / "shards" / "manifest.csv", dtype={"brick": str, "rs": str})
+    tested = []
+    for k in range(4):
+        view = tmp_path / "views" / str(k)
+        s = make_view(tmp_path / "shards", view, k)
+        assert s["groups"] == roles([f"fold{j}" for j in range(4)], k)
+        assert s["groups"]["test"] == [f"fold{k}"] and s["groups"]["valid"] == [f"fold{(k + 1) % 4}"]
+        assert not set(s["bricks"]["test"]) & set(s["bricks"]["train"])
+        assert not set(s["bricks"]["valid"]) & set(s["bricks"]["train"])
+        vm = pd.read_csv(view / "manifest.csv", dtype={"brick": str, "rs": str})
+        for row in vm.sample(5, random_state=k).itertuples():  # each row points at the pixels it names
+            x = np.load(view / f"x{row.split}_{row.shard}.npy")[row.index]
+            assert np.array_equal(x, np.load(tmp_path / "shards" / f"x{row.group}_{row.group_shard}.npy")[row.index])
+        assert all(p.is_symlink() for p in view.glob("*.npy"))
+        tested.append(vm[vm["split"] == "test"])
+    tested = pd.concat(tested)
+    assert len(tested) == len(man) and not tested.duplicated(["brick", "rs", "id", "label"]).any()
+    assert roles(["fold0", "fold1"], 1) == {"test": ["fold1"], "valid": [], "train": ["fold0"]}
+
+
 def test_too_few_bricks_to_split_by_brick_is_refused(brick_files, tmp_path):
     with pytest.raises(ValueError, match=r"2 brick\(s\) are too few to split by brick into test and validation and "
                                          r"training splits: .*split_by: example"):

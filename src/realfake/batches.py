@@ -232,8 +232,18 @@ def summarise(batch_dirs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return cuts, failures, flow
 
 
-def format_summary(flow: pd.DataFrame, failures: pd.DataFrame, n_bricks: int) -> str:
-    """The cut flow and failures as text tables for the log and summary.txt."""
+def one_class_bricks(cuts: pd.DataFrame) -> pd.DataFrame:
+    """The bricks whose cutouts are all of one class (brick, real, fake kept): with ``shards.balance: brick`` they
+    enter neither training nor testing, since nothing in them can be compared within the brick."""
+    if not len(cuts):
+        return pd.DataFrame(columns=["brick", "real", "fake"])
+    kept = cuts.groupby(["brick", "label"])["kept"].sum().unstack(fill_value=0).reindex(columns=[0, 1], fill_value=0)
+    kept.columns = ["real", "fake"]
+    return kept[kept.min(axis=1) == 0].reset_index().astype({"real": int, "fake": int})
+
+
+def format_summary(flow: pd.DataFrame, failures: pd.DataFrame, n_bricks: int, cuts: pd.DataFrame | None = None) -> str:
+    """The cut flow, the bricks of one class and the failures as text tables for the log and summary.txt."""
     lines = [f"bricks selected: {n_bricks}; cut: {n_bricks - len(failures)}; "
              f"missing: {int((failures['status'] == 'missing').sum())}; "
              f"failed: {int((failures['status'] == 'failed').sum())}", ""]
@@ -241,6 +251,10 @@ def format_summary(flow: pd.DataFrame, failures: pd.DataFrame, n_bricks: int) ->
         t = flow.drop(columns=["label"]).set_index(["class", "rs"]).T
         t.columns = [f"{c} {rs}".strip() for c, rs in t.columns]
         lines += ["sources in, removed by each cut in order, and kept:", t.fillna(0).astype(int).to_string(), ""]
+    lone = one_class_bricks(cuts) if cuts is not None else []
+    if len(lone):
+        lines += ["bricks with cutouts of one class only (no within-brick comparison: left out by shards.balance: "
+                  "brick):", lone.to_string(index=False), ""]
     if len(failures):
         lines += ["bricks not cut:", failures.to_string(index=False)]
     return "\n".join(lines) + "\n"

@@ -96,8 +96,12 @@ BINNED = {"mag_g": "g magnitude", "rz": "r - z colour", "size": "half-light radi
 QUANTILE_BINNED = ("ivar_g", "ivar_r", "ivar_z")
 
 
-def binned(df: pd.DataFrame, column: str, edges, n_boot: int, n_perm: int, seed: int = 1) -> list[dict]:
-    """Stratified AUC with its brick interval and permutation p-value, and accuracy, in bins of ``column``."""
+def binned(df: pd.DataFrame, column: str, edges, n_boot: int, n_perm: int = 0, seed: int = 1) -> list[dict]:
+    """Stratified AUC with its brick interval and permutation p-value, and accuracy, in bins of ``column``.
+
+    The bins' p-values default to the normal approximation of the within-brick permutation distribution (its
+    mean and variance exact): Monte Carlo p-values cannot go below 1 / (draws + 1), which Holm's correction
+    multiplies by the number of bins."""
     rows = []
     cut = pd.cut(df[column], edges, include_lowest=True)
     for k, (interval, grp) in enumerate(df.groupby(cut, observed=True)):
@@ -127,18 +131,28 @@ def bin_edges(df: pd.DataFrame, column: str, configured: dict, n_quantiles: int 
     return edges.tolist() if len(edges) > 2 else None
 
 
-def holm_bins(m: dict, alpha: float) -> list[str]:
+def holm_bins(m: dict, alpha: float) -> dict:
     """Holm's correction over every bin of every binned column (one family); marks ``p_holm`` and
-    ``significant`` in each bin and returns the labels of the bins that survive."""
+    ``significant`` in each bin and returns, per column, the bins that survive."""
     cells = [(k, b) for k in BINNED for b in m.get(f"by_{k}", [])]
     adjusted = stats.holm([b["p_value"] for _, b in cells])
-    survivors = []
+    survivors = {}
     for (k, b), ph in zip(cells, adjusted):
         b["p_holm"] = float(ph)
         b["significant"] = bool(np.isfinite(ph) and ph < alpha and b["auc"] > 0.5)
         if b["significant"]:
-            survivors.append(f"{BINNED[k]} {b['lo']:.3g}-{b['hi']:.3g} (AUC {b['auc']:.2f}, Holm p = {ph:.2g})")
+            survivors.setdefault(k, []).append(f"{b['lo']:.3g}-{b['hi']:.3g} (AUC {b['auc']:.2f}, Holm p = {ph:.2g})")
     return survivors
+
+
+def where_statement(m: dict) -> str:
+    """Per binned column, how many of its bins survive Holm's correction, and which when not all do."""
+    parts = []
+    for k, names in m.get("where", {}).items():
+        n = len(m[f"by_{k}"])
+        parts.append(f"{BINNED[k]}: all {n} bins" if len(names) == n else f"{BINNED[k]}: {', '.join(names)}")
+    return ("Bins where the network separates the classes (Holm-corrected over all bins): " + "; ".join(parts) + "."
+            if parts else "No bin of magnitude, colour, size or depth separates the classes after Holm's correction.")
 
 
 def by_group(pred: pd.DataFrame, column: str, n_perm: int, seed: int) -> list[dict]:
@@ -175,15 +189,16 @@ def magnitude_statement(bins: list[dict]) -> str:
 # --------------------------------------------------------------------------- was the network trained to capacity?
 
 
-def training_gate(histories: dict, epochs: int, gate: dict) -> dict:
+def training_gate(histories: dict, epochs: int, gate: dict, monitor: str = "val_loss") -> dict:
     """Did each fold's network learn, converge and generalise? From its ``history.csv`` (one row per epoch).
 
     - learned: over the last ``gate.last_epochs`` epochs, training loss below ln 2 - ``gate.min_loss_drop`` or
       training AUC above ``gate.min_train_auc``;
     - converged: early stopping fired (fewer epochs than ``epochs``) at a best epoch other than the first, or the
       training loss changed by less than ``gate.max_loss_change`` (relative) over the last epochs;
-    - generalises: at the kept (best validation) epoch, training AUC minus validation AUC at most
-      ``gate.max_auc_gap``, and the validation loss did not rise from the first epoch (memorised bricks).
+    - generalises: at the kept epoch (best ``monitor``, as early stopping chose it), training AUC minus validation
+      AUC at most ``gate.max_auc_gap``, and the validation loss did not rise from the first epoch while the
+      training loss fell (memorised bricks).
     """
     folds, reasons = [], []
     k = int(gate["last_epochs"])
@@ -193,11 +208,15 @@ def training_gate(histories: dict, epochs: int, gate: dict) -> dict:
         loss, auc = float(last["loss"].mean()), float(last["auc"].mean()) if "auc" in h else float("nan")
         learned = bool(loss < math.log(2) - gate["min_loss_drop"] or auc > gate["min_train_auc"])
         has_val = "val_loss" in h and h["val_loss"].notna().any()
-        best = int(h["val_loss"].idxmin()) if has_val else len(h) - 1
+        if has_val and monitor in h and h[monitor].notna().any():
+            best = int(h[monitor].idxmax() if monitor == "val_auc" else h[monitor].idxmin())
+        else:
+            best = len(h) - 1
         stopped_early = len(h) < epochs
         ref = h["loss"].iloc[max(0, len(h) - 1 - k)]
         change = float(abs(h["loss"].iloc[-1] - ref) / ref) if ref else float("nan")
-        memorised = bool(has_val and len(h) > 1 and best == 0 and h["val_loss"].iloc[-1] > h["val_loss"].iloc[0])
+        memorised = bool(has_val and len(h) > 2 and int(h["val_loss"].idxmin()) == 0
+                         and h["val_loss"].iloc[-1] > h["val_loss"].iloc[0] and h["loss"].iloc[-1] < h["loss"].iloc[0])
         converged = bool((stopped_early and best > 0) or (len(h) > k and change < gate["max_loss_change"]))
         gap = float(h["auc"].iloc[best] - h["val_auc"].iloc[best]) if has_val and "val_auc" in h else float("nan")
         generalises = bool(has_val and np.isfinite(gap) and gap <= gate["max_auc_gap"] and not memorised)
@@ -243,8 +262,8 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
                        "no brick-level inference is possible; select more bricks")
         return "inconclusive", reasons
     if p < alpha and lo > 0.5:
-        reasons.append(f"the brick-stratified AUC is {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}); labels permuted "
-                       f"within bricks give p = {p:.2g} < {alpha}")
+        reasons.append(f"labels permuted within bricks reject 'no difference' (p = {p:.2g} < {alpha}) and the AUC's "
+                       "interval lies above 0.5")
         if m["tv_lower_limit95"] > 0:
             reasons.append(f"the two populations differ by a total-variation distance of at least "
                            f"{m['tv_lower_limit95']:.3f} (one-sided 95% lower limit)")
@@ -308,14 +327,12 @@ def verdict(m: dict) -> str:
     body = " ".join(r[0].upper() + r[1:] + "." for r in m["verdict_reasons"])
     where = ""
     if m["verdict_class"] == "distinguishable":
-        where = " " + magnitude_statement(m.get("by_mag_g", []))
-        if m.get("where"):
-            where += " Bins that survive Holm's correction: " + "; ".join(m["where"]) + "."
+        where = " " + magnitude_statement(m.get("by_mag_g", [])) + " " + where_statement(m)
     return head + body + where
 
 
 def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epochs: int | None = None,
-             baseline: pd.DataFrame | None = None, folds: dict | None = None) -> dict:
+             baseline: pd.DataFrame | None = None, folds: dict | None = None, monitor: str = "val_loss") -> dict:
     """All metrics of a predictions table (``label``, ``p_fake``, ``brick``, ``fold`` and the binned columns).
 
     ``ecfg``: the ``evaluate:`` block (bootstrap, permutations, seed, alpha, power, bins, training_gate).
@@ -336,7 +353,7 @@ def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epoc
                   "note": "tests that treat the examples as independent, for comparison only: not valid when "
                           "examples cluster by brick"}
     if histories is not None:
-        m["training"] = training_gate(histories, epochs or 0, ecfg["training_gate"])
+        m["training"] = training_gate(histories, epochs or 0, ecfg["training_gate"], monitor)
     if baseline is not None:
         b = clustered(y, baseline.to_numpy(float), pred["brick"].to_numpy(), n_boot, n_perm, seed, alpha, power)
         m["baseline"] = {k: b[k] for k in ("auc", "ci95", "p_value", "auc_pooled")}
@@ -350,7 +367,7 @@ def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epoc
         if column in pred:
             edges = bin_edges(pred, column, ecfg.get("bins", {}))
             if edges is not None:
-                m[f"by_{column}"] = binned(pred, column, edges, max(100, n_boot // 5), max(199, n_perm // 4), seed)
+                m[f"by_{column}"] = binned(pred, column, edges, max(100, n_boot // 5), 0, seed)
     m["where"] = holm_bins(m, alpha)
     m["verdict_class"], m["verdict_reasons"] = classify(m, alpha)
     m["verdict"] = verdict(m)

@@ -44,12 +44,8 @@ def roles(groups: list[str], fold: int) -> dict:
 
 
 def make_view(shard_dir, out_dir, fold: int) -> dict:
-    """Write fold ``fold``'s shard set into ``out_dir`` (new or empty); return its summary.
-
-    ``out_dir`` may be a temporary directory renamed into place later (one level
-    deeper than the final one, as :func:`realfake.atomic.atomic_path` makes it):
-    ``link_from`` names the final location the relative links are computed from.
-    """
+    """Write fold ``fold``'s shard set into ``out_dir`` (new or empty); return its summary. The links are relative,
+    so the shards and their views can move together (:func:`write_view` writes into a temporary directory)."""
     shard_dir, out_dir = Path(shard_dir), Path(out_dir)
     return _write_view(shard_dir, out_dir, out_dir, fold)
 

@@ -453,7 +453,8 @@ def scatter(c: Census, cfg: ShardConfig, bucket_dir: Path, buckets: dict, channe
         if cfg.split_by == "example":
             first, nb = (np.uint64(v) for v in buckets[None])
         else:
-            split = src["brick"].map(c.split_of).to_numpy()
+            # a brick in no split (one class only, balanced away) keeps none of its examples
+            split = src["brick"].map(c.split_of).fillna(cfg.groups[0]).to_numpy()
             for name in cfg.groups:
                 counts[name] += int(np.count_nonzero(keep & (split == name)))
             first = np.array([buckets[v][0] for v in split], dtype=np.uint64)

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # Defaults of the optional keys of the `train:` block (as in workflow/schemas/config.schema.yaml)
 TRAIN_DEFAULTS = {
     "early_stopping_patience": 0,
+    "early_stopping_monitor": "val_loss",
     "checkpoint_every_batches": 200,
     "class_weight": "none",
     "lr_schedule": "constant",
@@ -260,8 +261,8 @@ def _callbacks_module():
 
         def finish(self) -> None:
             if self.stopped_epoch > 0:
-                log.info("early stopping at epoch %d; best validation loss %.4f at epoch %d", self.stopped_epoch + 1,
-                         self.best, self.best_epoch + 1)
+                log.info("early stopping at epoch %d; best %s %.4f at epoch %d", self.stopped_epoch + 1,
+                         self.monitor, self.best, self.best_epoch + 1)
             if self.restore_best_weights and self.best_weights is not None:
                 self.model.set_weights(self.best_weights)
 
@@ -585,8 +586,10 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=()):
     patience = tcfg["early_stopping_patience"]
     early = None
     if patience and valid is not None:
-        # stop when the validation loss has not improved for `patience` epochs; keep the best weights
-        early = ResumableEarlyStopping("val_loss", patience=patience, restore_best_weights=True)
+        # stop when the monitored validation metric has not improved for `patience` epochs; keep the best weights
+        monitor = tcfg["early_stopping_monitor"]
+        early = ResumableEarlyStopping(monitor, mode="max" if monitor == "val_auc" else "min", patience=patience,
+                                       restore_best_weights=True)
         early.set_model(model)  # a resumed run with no epoch left runs no fit, which would attach it
     history = out_dir / "history.csv"
     checkpointer = Checkpointer(ckpt_dir if dist.is_chief else out_dir / "checkpoints", steps,

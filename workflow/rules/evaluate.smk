@@ -54,6 +54,7 @@ rule evaluate_cnn:
     params:
         evaluate=config["evaluate"],
         epochs=config["train"]["epochs"],
+        monitor=config["train"]["early_stopping_monitor"],
         folds=FOLDS_RECORD,
         channels=config["cutouts"]["channels"],
     script:

@@ -30,7 +30,8 @@ histories = {int(Path(h).parent.name): pd.read_csv(h, na_values=["NA"]) for h in
 baseline = pred["p_fake_baseline"] if pred["p_fake_baseline"].notna().all() else None
 if baseline is None:
     logging.getLogger("realfake").warning("the baseline scored only some test examples: left out of the verdict")
-metrics = evaluate(pred, e, histories, snakemake.params.epochs, baseline, snakemake.params.folds)
+metrics = evaluate(pred, e, histories, snakemake.params.epochs, baseline, snakemake.params.folds,
+                   snakemake.params.monitor)
 logging.getLogger("realfake").info(metrics["verdict"])
 
 # attribution: each example explained by the model that scored it

@@ -14,7 +14,7 @@ out = snakemake.output
 for path, table in ((out.bricks, cuts), (out.cutflow, flow), (out.failures, failures)):
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
-text = format_summary(flow, failures, snakemake.params.n_bricks)
+text = format_summary(flow, failures, snakemake.params.n_bricks, cuts)
 logging.getLogger("realfake").info("\n%s", text)
 with atomic_path(out.summary) as tmp:
     tmp.write_text(text)
