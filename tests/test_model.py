@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import yaml
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def test_reference_cnn_architecture():
 
     from realfake.model import build_model
 
-    m = build_model(CONFIG["model"], (64, 64, 6), DEFAULT_CHANNELS, STATS)
+    m = build_model(dict(CONFIG["model"], name="lenet"), (64, 64, 6), DEFAULT_CHANNELS, STATS)
     convs = [l for l in m.layers if isinstance(l, layers.Conv2D)]
     pools = [l for l in m.layers if isinstance(l, layers.AveragePooling2D)]
     assert [c.filters for c in convs] == [18, 36, 54]
@@ -29,6 +30,26 @@ def test_reference_cnn_architecture():
     dense = [l for l in m.layers if isinstance(l, layers.Dense)]
     assert [d.units for d in dense] == [64, 2]
     assert m.output.shape[-1] == 2
+
+
+def test_default_lenet_bn_sees_the_central_crop_through_batch_normalised_3x3_convolutions():
+    from keras import layers
+
+    from realfake.model import build_model
+
+    assert CONFIG["model"]["name"] == "lenet_bn"
+    m = build_model(CONFIG["model"], (64, 64, 6), DEFAULT_CHANNELS, STATS)
+    crop = [l for l in m.layers if isinstance(l, layers.Cropping2D)]
+    assert len(crop) == 1 and tuple(crop[0].output.shape[1:3]) == (32, 32)
+    convs = [l for l in m.layers if isinstance(l, layers.Conv2D)]
+    assert [c.filters for c in convs] == [16, 32, 64] and all(c.kernel_size == (3, 3) for c in convs)
+    assert sum(isinstance(l, layers.BatchNormalization) for l in m.layers) == 3
+    assert [tuple(p.output.shape[1:3]) for p in m.layers if isinstance(p, layers.MaxPooling2D)] == [(16, 16), (8, 8)]
+    assert [d.units for d in m.layers if isinstance(d, layers.Dense)] == [32, 2]
+    cfg = dict(CONFIG["model"])
+    del cfg["lenet_bn"]
+    with pytest.raises(ValueError, match="no model.lenet_bn block"):
+        build_model(cfg, (64, 64, 6), DEFAULT_CHANNELS, STATS)
 
 
 def test_resnet_option_builds():
@@ -74,7 +95,7 @@ def test_smoke_fit_saves_a_model_that_reloads_with_its_input_transform(brick_fil
     x = np.load(tmp_path / "shards" / "xtest_0.npy")[:8]
     assert np.allclose(model.predict(x, verbose=0), again.predict(x, verbose=0), atol=1e-6)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["config"]["model"]["name"] == "lenet" and "tensorflow-cpu" in run["packages"]
+    assert run["config"]["model"]["name"] == "lenet_bn" and "tensorflow-cpu" in run["packages"]
     history = (tmp_path / "run" / "history.csv").read_text()
     assert history.count("\n") == 2 and "val_loss" in history.splitlines()[0]
     assert list((tmp_path / "run" / "tensorboard").rglob("*.xplane.pb")), "profiler trace missing"

@@ -376,7 +376,8 @@ def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epoc
 
 # The built-in controls (config/presets/<name>.yaml) and what their metrics must show
 CONTROLS = {
-    "null-test": "the verdict is not 'distinguishable': the permutation test does not reject (p >= 0.05)",
+    # one run at alpha = 0.05 rejects a true null once in twenty: the null calibration measures that rate
+    "null-test": "the verdict is not 'distinguishable'",
     "positive-control": "the verdict is 'distinguishable' with the AUC's 95% interval above 0.8",
 }
 
@@ -387,7 +388,7 @@ def control_outcome(m: dict, control: str) -> tuple[bool, str]:
     if control not in CONTROLS:
         raise ValueError(f"control must be one of {sorted(CONTROLS)}, not {control!r}")
     (lo, hi), p, kind = m["ci95"]["auc"], m["p_value"], m["verdict_class"]
-    ok = kind != "distinguishable" and p >= 0.05 if control == "null-test" else kind == "distinguishable" and lo > 0.8
+    ok = kind != "distinguishable" if control == "null-test" else kind == "distinguishable" and lo > 0.8
     numbers = (f"{kind}: AUC {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}), permutation p = {p:.2g}, {m['n']} test "
                f"examples in {m['bricks']} bricks")
     return ok, f"{control} {'passed' if ok else 'FAILED'}: {numbers}; required: {CONTROLS[control]}"

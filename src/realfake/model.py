@@ -91,7 +91,9 @@ def lenet_bn(x, cfg):
         x = layers.Cropping2D((size - cfg["crop"]) // 2)(x)
     for i, filters in enumerate(cfg["filters"]):
         x = layers.Conv2D(filters, cfg["kernel_size"], padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        # synchronized: several workers normalise with the statistics of the whole global batch, so that their
+        # moving averages, and the model they save, stay one (a no-op on one device)
+        x = layers.BatchNormalization(synchronized=True)(x)
         x = layers.ReLU()(x)
         if i < len(cfg["filters"]) - 1:
             x = layers.MaxPooling2D(2)(x)

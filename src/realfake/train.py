@@ -341,9 +341,14 @@ def _callbacks_module():
             state = {"epoch": epoch, "batch": batch, "step": epoch * self.steps_per_epoch + batch,
                      "reason": reason, "finished": finished, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "weights": f"weights-{tag}.weights.h5", "best_weights": None, "metrics": None,
-                     "early_stopping": None, "history_rows": None}
+                     "rng": None, "early_stopping": None, "history_rows": None}
             with atomic_path(self.dir / state["weights"]) as tmp:
                 self.model.save_weights(tmp)
+            rng = rng_variables(self.model)
+            if rng:  # the dropout layers' random states, which save_weights leaves out
+                state["rng"] = f"rng-{tag}.npz"
+                with atomic_path(self.dir / state["rng"]) as tmp:
+                    np.savez(tmp, *[np.asarray(v.numpy()) for v in rng])
             if batch and self.save_metrics:
                 state["metrics"] = f"metrics-{tag}.npz"
                 with atomic_path(self.dir / state["metrics"]) as tmp:
@@ -359,21 +364,32 @@ def _callbacks_module():
                 state["history_rows"] = max(0, len(Path(self.history).read_text().splitlines()) - 1)
             with atomic_path(self.dir / "state.json") as tmp:
                 tmp.write_text(json.dumps(state, indent=1))
-            keep = {state["weights"], state["metrics"], state["best_weights"]}
+            keep = {state["weights"], state["metrics"], state["best_weights"], state["rng"]}
             for old in self.dir.glob("*-*.*"):
-                if old.name not in keep and old.name.split("-")[0] in ("weights", "metrics", "best"):
+                if old.name not in keep and old.name.split("-")[0] in ("weights", "metrics", "best", "rng"):
                     old.unlink(missing_ok=True)
             log.info("checkpoint: epoch %d, batch %d (%s)", epoch + (batch > 0), batch, reason)
 
     return ResumableEarlyStopping, LearningRateToLogs, Checkpointer
 
 
+def rng_variables(model) -> list:
+    """The states of the model's random-number generators (dropout's seed generators), in the model's order:
+    part of where training stands, not of its weights."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
 def restore(model, ckpt_dir: Path, state: dict, early_stopping=None):
-    """Load a checkpoint's weights and optimizer state into ``model`` (built and compiled); its metric accumulators."""
+    """Load a checkpoint's weights, optimizer and random states into ``model`` (built and compiled); return its
+    metric accumulators."""
     import numpy as np
 
     model.optimizer.build(model.trainable_variables)
     model.load_weights(ckpt_dir / state["weights"])
+    if state.get("rng"):
+        with np.load(ckpt_dir / state["rng"], allow_pickle=False) as f:
+            for k, v in enumerate(rng_variables(model)):
+                v.assign(f[f"arr_{k}"])
     if early_stopping is not None and state.get("early_stopping"):
         best = None
         if state.get("best_weights"):
