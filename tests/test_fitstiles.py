@@ -181,3 +181,134 @@ def test_a_damaged_tile_is_named(tmp_path):
             image.read(out)
         with pytest.raises(ValueError, match=r"need: \(2, 2\), not the tile grid's \(3, 2\)"):
             image.read(out, np.ones((2, 2), bool))
+
+
+# --- the start-up check of astropy's private codecs (fitstiles.decoder) and what the cutouts do without them ---
+
+
+@pytest.fixture
+def fresh_check():
+    """fitstiles' start-up check made again in the test, and again after it (nothing it finds outlives the test)."""
+    from realfake import fitstiles
+
+    fitstiles.adopt(None)
+    yield fitstiles
+    fitstiles.adopt(None)
+
+
+def _failing_codecs(how):
+    """astropy's codecs as a later astropy might break them: other pixels, other arguments, gone."""
+    from realfake import fitstiles
+
+    decode, unquantize = fitstiles._codecs()
+    def off_by_one(buf, *rest):
+        return (np.frombuffer(decode(buf, *rest), np.int32) + 1).tobytes()
+
+    def old_arguments(buf, blocksize, bytepix, n):
+        return decode(buf, blocksize, bytepix)  # (TypeError: decode takes 4 arguments)
+
+    def gone():
+        raise ImportError("cannot import name 'decompress_rice_1_c'")
+
+    return {"other pixels": lambda: (off_by_one, unquantize), "other arguments": lambda: (old_arguments, unquantize),
+            "gone": gone}[how]
+
+
+def test_the_start_up_check_passes_once_per_process(fresh_check, monkeypatch, caplog):
+    import time
+
+    import astropy
+
+    t0 = time.perf_counter()
+    checked = fresh_check.decoder()
+    took = time.perf_counter() - t0
+    assert checked.private and checked.note == f"realfake.fitstiles (checked against astropy {astropy.__version__})"
+    assert took < 0.5, f"the start-up check took {took:.3f} s"  # ~12 ms
+    monkeypatch.setattr(fresh_check, "_self_check", lambda: pytest.fail("checked twice"))
+    assert fresh_check.decoder() is checked
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+@pytest.mark.parametrize("how", ["other pixels", "other arguments", "gone"])
+def test_codecs_that_fail_the_check_leave_the_files_to_astropy_saying_so_once(fresh_check, monkeypatch, caplog,
+                                                                                tmp_path, how):
+    path = _coadd(tmp_path, (50, 50), image=True)
+    monkeypatch.setattr(fresh_check, "_codecs", _failing_codecs(how))
+    with caplog.at_level("WARNING", logger="realfake.fitstiles"):
+        for _ in range(3):
+            with fits.open(path) as f:
+                assert TiledImage.of(f) is None
+    checked = fresh_check.decoder()
+    assert not checked.private and checked.note.startswith("astropy ") and "public reader" in checked.note
+    assert {"other pixels": "other pixels than astropy's reader", "other arguments": "TypeError",
+            "gone": "ImportError"}[how] in checked.note
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "realfake.fitstiles is disabled" in warnings[0], warnings
+
+
+def _attr(path, key):
+    import h5py
+
+    with h5py.File(path) as f:
+        value = f.attrs[key]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def test_a_brick_file_says_which_decoder_cut_it(brick_files):
+    import astropy
+
+    assert _attr(brick_files[0], "tile_decoder") == f"realfake.fitstiles (checked against astropy {astropy.__version__})"
+
+
+def test_without_fitstiles_a_brick_is_cut_identically_by_astropys_reader(fresh_check, monkeypatch, mock_dr9,
+                                                                        selection, brick_files, tmp_path):
+    from conftest import assert_same_brick_file
+
+    from realfake.cutouts import DEFAULT_CHANNELS, make_brick_file
+
+    root, cfg = mock_dr9
+    monkeypatch.setattr(fresh_check, "_codecs", _failing_codecs("other pixels"))
+    path = tmp_path / "1210p060.h5"
+    make_brick_file(path, "1210p060", root / "release", root / "injection", cfg.rs, selection, 64, DEFAULT_CHANNELS)
+    assert_same_brick_file(path, brick_files[0])
+    assert _attr(path, "tile_decoder").startswith("astropy ")
+    assert "public reader (realfake.fitstiles disabled: the SUBTRACTIVE_DITHER_2 test image decodes to other " \
+           "pixels" in _attr(path, "tile_decoder")
+
+
+def test_a_codec_error_on_a_good_file_is_not_called_damage(fresh_check, monkeypatch, mock_dr9, selection,
+                                                            brick_files, tmp_path, caplog):
+    """The check passed, then the codec raises on a file that astropy's reader reads: the brick is cut from astropy's
+    pixels, the same stamps, with a warning and a note in its attributes; a really damaged tile is still named."""
+    from conftest import assert_same_brick_file
+
+    from realfake import cutouts, layout
+    from realfake.cutouts import CoaddError, DEFAULT_CHANNELS, make_brick_file, read_coadd
+
+    root, cfg = mock_dr9
+    assert fresh_check.decoder().private
+    decode, unquantize = fresh_check._codecs()
+
+    def failing(buf, *args):
+        raise RuntimeError("CFITSIO: decompression error")  # (what astropy's codec raises is its CfitsioException)
+
+    monkeypatch.setattr(fresh_check, "_codecs", lambda: (failing, unquantize))
+    monkeypatch.setattr(cutouts, "PUBLIC_READS", [])
+    path = tmp_path / "1210p060.h5"
+    with caplog.at_level("WARNING", logger="realfake.cutouts"):
+        make_brick_file(path, "1210p060", root / "release", root / "injection", cfg.rs, selection, 64,
+                        DEFAULT_CHANNELS)
+    assert_same_brick_file(path, brick_files[0])
+    note = _attr(path, "tile_decoder")
+    assert note.startswith("realfake.fitstiles (checked against astropy")
+    assert "astropy's public reader where realfake.fitstiles failed: " in note and "decompression error" in note
+    assert "legacysurvey-1210p060-image-g.fits.fz" in note
+    assert any("astropy's public reader could: its pixels are used" in r.getMessage() for r in caplog.records)
+
+    monkeypatch.setattr(fresh_check, "_codecs", lambda: (decode, unquantize))  # a damaged tile: damaged for both
+    for src, dst in zip(layout.coadd_files(root / "release", "1210p060"), layout.coadd_files(tmp_path, "1210p060")):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(src.read_bytes())
+    _rewrite_descriptor(layout.coadd_file(tmp_path, "1210p060", "image", "r"), 4, lambda count, at: (count // 2, at))
+    with pytest.raises(CoaddError, match=r"image-r.fits.fz: .*tile 4 \(pixels from x=100, y=100\)"):
+        read_coadd(tmp_path, "1210p060")

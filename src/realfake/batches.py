@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import cutouts, layout
+from . import cutouts, fitstiles, layout
 from .atomic import Settler, atomic_path, settle
 from .catalogs import CatalogError
 from .cutouts import CoaddError, make_brick_file
@@ -140,7 +140,9 @@ def run_batch(bricks, out_dir, s: CutoutSettings, workers: int = 1) -> tuple[pd.
     if cutouts._stamps is None:
         log.warning("realfake._stamps (C) was not built at install: stamps are cut with numpy, the same stamps "
                     "about 0.1 s slower per full-size brick (pip install -e . -v shows why it was not built)")
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    # fitstiles' start-up check, once for the job (its warning, if any, once in the log), handed to the workers
+    checked = fitstiles.decoder()
+    pool = ProcessPoolExecutor(workers, initializer=fitstiles.adopt, initargs=(checked,)) if workers > 1 else None
     try:
         results = (pool.map(cut_brick, bricks, [str(out_dir)] * len(bricks), [s] * len(bricks)) if pool
                    else (cut_brick(b, str(out_dir), s) for b in bricks))

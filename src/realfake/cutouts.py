@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import BANDS, FAKE, REAL, __version__, layout
+from . import BANDS, FAKE, REAL, __version__, fitstiles, layout
 from .atomic import atomic_path
 from .catalogs import magnitudes, read_simcat, read_tractor
 from .fitstiles import TiledImage
@@ -156,10 +156,13 @@ def _read_plane(f, shape, buffers: PlaneBuffers | None, stamps, per_tiling: dict
     that is undefined elsewhere (zero without ``buffers``); read into ``buffers`` where given.
 
     A RICE-compressed coadd is decoded tile by tile (fitstiles: astropy's
-    codecs, without astropy's cost per tile and per section); any other
-    compression by astropy's reader, in sections where that is cheaper.
-    ``per_tiling`` keeps what depends on the stamps and the tiling alone, for
-    the other planes of the coadd.
+    codecs, without astropy's cost per tile and per section, where they passed
+    fitstiles' start-up check); any other compression by astropy's reader, in
+    sections where that is cheaper. Where fitstiles fails on a file, astropy's
+    reader reads it again: the file is damaged only if that fails too (its
+    error is fitstiles', which names the tile), else its pixels are used, with a
+    warning. ``per_tiling`` keeps what depends on the stamps and the tiling
+    alone, for the other planes of the coadd.
     """
     image = TiledImage.of(f)
     if image is not None:
@@ -170,7 +173,27 @@ def _read_plane(f, shape, buffers: PlaneBuffers | None, stamps, per_tiling: dict
             out = buffers.get("plane", shape, np.float32)
         else:
             out = np.empty(shape, np.float32) if need is None else np.zeros(shape, np.float32)
-        return image.read(out, need)
+        try:
+            return image.read(out, need)
+        except Exception as err:  # a damaged file, or astropy's private codecs failing on a good one
+            try:
+                plane = _read_public(f, shape, buffers, stamps, per_tiling)
+            except Exception:
+                raise err  # (the public reader's error as its context)
+            PUBLIC_READS.append(f"{f.filename()}: {' '.join(str(err).split())[:200]}")
+            log.warning("%s: realfake.fitstiles could not decode it (%s), astropy's public reader could: its pixels "
+                        "are used", f.filename(), err)
+            return plane
+    return _read_public(f, shape, buffers, stamps, per_tiling)
+
+
+# the files that fitstiles could not decode and astropy's reader could, in this process (make_brick_file names those
+# of its brick in the file's attributes)
+PUBLIC_READS: list[str] = []
+
+
+def _read_public(f, shape, buffers: PlaneBuffers | None, stamps, per_tiling: dict) -> np.ndarray:
+    """HDU 1 of ``f`` by astropy's reader, as for ``_read_plane``: whole, or in sections where that is cheaper."""
     hdu = f[1]
     regions = None if stamps is None else _plane_regions(hdu, shape, stamps, per_tiling)
     if regions is None:
@@ -530,8 +553,12 @@ def make_brick_file(out, brick, release_root, injection_root, rs_list, selection
                     max_frac_nodata=0.5):
     """Cut one brick into the HDF5 file ``out`` (written atomically); its cuts table."""
     attrs = dict(brick=brick, config_hash=config_hash, selection=json.dumps(selection))
+    attrs["tile_decoder"], first = fitstiles.decoder().note, len(PUBLIC_READS)
     with brick_writer(out, size, channels, attrs) as (append, finish):
         tables = brick_cutouts(brick, release_root, injection_root, rs_list, selection, append, size, channels,
                                max_frac_nodata)
+        if len(PUBLIC_READS) > first:
+            attrs["tile_decoder"] += ("; astropy's public reader where realfake.fitstiles failed: "
+                                      + "; ".join(PUBLIC_READS[first:]))
         finish(*tables)
     return tables[2]

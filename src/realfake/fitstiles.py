@@ -14,30 +14,149 @@ in a file that is not itself gzipped (any dither, ZBLANK or not, tiles stored
 losslessly with GZIP_1 where quantizing failed). For anything else (other
 compressions, BSCALE/BZERO, byte-typed heap columns other than 'B', scaled
 table columns) ``TiledImage.of`` answers None and the caller uses astropy's
-reader. astropy's codecs are private: an astropy without them gives
-None too (astropy is pinned; the tests compare both readers).
+reader.
+
+astropy's codecs are private, so they are checked before use, once per process
+(``decoder()``, ~12 ms): a small image with what the coadds hold (dither 2 and
+no dither, NaN as ZBLANK, a tile stored with GZIP_1), compressed by CFITSIO
+(fitsio) as the coadds are, is decoded here and by astropy's public reader, and
+the two compared bit for bit. Where an astropy lacks the codecs, calls them
+differently, or decodes other pixels, ``TiledImage.of`` answers None for every
+file (astropy's reader is used: the same pixels, more slowly), the job's log
+says so once, and ``decoder().note`` (written into each brick file's
+attributes) says which reader was used and why. An error raised while decoding
+a file is for the caller to check with astropy's reader before calling the
+file damaged (realfake.cutouts does).
 """
 
 from __future__ import annotations
 
-import functools
+import io
+import logging
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 DITHER = {"NONE": 0, "NO_DITHER": -1, "SUBTRACTIVE_DITHER_1": 1, "SUBTRACTIVE_DITHER_2": 2}  # ZQUANTIZ, as astropy
 _FIELD_BYTES = dict(L=1, B=1, I=2, J=4, K=8, A=1, E=4, D=8, C=8, M=16, P=8, Q=16)
 _SCALARS = dict(I=">i2", J=">i4", K=">i8", E=">f4", D=">f8")
 
 
-@functools.cache
 def _codecs():
-    """astropy's RICE decoder and unquantizer (astropy >= 6; imported when first needed), or None."""
-    try:
-        from astropy.io.fits.hdu.compressed._compression import decompress_rice_1_c, unquantize_float_c
-    except ImportError:  # pragma: no cover - an astropy without them: its own reader is used
-        return None
+    """astropy's RICE decoder and unquantizer (astropy >= 6; imported when first needed); ImportError without them."""
+    from astropy.io.fits.hdu.compressed._compression import decompress_rice_1_c, unquantize_float_c
+
     return decompress_rice_1_c, unquantize_float_c
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """Which reader decodes the RICE coadds in this process, as the start-up check found."""
+
+    private: bool  # True: this module, on astropy's private codecs; False: astropy's public reader
+    note: str  # what was used and why, for the log and the brick files' attributes
+
+
+_DECODER: Decoder | None = None
+
+
+def decoder() -> Decoder:
+    """The reader for RICE coadds in this process: checked on first use (``check_codecs``), then remembered."""
+    global _DECODER
+    if _DECODER is None:
+        _DECODER = check_codecs()
+    return _DECODER
+
+
+def adopt(checked: Decoder | None) -> None:
+    """Take another process's answer (a pool's workers: the job's one check, logged once); None: check again."""
+    global _DECODER
+    _DECODER = checked
+
+
+def check_codecs() -> Decoder:
+    """Decode a known image with this module (astropy's private codecs) and with astropy's public reader; the
+    decoder to use: this module where both agree bit for bit, else astropy's reader, with a warning in the log."""
+    import astropy
+
+    version = astropy.__version__
+    try:
+        mismatch = _self_check()
+    except Exception as err:  # ImportError (codecs gone), AttributeError, TypeError (new arguments), CFITSIO's
+        mismatch = f"{type(err.__cause__ or err).__name__}: {' '.join(str(err).split())[:200]}"  # (TileError's cause)
+    if mismatch is None:
+        return Decoder(True, f"realfake.fitstiles (checked against astropy {version})")
+    log.warning("realfake.fitstiles is disabled in this process: astropy %s's private codecs failed the start-up "
+                "check (%s); RICE coadds are read with astropy's public reader (the same pixels, more slowly)",
+                version, mismatch)
+    return Decoder(False, f"astropy {version} public reader (realfake.fitstiles disabled: {mismatch})")
+
+
+def _check_image() -> np.ndarray:
+    """A small image with what coadds hold: noise, a bright source, zeros, NaN, a constant tile (which CFITSIO
+    stores with GZIP_1 when not dithering)."""
+    rng = np.random.default_rng(11)
+    a = rng.normal(0.0, 0.05, (40, 37)).astype(np.float32)
+    a[3:6, 4:9] += 30.0
+    a[20:36, 20:] = 0.0
+    a[0:16, 16:32] = 0.25  # one whole 16x16 tile: stored losslessly (GZIP_1)
+    a[[5, 17, 30], [2, 33, 9]] = np.nan
+    return a
+
+
+def _self_check() -> str | None:
+    """None where this module decodes RICE images as astropy's public reader does; else what differs.
+
+    The test image is compressed by CFITSIO (fitsio), as legacypipe compresses the coadds: ~10 ms in all (astropy's
+    own compression would take three times as long)."""
+    import tempfile
+
+    import fitsio
+    from astropy.io import fits
+
+    methods = {"SUBTRACTIVE_DITHER_2": -1e-4, "NO_DITHER": 16}  # the coadd images' and the invvars' (dither 1 is
+    data = _check_image()  # decoded by the same codecs: only an argument to the unquantizer differs)
+    with tempfile.TemporaryDirectory(prefix="realfake-fitstiles-") as tmp:
+        path = f"{tmp}/check.fits.fz"
+        with fitsio.FITS(path, "rw", clobber=True) as f:
+            for method, qlevel in methods.items():
+                f.write(data, compress="RICE", tile_dims=[16, 16], qlevel=qlevel, qmethod=method, dither_seed=9)
+        with open(path, "rb") as f:
+            raw = f.read()
+    with fits.open(io.BytesIO(raw)) as f:
+        for (method, (start, data_at, end)), hdu in zip(zip(methods, _extensions(raw)), f[1:]):
+            theirs = np.asarray(hdu.data, np.float32).view(np.uint32)
+            image = TiledImage.parse(raw[start:end], data_at - start, hdu.header)
+            if image is None:
+                return f"the {method} test image is not one this module takes"
+            ours = image.read(np.full(image.shape, -7.0, np.float32)).view(np.uint32)
+            if ours.shape != theirs.shape or (ours != theirs).any():
+                return (f"the {method} test image decodes to other pixels than astropy's reader gives "
+                        f"({int((ours != theirs).sum()) if ours.shape == theirs.shape else 'all'} of {theirs.size})")
+    return None
+
+
+def _extensions(raw: bytes):
+    """(header start, data start, data end) of each extension of the FITS file ``raw``, as the standard lays them
+    out (header and data in blocks of 2880 bytes)."""
+    from astropy.io import fits
+
+    at = 0
+    while at < len(raw):
+        end = at
+        while not any(raw[end + i : end + i + 80].startswith(b"END ") for i in range(0, 2880, 80)):
+            end += 2880
+            if end >= len(raw):
+                raise ValueError(f"a header from byte {at} has no END card")
+        header = fits.Header.fromstring(raw[at : end + 2880])
+        axes = [header[f"NAXIS{i}"] for i in range(1, header["NAXIS"] + 1)]
+        size = abs(header["BITPIX"]) // 8 * int(np.prod(axes)) + header.get("PCOUNT", 0) if axes else 0
+        if at:
+            yield at, end + 2880, end + 2880 + size
+        at = end + 2880 + -(-size // 2880) * 2880
 
 
 class TileError(ValueError):
@@ -79,20 +198,27 @@ class TiledImage:
         from astropy.io import fits
 
         hdu = hdul[1]
-        if _codecs() is None or not isinstance(hdu, fits.CompImageHDU) or hdul.filename() is None:
+        if not isinstance(hdu, fits.CompImageHDU) or hdul.filename() is None or not decoder().private:
             return None
         info = hdul.fileinfo(1)
         with open(hdul.filename(), "rb") as f:  # the HDU's header, tile table and heap
             f.seek(info["hdrLoc"])
             raw = f.read(info["datLoc"] + info["datSpan"] - info["hdrLoc"])
-        data_at = info["datLoc"] - info["hdrLoc"]
+        return cls.parse(raw, info["datLoc"] - info["hdrLoc"], hdu.header)
+
+    @classmethod
+    def parse(cls, raw: bytes, data_at: int, image_header) -> TiledImage | None:
+        """The tiled image in ``raw`` (a compressed HDU's header, tile table and heap; the table at ``data_at``),
+        whose image header (astropy's CompImageHDU.header) is ``image_header``; None as for ``of``."""
+        from astropy.io import fits
+
         if not raw.startswith(b"XTENSION"):  # a gzipped file (astropy's offsets are into its unzipped bytes)
             return None
         header = fits.Header.fromstring(raw[:data_at])  # the table's own header: ZCMPTYPE, TFORMn, ...
         if (header.get("ZCMPTYPE") not in ("RICE_1", "RICE_ONE") or header.get("ZBITPIX") != -32
                 or header.get("ZNAXIS") != 2 or header.get("ZQUANTIZ", "NO_DITHER") not in DITHER
-                or _setting(header, "BYTEPIX", 4) != 4 or hdu.header.get("BSCALE", 1) != 1
-                or hdu.header.get("BZERO", 0) != 0 or any(k.startswith(("TSCAL", "TZERO")) for k in header)):
+                or _setting(header, "BYTEPIX", 4) != 4 or image_header.get("BSCALE", 1) != 1
+                or image_header.get("BZERO", 0) != 0 or any(k.startswith(("TSCAL", "TZERO")) for k in header)):
             return None
         rows = np.frombuffer(raw, _table_dtype(header), count=header["NAXIS2"], offset=data_at)
         columns = {header[f"TTYPE{i}"].strip() for i in range(1, header["TFIELDS"] + 1)}
@@ -100,7 +226,7 @@ class TiledImage:
                 or columns & {"COMPRESSED_DATA", "GZIP_COMPRESSED_DATA", "ZSCALE", "ZZERO", "ZBLANK"}
                 - set(rows.dtype.names)):  # a column of a kind not taken here
             return None
-        return cls(header, rows, raw, data_at, hdu.header.get("BLANK"))
+        return cls(header, rows, raw, data_at, image_header.get("BLANK"))
 
     def __init__(self, header, rows, raw: bytes, data_at: int, blank=None):
         self.shape = (header["ZNAXIS2"], header["ZNAXIS1"])
