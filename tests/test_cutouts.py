@@ -350,3 +350,24 @@ def test_stamps_appended_in_blocks_read_back_in_order(tmp_path):
         assert d.chunks == (1, 16, 16, 6) and d.compression is None and d.dtype == np.float32
         np.testing.assert_array_equal(d[()], stamps)
     assert path.stat().st_size < stamps.nbytes + 2**20
+
+
+def test_every_cutout_carries_the_observing_conditions_at_its_source(brick_files, mock_dr9):
+    """Reals: their Tractor row's PSF size, exposures and E(B-V); fakes: those of the nearest Tractor source."""
+    from scipy.spatial import cKDTree
+
+    from realfake.catalogs import CONDITIONS, read_tractor
+    from realfake.cutouts import read_sources
+
+    root, _ = mock_dr9
+    src = read_sources(brick_files[0])
+    brick = src["brick"].iloc[0]
+    tractor = read_tractor(root / "release", brick)
+    assert src[CONDITIONS].notna().all().all() and (src["psfsize_r"] > 0).all() and (src["ebv"] > 0).all()
+    fakes = src[src["label"] == 1]
+    _, nearest = cKDTree(tractor[["x", "y"]].to_numpy()).query(fakes[["x", "y"]].to_numpy())
+    np.testing.assert_array_equal(fakes[CONDITIONS].to_numpy(np.float32),
+                                  tractor[CONDITIONS].iloc[nearest].to_numpy(np.float32))
+    reals = src[src["label"] == 0].merge(tractor[["id", *CONDITIONS]], on="id", suffixes=("", "_t"))
+    for c in CONDITIONS:
+        np.testing.assert_array_equal(reals[c].to_numpy(np.float32), reals[f"{c}_t"].to_numpy(np.float32))

@@ -2,8 +2,10 @@
 
 A gradient-boosted classifier (scikit-learn's histogram gradient boosting) on
 per-example quantities that need no pixels beyond a summary: magnitudes,
-colours, size, the fraction of the stamp without data and its depth (median
-inverse variance per band), trained and scored on the same folds as the CNN.
+colours, size, the fraction of the stamp without data, its depth (median
+inverse variance per band) and the observing conditions at the source (PSF
+size and exposures per band, E(B-V)), trained and scored on the same folds as
+the CNN (missing values, as in older brick files, are handled by the model).
 The CNN's AUC in excess of this one is what the pixels add; where this one
 already separates the classes, the injection differs in its catalogue (its
 magnitudes, colours or sizes, or its depth through where fakes were placed)
@@ -15,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-FEATURES = ("mag_g", "mag_r", "mag_z", "g_r", "r_z", "size", "frac_nodata", "ivar_g", "ivar_r", "ivar_z")
+FEATURES = ("mag_g", "mag_r", "mag_z", "g_r", "r_z", "size", "frac_nodata", "ivar_g", "ivar_r", "ivar_z",
+            "psfsize_g", "psfsize_r", "psfsize_z", "nobs_g", "nobs_r", "nobs_z", "ebv")
 
 
 def features(man: pd.DataFrame) -> pd.DataFrame:
@@ -26,7 +29,7 @@ def features(man: pd.DataFrame) -> pd.DataFrame:
         elif c == "r_z":
             f[c] = man["mag_r"] - man["mag_z"]
         else:
-            f[c] = man[c]
+            f[c] = man[c] if c in man else np.nan
     return f.astype(float)
 
 

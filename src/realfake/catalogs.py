@@ -25,6 +25,8 @@ TRACTOR_COMMON = ["objid", "brick_primary", "type", "ra", "dec", "bx", "by"] + [
     f"{c}_{b}" for b in BANDS for c in ("flux", "flux_ivar", "mw_transmission", "nobs")
 ]
 DR5_SHAPES = ["shapeexp_r", "shapedev_r", "fracdev"]
+# Observing conditions at a source (NaN where a catalogue lacks the column): what the verdict is binned by
+CONDITIONS = [f"psfsize_{b}" for b in BANDS] + [f"nobs_{b}" for b in BANDS] + ["ebv"]
 SIMCAT_COLUMNS = ["id", "ra", "dec", "x", "y"] + [f"{b}flux" for b in BANDS] + ["rhalf"]
 
 
@@ -74,6 +76,9 @@ def read_tractor(root: str | Path, brick: str) -> pd.DataFrame:
     else:
         df["size"] = _native(t["shape_r"]).astype(float)
     df["maskbits"] = _native(t["maskbits"]).astype(np.int64) if "maskbits" in t.dtype.names else 0
+    for c in CONDITIONS:
+        if c not in df:
+            df[c] = _native(t[c]).astype(np.float32) if c in t.dtype.names else np.float32(np.nan)
     df.attrs.update(schema=schema, path=str(path))
     return df
 

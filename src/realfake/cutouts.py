@@ -24,7 +24,7 @@ import pandas as pd
 
 from . import BANDS, FAKE, REAL, __version__, fitstiles, layout
 from .atomic import atomic_path
-from .catalogs import magnitudes, read_simcat, read_tractor
+from .catalogs import CONDITIONS, magnitudes, read_simcat, read_tractor
 from .fitstiles import TiledImage
 from .selection import select_fakes, select_real
 
@@ -384,7 +384,20 @@ SOURCE_COLUMNS = (
     + [f"flux_{b}" for b in BANDS]
     + [f"mag_{b}" for b in BANDS]
     + ["type", "size", "label", "frac_nodata"]
+    + CONDITIONS
 )
+
+
+def conditions_at(release: pd.DataFrame, x, y) -> pd.DataFrame:
+    """Observing conditions (PSF size, exposures, E(B-V)) at pixel positions (x, y) of a brick: those of the
+    nearest source of the release's Tractor catalogue. Fakes have no catalogue row of their own in the release;
+    the nearest source saw the same exposures, within the few arcsec between them."""
+    from scipy.spatial import cKDTree
+
+    if not len(release) or not len(x):
+        return pd.DataFrame({c: np.full(len(x), np.nan, np.float32) for c in CONDITIONS})
+    _, nearest = cKDTree(np.column_stack([release["x"], release["y"]])).query(np.column_stack([x, y]))
+    return release[CONDITIONS].iloc[nearest].reset_index(drop=True).astype(np.float32)
 
 
 def _source_table(cat, brick, rs, label):
@@ -435,9 +448,10 @@ def brick_cutouts(brick, release_root, injection_root, rs_list, selection, sink,
     tables, offedge, cuts, files = [], [], [], []
     block = np.empty((STAMP_BLOCK, size, size, len(channels)), dtype=np.float32)
     jobs = [(None, release_root)] + [(rs, injection_root) for rs in rs_list]
+    release = None
     for rs, root in jobs:
         if rs is None:
-            cat = read_tractor(root, brick)
+            cat = release = read_tractor(root, brick)
             keep, removed = select_real(cat, selection)
             label = REAL
         else:
@@ -461,6 +475,9 @@ def brick_cutouts(brick, release_root, injection_root, rs_list, selection, sink,
                 # does this for reals only; obiwan places fakes there too), nor one mostly without data.
                 data[part] = centred & (frac[part] <= max_frac_nodata)
                 sink(_compact(stamps, data[part]))
+        if rs is not None:  # a fake's conditions: the nearest real source's
+            chosen = pd.concat([chosen.drop(columns=CONDITIONS, errors="ignore"),
+                                conditions_at(release, chosen["x"], chosen["y"])], axis=1)
         table = _source_table(chosen, brick, rs, label)
         table["frac_nodata"] = frac
         tables.append(table[data])

@@ -92,8 +92,8 @@ def clustered(y, p, bricks, n_boot: int, n_perm: int, seed: int, alpha: float = 
 # whose units differ between surveys)
 BINNED = {"mag_g": "g magnitude", "rz": "r - z colour", "size": "half-light radius (arcsec)",
           "ivar_g": "g depth (median inverse variance)", "ivar_r": "r depth (median inverse variance)",
-          "ivar_z": "z depth (median inverse variance)"}
-QUANTILE_BINNED = ("ivar_g", "ivar_r", "ivar_z")
+          "ivar_z": "z depth (median inverse variance)", "psfsize_r": "r PSF FWHM (arcsec)",
+          "nobs_r": "r exposures", "ebv": "E(B-V)"}
 
 
 def binned(df: pd.DataFrame, column: str, edges, n_boot: int, n_perm: int = 0, seed: int = 1) -> list[dict]:
@@ -152,7 +152,8 @@ def where_statement(m: dict) -> str:
         n = len(m[f"by_{k}"])
         parts.append(f"{BINNED[k]}: all {n} bins" if len(names) == n else f"{BINNED[k]}: {', '.join(names)}")
     return ("Bins where the network separates the classes (Holm-corrected over all bins): " + "; ".join(parts) + "."
-            if parts else "No bin of magnitude, colour, size or depth separates the classes after Holm's correction.")
+            if parts else "No bin of magnitude, colour, size or observing conditions separates the classes after Holm's "
+            "correction.")
 
 
 def by_group(pred: pd.DataFrame, column: str, n_perm: int, seed: int) -> list[dict]:
@@ -319,7 +320,8 @@ def verdict(m: dict) -> str:
     if "baseline" in m:
         b = m["baseline"]
         d, (dlo, dhi) = m["excess_over_baseline"]["difference"], m["excess_over_baseline"]["ci95"]
-        head += (f"A classifier of catalogue quantities alone (magnitudes, colours, size, depth) reaches AUC "
+        head += (f"A classifier of catalogue quantities alone (magnitudes, colours, size, depth, PSF, exposures, "
+                 f"E(B-V)) reaches AUC "
                  f"{b['auc']:.3f} (95% CI {b['ci95']['auc'][0]:.3f}-{b['ci95']['auc'][1]:.3f}, p = {b['p_value']:.2g}): "
                  + (f"the pixels add {d:+.3f} (95% CI {dlo:+.3f} to {dhi:+.3f}). " if dlo > 0 else
                     f"the network does {'worse' if dhi < 0 else 'no better'} than that ({d:+.3f}, 95% CI {dlo:+.3f} to "

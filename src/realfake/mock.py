@@ -443,6 +443,7 @@ def tractor_dtype(schema: str) -> np.dtype:
     for b in BANDS:
         cols += [(f"flux_{b}", ">f4"), (f"flux_ivar_{b}", ">f4"), (f"mw_transmission_{b}", ">f4"),
                  (f"nobs_{b}", ">i2"), (f"anymask_{b}", ">i2"), (f"allmask_{b}", ">i2"), (f"psfsize_{b}", ">f4")]
+    cols += [("ebv", ">f4")]
     if schema == "dr5":
         cols += [("fracdev", ">f4")] + [(f"shape{m}_{p}", ">f4") for m in ("exp", "dev") for p in ("r", "e1", "e2")]
     else:
@@ -481,6 +482,7 @@ def tractor_table(cfg, brick_row, wcs, gal, gx, gy, gflux, star_g, star_gr, star
         t[f"mw_transmission_{b}"] = mw[b]
         t[f"nobs_{b}"] = nobs
         t[f"psfsize_{b}"] = fwhm[b]
+    t["ebv"] = -2.5 * np.log10(mw["g"]) / EXTINCTION["g"]  # the brick's E(B-V), as the transmissions were made
     is_star = (np.arange(n) >= ngal)[order]
     gi = np.where(~is_star, order, 0)  # index into the galaxy arrays
     bt, disc_r = gal["bt"][gi] if ngal else np.zeros(n), gal["disc_r"][gi] if ngal else np.zeros(n)

@@ -46,6 +46,7 @@ import pandas as pd
 
 from . import FAKE, REAL
 from .atomic import atomic_path
+from .catalogs import CONDITIONS
 from .cutouts import read_sources
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,14 @@ META_DTYPE = np.dtype(
         ("ivar_g", "<f4"),
         ("ivar_r", "<f4"),
         ("ivar_z", "<f4"),
+        # observing conditions at the source (the nearest real source's for a fake; NaN in older brick files)
+        ("psfsize_g", "<f4"),
+        ("psfsize_r", "<f4"),
+        ("psfsize_z", "<f4"),
+        ("nobs_g", "<f4"),
+        ("nobs_r", "<f4"),
+        ("nobs_z", "<f4"),
+        ("ebv", "<f4"),
     ]
 )
 MANIFEST_COLUMNS = ["split", "shard", "index"] + [n for n in META_DTYPE.names if n not in ("key", "file", "row")]
@@ -347,6 +356,8 @@ def _meta(src: pd.DataFrame, keys, file_index: int, weights: dict) -> np.ndarray
         m[col] = src[col].astype(str).str.encode("ascii").to_numpy()
     for col in ("id", "label", "ra", "dec", "mag_g", "mag_r", "mag_z", "size", "frac_nodata"):
         m[col] = src[col].to_numpy()
+    for col in CONDITIONS:
+        m[col] = src[col].to_numpy() if col in src else np.nan
     m["weight"] = np.where(m["label"] == REAL, weights[REAL], weights[FAKE])
     return m
 
