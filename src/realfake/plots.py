@@ -206,7 +206,7 @@ def binned_figure(metrics: dict, path: str | Path) -> None:
         ax.set_visible(False)
     for row in axes:
         row[0].set_ylabel("AUC (95% CI)")
-    fig.suptitle("Where the network tells fakes from reals: 0.5 = chance; depth bins are test-set quartiles",
+    fig.suptitle("Where the network tells fakes from reals: 0.5 = chance; observing-condition bins are test-set quartiles",
                  fontsize=10)
     fig.tight_layout()
     save(fig, path)
