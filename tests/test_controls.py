@@ -66,13 +66,13 @@ def _simcat(has_type: bool):
     return cat
 
 
-def test_fakes_get_the_reals_cuts_only_when_asked(selection):
-    keep, removed = select_fakes(_simcat(True), selection)
-    assert keep.all() and not removed  # obiwan's default: every injected source is a candidate
-    keep, removed = select_fakes(_simcat(True), {**selection, "apply_to_fakes": True})
+def test_fakes_on_true_values_get_the_cuts_their_catalogue_allows(selection):
+    keep, removed = select_fakes(_simcat(True), {**selection, "fakes": "none"}, measured=False)
+    assert keep.all() and not removed  # fakes: none: every injected source is a candidate
+    keep, removed = select_fakes(_simcat(True), {**selection, "fakes": "true"}, measured=False)
     assert keep.tolist() == [True, False, False] and removed["type"] == 1 and removed["faint"] == 1
     assert "brick_primary" not in removed and "nobs" not in removed  # a simulation catalogue has neither
-    keep, removed = select_fakes(_simcat(False), {**selection, "apply_to_fakes": True})
+    keep, removed = select_fakes(_simcat(False), {**selection, "fakes": "true"}, measured=False)
     assert keep.tolist() == [True, True, False] and "type" not in removed  # obiwan's simcat has no type
     with pytest.raises(KeyError):
         select_real(_simcat(True), selection)  # the reals' cuts need the Tractor columns

@@ -12,8 +12,9 @@ import pytest
 from conftest import assert_same_brick_file
 
 from realfake import layout
-from realfake.catalogs import CatalogError, read_simcat, read_tractor
+from realfake.catalogs import CatalogError, read_tractor
 from realfake.cutouts import DEFAULT_CHANNELS, read_coadd, read_sources
+from realfake.injection import LAYOUTS, Run, read_fakes
 from realfake.selection import select_real
 
 
@@ -79,7 +80,7 @@ def test_dr5_schema_is_detected(mock_dr5, selection):
 
 def test_simcat_positions_are_zero_indexed_after_reading(mock_dr9):
     root, _ = mock_dr9
-    sim = read_simcat(root / "injection", "1212p060", "rs0")
+    sim = read_fakes(Run(root / "injection", "1212p060", "rs0", LAYOUTS["obiwan2018"]))
     import fitsio
 
     raw = fitsio.read(str(layout.simcat_file(root / "injection", "1212p060", "rs0")))
@@ -109,11 +110,13 @@ def test_no_cutout_is_centred_on_missing_data_real_or_fake(brick_files):
     ivar = [DEFAULT_CHANNELS.index(c) for c in ("ivar_g", "ivar_r", "ivar_z")]
     assert (x[:, 32, 32][:, ivar] > 0).all()
     assert (src["frac_nodata"] <= 0.5).all()
-    # the synthetic release has a corner and a column without data: fakes land there and are dropped, counted
+    # the synthetic release has a corner and a column without data: fakes land there and are dropped, counted (by
+    # the nobs cut on their measured values, as reals are, or by the no-data cut)
     n_dropped = 0
     for path in brick_files:
         with h5py.File(path, "r") as f:
-            n_dropped += pd.DataFrame(f["cuts"][()])["cut_nodata"].sum()
+            fakes = pd.DataFrame(f["cuts"][()]).query("label == 1")
+            n_dropped += fakes["cut_nodata"].sum() + fakes["cut_nobs"].sum()
     assert n_dropped > 0
 
 
@@ -289,7 +292,8 @@ def test_planes_read_in_parts_into_a_reused_buffer_give_the_stamps_of_whole_plan
     _retiled_release(root, brick, tmp_path, [32, 32])
     x, y = _two_stamps_inside(root, brick)
     cutouts._BUFFERS.get("plane", (256, 256), np.float32)[...] = np.nan
-    [(index, staged, _, files)] = cutouts.coadd_stamps(tmp_path, brick, None, x, y, 64, list(DEFAULT_CHANNELS))
+    [(index, staged, _, files)] = cutouts.coadd_stamps(layout.coadd_dir(tmp_path, brick), brick, x, y, 64,
+                                                             list(DEFAULT_CHANNELS))
     assert np.isnan(cutouts._BUFFERS.get("plane", (256, 256), np.float32)).mean() > 0.2  # read in parts
     whole = read_coadd(tmp_path, brick)
     iy, ix, on = cutouts.stamp_origins(x, y, 64, whole.shape)
@@ -307,7 +311,7 @@ def test_a_coadd_with_more_stamps_than_staged_at_once_is_read_in_passes(mock_dr9
     root, cfg = mock_dr9
     read = []
     iter_planes = cutouts.iter_planes
-    monkeypatch.setattr(cutouts, "iter_planes", lambda *a, **k: read.append(a[:3]) or iter_planes(*a, **k))
+    monkeypatch.setattr(cutouts, "iter_planes", lambda *a, **k: read.append(a[:2]) or iter_planes(*a, **k))
     monkeypatch.setattr(cutouts, "STAGED_BYTES", 7 * 64 * 64 * 6 * 4)
     path = tmp_path / "1210p060.h5"
     cutouts.make_brick_file(path, "1210p060", root / "release", root / "injection", cfg.rs, selection, 64,
@@ -353,7 +357,7 @@ def test_stamps_appended_in_blocks_read_back_in_order(tmp_path):
 
 
 def test_every_cutout_carries_the_observing_conditions_at_its_source(brick_files, mock_dr9):
-    """Reals: their Tractor row's PSF size, exposures and E(B-V); fakes: those of the nearest Tractor source."""
+    """Reals: their Tractor row's PSF size, exposures and E(B-V); fakes: their row of the run's rerun catalogue."""
     from scipy.spatial import cKDTree
 
     from realfake.catalogs import CONDITIONS, read_tractor
@@ -364,10 +368,12 @@ def test_every_cutout_carries_the_observing_conditions_at_its_source(brick_files
     brick = src["brick"].iloc[0]
     tractor = read_tractor(root / "release", brick)
     assert src[CONDITIONS].notna().all().all() and (src["psfsize_r"] > 0).all() and (src["ebv"] > 0).all()
-    fakes = src[src["label"] == 1]
-    _, nearest = cKDTree(tractor[["x", "y"]].to_numpy()).query(fakes[["x", "y"]].to_numpy())
-    np.testing.assert_array_equal(fakes[CONDITIONS].to_numpy(np.float32),
-                                  tractor[CONDITIONS].iloc[nearest].to_numpy(np.float32))
+    for rs, fakes in src[src["label"] == 1].groupby("rs"):
+        rerun = read_tractor(None, brick, path=layout.tractor_file(root / "injection", brick, rs))
+        dist, nearest = cKDTree(rerun[["x", "y"]].to_numpy()).query(fakes[["x", "y"]].to_numpy())
+        assert dist.max() < 1e-3  # (cut out around the measured position)
+        np.testing.assert_array_equal(fakes[CONDITIONS].to_numpy(np.float32),
+                                      rerun[CONDITIONS].iloc[nearest].to_numpy(np.float32))
     reals = src[src["label"] == 0].merge(tractor[["id", *CONDITIONS]], on="id", suffixes=("", "_t"))
     for c in CONDITIONS:
         np.testing.assert_array_equal(reals[c].to_numpy(np.float32), reals[f"{c}_t"].to_numpy(np.float32))

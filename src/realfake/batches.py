@@ -28,6 +28,7 @@ from . import cutouts, fitstiles, layout
 from .atomic import Settler, atomic_path, settle
 from .catalogs import CatalogError
 from .cutouts import CoaddError, make_brick_file
+from .injection import LayoutError, plan_brick
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,11 @@ class CutoutSettings:
 
     release_root: str
     injection_root: str
-    rs: list
+    rs: list | str  # "all", or names and patterns of seed folders
     selection: dict
+    region: str = "both"
+    region_overlap: str = "dec"
+    injection_layout: str = "auto"
     size: int = 64
     channels: tuple = ("g", "ivar_g", "r", "ivar_r", "z", "ivar_z")
     max_frac_nodata: float = 0.5
@@ -61,8 +65,11 @@ class CutoutSettings:
         return cls(
             release_root=rel["root"],
             injection_root=rel["injection_root"],
-            rs=list(rel["rs"]),
+            rs=rel["rs"] if rel["rs"] == "all" else list(rel["rs"]),
             selection=config["selection"],
+            region=rel.get("region", "both"),
+            region_overlap=rel.get("region_overlap", "dec"),
+            injection_layout=rel.get("injection_layout", "auto"),
             size=cut["size"],
             channels=tuple(cut["channels"]),
             max_frac_nodata=cut.get("max_frac_nodata", 0.5),
@@ -70,17 +77,6 @@ class CutoutSettings:
             on_error=policy.get("on_error", cut.get("on_error", "skip")),
             config_hash=config_hash,
         )
-
-
-def missing_files(brick: str, s: CutoutSettings) -> str | None:
-    """Why ``brick`` cannot be cut because its files are absent (None when they are there)."""
-    checks = [(layout.coadd_dir(s.release_root, brick), "no coadd directory"),
-              (layout.tractor_file(s.release_root, brick), "no Tractor catalogue")]
-    for rs in s.rs:
-        checks += [(layout.coadd_dir(s.injection_root, brick, rs), f"no injection coadd for {rs}"),
-                   (layout.simcat_file(s.injection_root, brick, rs), f"no simulation catalogue for {rs}")]
-    absent = [f"{why} ({path})" for path, why in checks if not path.exists()]
-    return "; ".join(absent) or None
 
 
 def keep_freed_memory() -> bool:
@@ -103,13 +99,18 @@ def cut_brick(brick: str, out_dir: str, s: CutoutSettings) -> dict:
     """Cut one brick into ``out_dir/<brick>.h5``; a record of what happened, for the batch's tables."""
     t0 = time.time()
     keep_freed_memory()  # (cheap; here, so that it holds in every process that cuts, however started)
-    why = missing_files(brick, s)
+    try:
+        plan = plan_brick(brick, s.release_root, s.injection_root, s.rs, s.region, s.region_overlap,
+                          s.injection_layout)
+    except LayoutError as err:
+        return dict(brick=brick, status="failed", reason=str(err))
+    why = plan.missing(s.release_root)
     if why:
         return dict(brick=brick, status="missing", reason=why)
     try:
         cuts = make_brick_file(Path(out_dir) / f"{brick}.h5", brick, s.release_root, s.injection_root, s.rs,
                                s.selection, s.size, s.channels, config_hash=s.config_hash,
-                               max_frac_nodata=s.max_frac_nodata)
+                               max_frac_nodata=s.max_frac_nodata, plan=plan)
     except (CoaddError, CatalogError) as err:
         return dict(brick=brick, status="failed", reason=str(err))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -225,7 +226,7 @@ def summarise(batch_dirs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         columns=FAILURE_COLUMNS)
     if len(cuts):
         cuts["rs"] = cuts["rs"].fillna("")
-        numeric = [c for c in cuts.columns if c not in ("brick", "rs", "label")]
+        numeric = [c for c in cuts.columns if c not in ("brick", "region", "rs", "label")]
         flow = cuts.groupby(["label", "rs"])[numeric].sum().reset_index()
         flow.insert(0, "class", flow["label"].map({0: "real", 1: "fake"}))
         flow.insert(3, "bricks", cuts.groupby(["label", "rs"]).size().to_numpy())

@@ -7,6 +7,7 @@ unique area RA1..RA2, DEC1..DEC2 and sources there are ``brick_primary``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from .layout import check_brick, fits_error
 
 BRICK_SIZE_DEG = 0.25
 PIXSCALE_ARCSEC = 0.262
+
+log = logging.getLogger(__name__)
 
 
 def brick_name(ra: float, dec: float) -> str:
@@ -111,28 +114,50 @@ def read_brick_list(path: str | Path) -> list[str]:
 
 
 def bricks_in_box(table, ra, dec) -> list[str]:
-    """Bricks of a survey-bricks table whose centre lies in ``ra = [min, max]``, ``dec = [min, max]`` (deg).
+    """Bricks of a brick table whose centre lies in ``ra = [min, max]``, ``dec = [min, max]`` (deg).
 
-    ``ra min > max`` selects across RA = 0 (e.g. ``[350, 10]``).
+    ``ra min > max`` selects across RA = 0 (e.g. ``[350, 10]``). Column names in either case.
     """
+    cols = {c.lower(): c for c in table.dtype.names}
     (ra0, ra1), (dec0, dec1) = ra, dec
-    r, d = np.asarray(table["RA"], float), np.asarray(table["DEC"], float)
+    r, d = np.asarray(table[cols["ra"]], float), np.asarray(table[cols["dec"]], float)
     in_ra = (r >= ra0) & (r < ra1) if ra0 <= ra1 else (r >= ra0) | (r < ra1)
-    names = np.char.strip(np.asarray(table["BRICKNAME"]).astype("U8"))
-    return sorted(names[in_ra & (d >= dec0) & (d < dec1)].tolist())
+    names = np.char.strip(np.asarray(table[cols["brickname"]]).astype("U8"))
+    return sorted(set(names[in_ra & (d >= dec0) & (d < dec1)].tolist()))
+
+
+def read_brick_table(path) -> np.ndarray:
+    """BRICKNAME, RA, DEC of a brick table (``survey-bricks.fits.gz`` or a region's ``survey-bricks-dr9-<region>``),
+    whatever the case of its column names."""
+    import fitsio
+
+    try:
+        with fitsio.FITS(str(path)) as f:
+            names = {c.lower(): c for c in f[1].get_colnames()}
+            missing = [c for c in ("brickname", "ra", "dec") if c not in names]
+            if missing:
+                raise BrickSelectionError(f"{path}: brick table lacks columns {missing} (in either case)")
+            return f[1].read(columns=[names["brickname"], names["ra"], names["dec"]])
+    except BrickSelectionError:
+        raise
+    except Exception as err:  # fitsio raises OSError/ValueError for damaged or foreign files
+        raise BrickSelectionError(f"cannot read BRICKNAME, RA, DEC from {path}: {fits_error(err)}") from err
 
 
 def select_bricks(release: dict, synthetic: bool = False) -> list[str]:
     """The bricks named by the config's ``release.bricks``, in a stable order.
 
     ``release.bricks`` is a list of names, the path of a file of names, or a
-    box ``{ra: [min, max], dec: [min, max]}`` over the release's
-    ``survey-bricks.fits.gz`` (for the synthetic release before it is built:
-    the same brick grid it will write). Whether each brick's files exist is
-    checked by the cutout jobs, which report missing bricks, never here:
-    planning a run must not stat hundreds of thousands of files.
+    box ``{ra: [min, max], dec: [min, max]}``. A box selects from the brick
+    tables of the chosen regions (``release.region``), which list the bricks
+    with data there; where a region has none, from the release's whole-sky
+    ``survey-bricks.fits.gz`` (its bricks without data are then reported
+    missing); for the synthetic release before it is built, from the same
+    brick grid it will write. Whether each brick's files exist is checked by
+    the cutout jobs, which report missing bricks, never here: planning a run
+    must not stat hundreds of thousands of files.
     """
-    from .layout import survey_bricks
+    from .layout import brick_tables, chosen_regions
 
     bricks = release["bricks"]
     if isinstance(bricks, str):
@@ -142,21 +167,32 @@ def select_bricks(release: dict, synthetic: bool = False) -> list[str]:
         if len(set(names)) != len(names):
             raise BrickSelectionError(f"release.bricks: names listed twice: {sorted({b for b in names if names.count(b) > 1})}")
         return names
-    path = survey_bricks(release["root"])
-    if path.exists():
-        import fitsio
-
-        try:
-            table = fitsio.read(str(path), ext=1, columns=["BRICKNAME", "RA", "DEC"])
-        except Exception as err:  # fitsio raises OSError/ValueError for damaged or foreign files
-            raise BrickSelectionError(f"cannot read BRICKNAME, RA, DEC from {path}: {fits_error(err)}") from err
+    root = Path(release["root"])
+    regions = chosen_regions(root, release.get("region", "both")) if root.exists() else {}
+    per_region, top = brick_tables(root, regions)
+    named = [r for r in regions if r]
+    if per_region and len(per_region) == len(named):
+        tables = per_region
+    elif top.exists():
+        tables = [top]
+        if named:
+            log.warning("release.bricks is a box, and the regions %s have no survey-bricks-*-<region>.fits.gz: "
+                        "bricks from %s (every brick of the sky; those without data will be listed as missing)",
+                        named, top)
     elif synthetic:
-        table = brick_grid()
+        names = bricks_in_box(brick_grid(), bricks["ra"], bricks["dec"])
+        if not names:
+            raise BrickSelectionError(f"release.bricks: no brick of the synthetic release's grid is centred in the box "
+                                      f"{bricks}")
+        return names
     else:
-        raise BrickSelectionError(f"release.bricks is an RA/Dec box, but the release's brick table is not there: {path}")
-    names = bricks_in_box(table, bricks["ra"], bricks["dec"])
+        raise BrickSelectionError(f"release.bricks is an RA/Dec box, but the release's brick table is not there: {top}"
+                                  + (f" (nor a survey-bricks-*-<region>.fits.gz in {', '.join(map(str, regions.values()))})"
+                                     if named else ""))
+    names = sorted(set().union(*(bricks_in_box(read_brick_table(t), bricks["ra"], bricks["dec"]) for t in tables)))
     if not names:
-        raise BrickSelectionError(f"release.bricks: no brick of {path} is centred in the box {bricks}")
+        raise BrickSelectionError(f"release.bricks: no brick of {', '.join(map(str, tables))} is centred in the box "
+                                  f"{bricks}")
     return names
 
 

@@ -1,10 +1,12 @@
-"""Readers for the Tractor catalogues of a release and the obiwan simulation catalogues.
+"""Readers for the Tractor catalogues of a release and of an injection run's rerun (injection.py reads the
+obiwan simulation catalogues into the same form).
 
 Both return one pandas table in a common form: ``id, ra, dec, x, y`` (0-indexed
 pixels), ``flux_<b>``, ``mw_transmission_<b>``, ``type``, ``size`` (half-light
 radius, arcsec) plus what the selection needs. The Tractor schema is detected
-from the columns (DR5: 4-character ``type``, ``shapeexp_r``/``shapedev_r``;
-DR8+: ``shape_r``, ``maskbits``), never guessed from a path.
+from the columns (DR5: 4-character ``type``, ``shapeexp_r``/``shapedev_r``, no
+``maskbits``; DR8: the same shapes and ``maskbits``; DR9+: ``shape_r``,
+``maskbits``), never guessed from a path; column names in either case.
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ TRACTOR_COMMON = ["objid", "brick_primary", "type", "ra", "dec", "bx", "by"] + [
 ]
 DR5_SHAPES = ["shapeexp_r", "shapedev_r", "fracdev"]
 # Observing conditions at a source (NaN where a catalogue lacks the column): what the verdict is binned by
+# maskbits values of ALLMASK_G/R/Z (DR8, DR9, DR10)
+ALLMASK_BITS = {"g": 32, "r": 64, "z": 128}
 CONDITIONS = [f"psfsize_{b}" for b in BANDS] + [f"nobs_{b}" for b in BANDS] + ["ebv"]
-SIMCAT_COLUMNS = ["id", "ra", "dec", "x", "y"] + [f"{b}flux" for b in BANDS] + ["rhalf"]
 
 
-def _native(a: np.ndarray) -> np.ndarray:
+def native(a: np.ndarray) -> np.ndarray:
     return a.astype(a.dtype.newbyteorder("=")) if a.dtype.byteorder not in ("=", "|") else a
 
 
-def _read_table(path: Path, what: str) -> np.ndarray:
+def read_table(path: Path, what: str) -> np.ndarray:
     import fitsio
 
     if not path.exists():
@@ -46,13 +49,14 @@ def _read_table(path: Path, what: str) -> np.ndarray:
 
 
 def tractor_schema(columns, path) -> str:
-    """``dr8+`` or ``dr5`` from the columns present; CatalogError naming what is missing."""
+    """The shape columns' family from the columns present: ``dr9+`` (``shape_r``) or ``dr5`` (DR5 and DR8:
+    ``shapeexp_*``, ``shapedev_*``, ``fracdev``); CatalogError naming what is missing."""
     cols = set(c.lower() for c in columns)
     missing = [c for c in TRACTOR_COMMON if c not in cols]
     if missing:
         raise CatalogError(f"{path}: Tractor catalogue lacks columns {missing}")
     if "shape_r" in cols:
-        return "dr8+"
+        return "dr9+"
     if all(c in cols for c in DR5_SHAPES):
         return "dr5"
     raise CatalogError(
@@ -60,55 +64,45 @@ def tractor_schema(columns, path) -> str:
     )
 
 
-def read_tractor(root: str | Path, brick: str) -> pd.DataFrame:
-    """The release's Tractor catalogue of ``brick`` in the common form."""
-    path = layout.tractor_file(root, brick)
-    t = _read_table(path, "Tractor catalogue")
-    schema = tractor_schema(t.dtype.names, path)
-    df = pd.DataFrame({c: _native(t[c]) for c in TRACTOR_COMMON})
-    df["type"] = np.char.strip(t["type"].astype("U4"))
+def read_tractor(root: str | Path, brick: str, path: str | Path | None = None) -> pd.DataFrame:
+    """The Tractor catalogue of ``brick`` in the common form: the release's, or (``path``) an injection run's rerun.
+
+    Column names are read whatever their case. attrs: ``schema``, ``path`` and
+    ``has_maskbits`` (DR5 has none: a maskbits cut on it is refused by the selection, or mapped from
+    ``allmask_<b>`` where ``selection.maskbits_from_allmask`` says so).
+    """
+    path = Path(path) if path is not None else layout.tractor_file(root, brick)
+    t = read_table(path, "Tractor catalogue")
+    cols = {c.lower(): c for c in t.dtype.names}
+    if any(c.startswith("decam_") for c in cols) and "flux_g" not in cols:
+        raise CatalogError(f"{path}: a DR3-or-older Tractor catalogue (array columns decam_flux[6], ...): not "
+                           "supported; use DR5 or later")
+    schema = tractor_schema(cols, path)
+
+    def col(name):
+        return native(t[cols[name]])
+
+    df = pd.DataFrame({c: col(c) for c in TRACTOR_COMMON})
+    df["type"] = np.char.strip(col("type").astype("U4"))
     df = df.rename(columns={"objid": "id", "bx": "x", "by": "y"})
     if schema == "dr5":
-        # DR5 keeps one shape per model; a composite has both, weighted by fracdev
-        fracdev = _native(t["fracdev"]).astype(float)
-        rexp, rdev = _native(t["shapeexp_r"]).astype(float), _native(t["shapedev_r"]).astype(float)
+        # DR5 and DR8 keep one shape per model; a composite has both, weighted by fracdev
+        fracdev = col("fracdev").astype(float)
+        rexp, rdev = col("shapeexp_r").astype(float), col("shapedev_r").astype(float)
         df["size"] = np.where(df["type"] == "DEV", rdev, np.where(df["type"] == "COMP", fracdev * rdev + (1 - fracdev) * rexp, rexp))
     else:
-        df["size"] = _native(t["shape_r"]).astype(float)
-    df["maskbits"] = _native(t["maskbits"]).astype(np.int64) if "maskbits" in t.dtype.names else 0
+        df["size"] = col("shape_r").astype(float)
+    df["maskbits"] = col("maskbits").astype(np.int64) if "maskbits" in cols else 0
+    # DR5's allmask_<b> as the ALLMASK_<B> bits of DR8+ maskbits (for selection.maskbits_from_allmask)
+    df["allmask_bits"] = np.zeros(len(df), np.int64)
+    for b, bit in ALLMASK_BITS.items():
+        if f"allmask_{b}" in cols:
+            df["allmask_bits"] |= np.where(col(f"allmask_{b}") != 0, bit, 0)
     for c in CONDITIONS:
         if c not in df:
-            df[c] = _native(t[c]).astype(np.float32) if c in t.dtype.names else np.float32(np.nan)
-    df.attrs.update(schema=schema, path=str(path))
-    return df
-
-
-def read_simcat(root: str | Path, brick: str, rs: str) -> pd.DataFrame:
-    """The injected sources of one obiwan run, restricted to those actually added when known."""
-    path = layout.simcat_file(root, brick, rs)
-    t = _read_table(path, "obiwan simulation catalogue")
-    missing = [c for c in SIMCAT_COLUMNS if c not in t.dtype.names]
-    if missing:
-        raise CatalogError(f"{path}: simulation catalogue lacks columns {missing}")
-    df = pd.DataFrame({c: _native(t[c]) for c in SIMCAT_COLUMNS})
-    # obiwan's x, y are 1-indexed (FITS); everything downstream is 0-indexed like Tractor's bx, by
-    df["x"] = df["x"].astype(float) - 1
-    df["y"] = df["y"].astype(float) - 1
-    for b in BANDS:
-        df = df.rename(columns={f"{b}flux": f"flux_{b}"})
-        mw = f"mw_transmission_{b}"
-        df[mw] = _native(t[mw]) if mw in t.dtype.names else 1.0
-    df = df.rename(columns={"rhalf": "size"})
-    # obiwan's simcat has no type; a synthetic null-test run's does (the Tractor type of a real twin)
-    df["type"] = np.char.strip(t["type"].astype("U4")) if "type" in t.dtype.names else "SIM"
-    added = layout.sim_ids_added_file(root, brick, rs)
-    n_listed = len(df)
-    if added.exists():
-        ids = _read_table(added, "list of injected ids")
-        col = ids.dtype.names[0]
-        df = df[df["id"].isin(_native(ids[col]))].reset_index(drop=True)
-    df.attrs.update(path=str(path), n_listed=n_listed, ids_added=str(added) if added.exists() else None,
-                    has_type="type" in t.dtype.names)
+            df[c] = col(c).astype(np.float32) if c in cols else np.float32(np.nan)
+    df.attrs.update(schema=schema if schema == "dr9+" else ("dr8" if "maskbits" in cols else "dr5"), path=str(path),
+                    has_maskbits="maskbits" in cols)
     return df
 
 

@@ -22,7 +22,7 @@ def _mock_release(args) -> int:
         fake_psf=not args.no_fake_psf,
         fake_flux_scale=args.fake_flux_scale,
         min_fake_separation=args.min_fake_separation,
-        tractor_noise=not args.no_tractor_noise,
+        injection_layout=args.injection_layout,
     )
     summary = make_release(cfg, args.out, workers=args.workers)
     n = sum(b["fakes"] for b in summary["bricks"])
@@ -35,7 +35,7 @@ def _cutouts(args) -> int:
 
     from .batches import CutoutSettings, cut_brick, rebuild_brick
     from .bricks import batch_bricks, select_bricks
-    from .config import config_hash, cutout_inputs, load_config
+    from .config import config_hash, cutout_inputs, load_config, uses_synthetic
 
     config = load_config(args.configfile)
     inputs = cutout_inputs(config)
@@ -43,8 +43,8 @@ def _cutouts(args) -> int:
     if args.out:
         rec = cut_brick(args.brick, str(Path(args.out)), settings)
     else:
-        synthetic = Path(config["release"]["root"]).resolve().is_relative_to(Path(config["synthetic"]["root"]).resolve())
-        batches = batch_bricks(select_bricks(config["release"], synthetic), config["cutouts"]["batch_size"])
+        batches = batch_bricks(select_bricks(config["release"], uses_synthetic(config)),
+                               config["cutouts"]["batch_size"])
         batch = next((name for name, bricks in batches.items() if args.brick in bricks), None)
         if batch is None:
             raise ValueError(f"brick {args.brick} is not in the selection of {args.configfile} (release.bricks)")
@@ -69,8 +69,11 @@ def main(argv=None) -> int:
     m.add_argument("--bricks", nargs="+", required=True, metavar="BRICK", help="brick names, e.g. 1210p060")
     m.add_argument("--size", type=int, default=800, help="image size in pixels (real releases: 3600) [%(default)s]")
     m.add_argument("--seed", type=int, default=42, help="random seed [%(default)s]")
-    m.add_argument("--schema", choices=["dr9", "dr5"], default="dr9", help="Tractor schema [%(default)s]")
-    m.add_argument("--rs", nargs="+", default=["rs0"], help="injection seeds to write [%(default)s]")
+    m.add_argument("--schema", choices=["dr9", "dr8", "dr5"], default="dr9", help="Tractor schema [%(default)s]")
+    m.add_argument("--rs", nargs="+", default=["rs0"],
+                   help="seed folders to write, in the layout's names (rs0, more_rs500, file0_rs0_skip0) [%(default)s]")
+    m.add_argument("--injection-layout", choices=["obiwan2018", "obiwan2017", "obiwan2021"], default="obiwan2018",
+                   help="the obiwan layout of the injection run [%(default)s]")
     m.add_argument("--fake-model", choices=["elg", "real"], default="elg",
                    help="'elg': single Sersic n=1 fakes; 'real': fakes drawn like the reals (null test)")
     m.add_argument("--no-fake-psf", action="store_true", help="do not convolve fakes with the PSF (positive control)")
@@ -78,8 +81,6 @@ def main(argv=None) -> int:
                    help="inject fakes with this times their catalogue flux (positive control) [%(default)s]")
     m.add_argument("--min-fake-separation", type=float, default=5.0,
                    help="arcsec: a fake closer than this to an earlier one is skipped [%(default)s]")
-    m.add_argument("--no-tractor-noise", action="store_true",
-                   help="Tractor fluxes without measurement noise (null test)")
     m.add_argument("--workers", type=int, default=1, help="bricks rendered in parallel [%(default)s]")
     m.set_defaults(func=_mock_release)
     c = sub.add_parser(

@@ -37,15 +37,39 @@ def check_config(config, schema_path: str | Path = SCHEMA, max_errors: int = 5) 
     raise ConfigError("invalid config (schema workflow/schemas/config.schema.yaml):\n" + "\n".join(lines) + more)
 
 
-def check_release_roots(config: dict, synthetic: bool) -> None:
-    """``release.root`` and ``release.injection_root`` must be directories, unless the synthetic release
-    (rule mock_release) will write them. Two stats, never one per brick."""
-    if synthetic:
+def uses_synthetic(config: dict) -> bool:
+    """True when the release lies inside ``synthetic.root``, which rule mock_release builds."""
+    synthetic = Path(config["synthetic"]["root"]).resolve()
+    return Path(config["release"]["root"]).resolve().is_relative_to(synthetic)
+
+
+def check_release_roots(config: dict) -> None:
+    """Refuse a real release with the synthetic injection run, or the reverse (real galaxies compared with fakes
+    injected into another sky); ``release.root`` and ``release.injection_root`` must be directories, unless the
+    synthetic release will write them, and ``release.region`` a region the release has. A few stats, never one per
+    brick."""
+    from .layout import chosen_regions
+
+    rel = config["release"]
+    synthetic = Path(config["synthetic"]["root"]).resolve()
+    inside = {key: Path(rel[key]).resolve().is_relative_to(synthetic) for key in ("root", "injection_root")}
+    if inside["root"] != inside["injection_root"]:
+        real, fake = ("injection_root", "root") if inside["root"] else ("root", "injection_root")
+        raise ConfigError(
+            f"config keys release.root ({rel['root']!r}) and release.injection_root ({rel['injection_root']!r}): "
+            f"release.{fake} lies inside synthetic.root ({config['synthetic']['root']!r}), the built-in synthetic "
+            f"release, and release.{real} does not: its galaxies would be compared with objects of another sky. "
+            "Point both at a real release and the injection run made on it, or both at the synthetic release")
+    if inside["root"]:
         return
     for key in ("root", "injection_root"):
-        path = Path(config["release"][key])
+        path = Path(rel[key])
         if not path.is_dir():
             raise ConfigError(f"config key release.{key}: not a directory: {str(path)!r}")
+    try:
+        chosen_regions(rel["root"], rel.get("region", "both"))
+    except ValueError as err:
+        raise ConfigError(f"config key {err}") from None
 
 
 def load_config(path: str | Path) -> dict:

@@ -5,10 +5,16 @@ HDF5 layout (also written into the file's own attributes):
 - ``cutouts``: (N, S, S, C) float32, chunked one example per chunk; channel
   order in the attribute ``channels``.
 - ``labels``: (N,) int8, real = 0, fake = 1.
-- ``sources``: one row per cutout (id, brick, rs, ra, dec, x, y, fluxes,
-  extinction-corrected magnitudes, type, size, label, frac_nodata).
+- ``sources``: one row per cutout (id, brick, region, rs, ra, dec, x, y,
+  fluxes, extinction-corrected magnitudes, type, size, label, frac_nodata,
+  observing conditions); a fake's are its measured values where its run has a
+  rerun Tractor catalogue.
 - ``offedge``: the sources whose cutout falls off the image, set aside.
-- ``cuts``: per catalogue, sources in, removed by each cut, off the edge, kept.
+- ``cuts``: per catalogue, sources in, removed by each cut (for fakes: not
+  injected, not detected in the rerun catalogue, then the reals' cuts), off
+  the edge, kept; per injection run whether it was measured, its extinction
+  derived, or it was absent.
+- attributes: the brick's region, its injection layout, seed folders read and absent.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +31,10 @@ import pandas as pd
 
 from . import BANDS, FAKE, REAL, __version__, fitstiles, layout
 from .atomic import atomic_path
-from .catalogs import CONDITIONS, magnitudes, read_simcat, read_tractor
+from .bricks import PIXSCALE_ARCSEC
+from .catalogs import CONDITIONS, magnitudes, read_tractor
 from .fitstiles import TiledImage
+from .injection import match_detections, plan_brick, read_fakes
 from .selection import select_fakes, select_real
 
 try:  # the C kernels (setup.py); where they could not be built, numpy cuts the same stamps, more slowly
@@ -233,10 +242,9 @@ def _open_image(path):
     return f
 
 
-def iter_planes(root: str | Path, brick: str, rs: str | None = None, buffers: PlaneBuffers | None = None,
-                around=None):
-    """The g, r, z images and inverse variances of a brick, read once each, one at a time: (channel, plane, shape,
-    wcs, path) per file.
+def iter_planes(folder: str | Path, brick: str, buffers: PlaneBuffers | None = None, around=None):
+    """The g, r, z images and inverse variances of a brick in its coadd ``folder`` (the release's, or an injection
+    run's), read once each, one at a time: (channel, plane, shape, wcs, path) per file.
 
     The image size comes from each file's header; the WCS is the first
     file's. ``around=(x, y, size)``: only the compression tiles under the
@@ -249,7 +257,7 @@ def iter_planes(root: str | Path, brick: str, rs: str | None = None, buffers: Pl
     shape, wcs, stamps, per_tiling = None, None, None, {}
     for b in BANDS:
         for kind, channel in (("image", b), ("invvar", f"ivar_{b}")):
-            path = layout.coadd_file(root, brick, kind, b, rs)
+            path = Path(folder) / layout.coadd_name(brick, kind, b)
             if not path.exists():
                 raise CoaddError(f"brick {brick}: missing {kind} for band {b}: {path}")
             try:
@@ -275,7 +283,7 @@ def iter_planes(root: str | Path, brick: str, rs: str | None = None, buffers: Pl
 def read_coadd(root: str | Path, brick: str, rs: str | None = None, around=None) -> Coadd:
     """All six planes of a brick at once (iter_planes; without reused buffers)."""
     planes, files, shape, wcs = {}, [], None, None
-    for channel, plane, shape, wcs, path in iter_planes(root, brick, rs, around=around):
+    for channel, plane, shape, wcs, path in iter_planes(layout.coadd_dir(root, brick, rs), brick, around=around):
         planes[channel] = plane
         files.append(path)
     return Coadd(planes=planes, wcs=wcs, files=files, shape=shape)
@@ -380,7 +388,7 @@ def cut_stamps(coadd: Coadd, iy, ix, size: int, channels, kernels=True):
 
 
 SOURCE_COLUMNS = (
-    ["id", "brick", "rs", "ra", "dec", "x", "y"]
+    ["id", "brick", "region", "rs", "ra", "dec", "x", "y"]
     + [f"flux_{b}" for b in BANDS]
     + [f"mag_{b}" for b in BANDS]
     + ["type", "size", "label", "frac_nodata"]
@@ -400,9 +408,9 @@ def conditions_at(release: pd.DataFrame, x, y) -> pd.DataFrame:
     return release[CONDITIONS].iloc[nearest].reset_index(drop=True).astype(np.float32)
 
 
-def _source_table(cat, brick, rs, label):
+def _source_table(cat, brick, region, rs, label):
     t = pd.concat([cat.reset_index(drop=True), magnitudes(cat).reset_index(drop=True)], axis=1)
-    t["brick"], t["rs"], t["label"] = brick, rs or "", label
+    t["brick"], t["region"], t["rs"], t["label"] = brick, region or "", rs or "", label
     t["frac_nodata"] = np.nan
     return t[SOURCE_COLUMNS]
 
@@ -416,8 +424,9 @@ STAMP_BLOCK = 32  # stamps interleaved and written at a time: 3 MB at 64x64x6
 _BUFFERS = PlaneBuffers()  # one plane and the staged stamps, reused by every brick this process cuts
 
 
-def coadd_stamps(root, brick, rs, x, y, size: int, channels):
-    """A coadd's channel-first stamps centred on (x, y), staged in passes of at most STAGED_BYTES.
+def coadd_stamps(folder, brick, x, y, size: int, channels):
+    """The channel-first stamps of the coadd in ``folder`` centred on (x, y), staged in passes of at most
+    STAGED_BYTES.
 
     Yields per pass (at least one, to check the files of a coadd without
     sources): the indices into x of the stamps on the image, their staged
@@ -429,7 +438,7 @@ def coadd_stamps(root, brick, rs, x, y, size: int, channels):
     for start in range(0, max(len(x), 1), per_pass):
         xs, ys = x[start : start + per_pass], y[start : start + per_pass]
         files, index = [], None
-        for channel, plane, shape, wcs, path in iter_planes(root, brick, rs, _BUFFERS, around=(xs, ys, size)):
+        for channel, plane, shape, wcs, path in iter_planes(folder, brick, _BUFFERS, around=(xs, ys, size)):
             if index is None:
                 iy, ix, on = stamp_origins(xs, ys, size, shape)
                 index, iy, ix, staged = start + np.flatnonzero(on), iy[on], ix[on], buffer[: int(on.sum())]
@@ -439,31 +448,49 @@ def coadd_stamps(root, brick, rs, x, y, size: int, channels):
         yield index, staged, wcs, files
 
 
-def brick_cutouts(brick, release_root, injection_root, rs_list, selection, sink, size=64, channels=DEFAULT_CHANNELS,
-                  max_frac_nodata=0.5):
-    """All cutouts of one brick, the selected real galaxies then the fakes of each run, passed to ``sink`` in blocks.
+def brick_cutouts(plan, selection, sink, size=64, channels=DEFAULT_CHANNELS, max_frac_nodata=0.5):
+    """All cutouts of one brick (``plan``: injection.plan_brick), the selected real galaxies then the fakes of each
+    run, passed to ``sink`` in blocks.
 
-    Returns the tables (sources, offedge, cuts, files read).
+    A fake is selected on its measured values where its run has a rerun
+    Tractor catalogue (``selection.fakes: measured``): matched to its
+    detection within ``selection.match_radius`` arcsec, cut like the reals,
+    and cut out around its measured position, as a real is; else on its true
+    values, recorded. Returns the tables (sources, offedge, cuts, files read).
     """
+    brick, region = plan.brick, plan.region
     tables, offedge, cuts, files = [], [], [], []
     block = np.empty((STAMP_BLOCK, size, size, len(channels)), dtype=np.float32)
-    jobs = [(None, release_root)] + [(rs, injection_root) for rs in rs_list]
     release = None
-    for rs, root in jobs:
-        if rs is None:
-            cat = release = read_tractor(root, brick)
+    for run in [None] + list(plan.runs):
+        rs, record = (None, {}) if run is None else (run.rs, dict(runs_measured=0, runs_mw_derived=0, runs_absent=0))
+        if run is None:
+            cat = release = read_tractor(plan.release_dir, brick)
             keep, removed = select_real(cat, selection)
-            label = REAL
+            label, folder, chosen = REAL, layout.coadd_dir(plan.release_dir, brick), cat
         else:
-            cat = read_simcat(root, brick, rs)
-            keep, removed = select_fakes(cat, selection)  # all of them unless selection.apply_to_fakes
-            label = FAKE
+            cat = read_fakes(run, release)
+            record["runs_mw_derived"] = int(cat.attrs["mw_derived"])
+            label, folder, chosen = FAKE, run.coadd_dir, cat
+            pre = OrderedDict(not_injected=cat.attrs["n_not_injected"])
+            if selection.get("fakes", "measured") == "measured" and run.rerun_tractor.exists():
+                chosen = measured_fakes(cat, read_tractor(None, brick, path=run.rerun_tractor), selection)
+                pre["not_detected"] = len(cat) - len(chosen)
+                keep, removed = select_fakes(chosen, selection, measured=True)
+                record["runs_measured"] = 1
+                files.append(str(run.rerun_tractor))
+            else:
+                if selection.get("fakes", "measured") == "measured":
+                    log.warning("brick %s %s: no rerun Tractor catalogue (%s): the fakes are selected on their true "
+                                "values", brick, rs, run.rerun_tractor)
+                keep, removed = select_fakes(cat, selection, measured=False)
+            removed = OrderedDict(list(pre.items()) + list(removed.items()))
         files.append(cat.attrs["path"])
-        chosen = cat[keep].reset_index(drop=True)
+        chosen = chosen[keep].reset_index(drop=True)
         frac, data = np.full(len(chosen), np.nan, np.float32), np.zeros(len(chosen), bool)
         on = np.zeros(len(chosen), bool)
         for n_pass, (index, staged, wcs, coadd_files) in enumerate(
-                coadd_stamps(root, brick, rs, chosen["x"], chosen["y"], size, channels)):
+                coadd_stamps(folder, brick, chosen["x"], chosen["y"], size, channels)):
             if n_pass == 0:
                 files += coadd_files
                 check_positions(cat, wcs, cat.attrs["path"])
@@ -475,19 +502,34 @@ def brick_cutouts(brick, release_root, injection_root, rs_list, selection, sink,
                 # does this for reals only; obiwan places fakes there too), nor one mostly without data.
                 data[part] = centred & (frac[part] <= max_frac_nodata)
                 sink(_compact(stamps, data[part]))
-        if rs is not None:  # a fake's conditions: the nearest real source's
+        if run is not None and not record["runs_measured"]:  # a fake's conditions: the nearest real source's
             chosen = pd.concat([chosen.drop(columns=CONDITIONS, errors="ignore"),
                                 conditions_at(release, chosen["x"], chosen["y"])], axis=1)
-        table = _source_table(chosen, brick, rs, label)
+        table = _source_table(chosen, brick, region, rs, label)
         table["frac_nodata"] = frac
         tables.append(table[data])
         offedge.append(table[~on])
-        cuts.append(dict(brick=brick, rs=rs or "", label=label, n_in=len(cat), **{f"cut_{k}": v for k, v in removed.items()},
-                         offedge=int((~on).sum()), cut_nodata=int((on & ~data).sum()), kept=int(data.sum())))
+        cuts.append(dict(brick=brick, region=region or "", rs=rs or "", label=label,
+                         n_in=cat.attrs.get("n_listed", len(cat)), **{f"cut_{k}": v for k, v in removed.items()},
+                         offedge=int((~on).sum()), cut_nodata=int((on & ~data).sum()), kept=int(data.sum()), **record))
         log.info("brick %s %s: %d sources, %d selected, %d off the edge, %d without data, %d cutouts", brick,
-                 rs or "release", len(cat), len(chosen), (~on).sum(), (on & ~data).sum(), data.sum())
+                 rs or "release", cuts[-1]["n_in"], len(chosen), (~on).sum(), (on & ~data).sum(), data.sum())
+    for rs, why in plan.absent:  # seed folders asked for and not there: recorded, the brick's reals kept
+        log.warning("brick %s: injection run %s absent: %s", brick, rs or "(any)", why)
+        cuts.append(dict(brick=brick, region=region or "", rs=rs, label=FAKE, n_in=0, kept=0, runs_absent=1))
     sources = pd.concat(tables, ignore_index=True)
     return sources, pd.concat(offedge, ignore_index=True), pd.DataFrame(cuts), files
+
+
+def measured_fakes(fakes: pd.DataFrame, rerun: pd.DataFrame, selection: dict) -> pd.DataFrame:
+    """The rows of the rerun Tractor catalogue that detect ``fakes`` (within ``selection.match_radius`` arcsec),
+    carrying the fake's simulation id: the fakes as the pipeline measured them, as the reals are."""
+    match = match_detections(fakes, rerun, selection.get("match_radius", 1.0) / PIXSCALE_ARCSEC)
+    found = match >= 0
+    measured = rerun.iloc[match[found]].reset_index(drop=True)
+    measured["id"] = fakes["id"].to_numpy()[found]
+    measured.attrs.update(rerun.attrs)
+    return measured
 
 
 def _compact(stamps: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -567,13 +609,23 @@ def read_sources(path) -> pd.DataFrame:
 
 
 def make_brick_file(out, brick, release_root, injection_root, rs_list, selection, size, channels, config_hash="",
-                    max_frac_nodata=0.5):
-    """Cut one brick into the HDF5 file ``out`` (written atomically); its cuts table."""
-    attrs = dict(brick=brick, config_hash=config_hash, selection=json.dumps(selection))
+                    max_frac_nodata=0.5, region="both", region_overlap="dec", injection_layout="auto", plan=None):
+    """Cut one brick into the HDF5 file ``out`` (written atomically); its cuts table.
+
+    ``rs_list`` is ``release.rs``: ``"all"`` or names and patterns of seed
+    folders; ``plan`` (injection.plan_brick), where the caller has made it.
+    """
+    if plan is None:
+        plan = plan_brick(brick, release_root, injection_root, rs_list, region, region_overlap, injection_layout)
+    why = plan.missing(release_root)
+    if why:
+        raise CoaddError(f"brick {brick}: {why}")
+    attrs = dict(brick=brick, config_hash=config_hash, selection=json.dumps(selection), region=plan.region or "",
+                 regions_with_brick=json.dumps(plan.regions_with_brick), injection_layout=plan.layout or "",
+                 seed_folders=json.dumps([r.rs for r in plan.runs]), absent_runs=json.dumps(plan.absent))
     attrs["tile_decoder"], first = fitstiles.decoder().note, len(PUBLIC_READS)
     with brick_writer(out, size, channels, attrs) as (append, finish):
-        tables = brick_cutouts(brick, release_root, injection_root, rs_list, selection, append, size, channels,
-                               max_frac_nodata)
+        tables = brick_cutouts(plan, selection, append, size, channels, max_frac_nodata)
         if len(PUBLIC_READS) > first:
             attrs["tile_decoder"] += ("; astropy's public reader where realfake.fitstiles failed: "
                                       + "; ".join(PUBLIC_READS[first:]))

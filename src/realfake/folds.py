@@ -54,7 +54,7 @@ def _write_view(shard_dir: Path, out_dir: Path, link_from: Path, fold: int) -> d
     parent = json.loads((shard_dir / "summary.json").read_text())
     groups = parent.get("groups", ["test", "valid", "train"])
     plan = roles(groups, fold)
-    man = pd.read_csv(shard_dir / "manifest.csv", dtype={"brick": str, "rs": str, "type": str})
+    man = pd.read_csv(shard_dir / "manifest.csv", dtype={"brick": str, "region": str, "rs": str, "type": str})
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, counts = [], {}
     for role, sources in plan.items():

@@ -10,7 +10,12 @@ import re
 from pathlib import Path
 
 BRICK_RE = re.compile(r"^\d{4}[pm]\d{3}$")
-RS_RE = re.compile(r"^rs\d+$")
+# a seed folder of any obiwan layout (injection.LAYOUTS): rs<N> and its skip_/more_ variants, file<F>_rs<R>_skip<S>
+RS_RE = re.compile(r"^((more_)?(skip_)?rs\d+|file\d+_rs\d+_skip\d+)$")
+REGIONS = ("north", "south")  # DR9: north (BASS + MzLS) and south (DECaLS); DR10: south
+# DR9 takes a brick's photometry from the north at Dec >= 32.375 (the boundary of its two regions)
+NORTH_DEC_MIN = 32.375
+OVERLAP_RULES = ("dec", "north", "south")
 
 
 def check_brick(brick: str) -> str:
@@ -24,7 +29,8 @@ def check_brick(brick: str) -> str:
 
 def check_rs(rs: str) -> str:
     if not isinstance(rs, str) or not RS_RE.match(rs):
-        raise ValueError(f"not an injection seed folder: {rs!r} (expected rs<N>, e.g. rs0)")
+        raise ValueError(f"not an injection seed folder: {rs!r} (expected rs<N>, skip_rs<N>, more_rs<N>, "
+                         "more_skip_rs<N> or file<F>_rs<R>_skip<S>)")
     return rs
 
 
@@ -32,16 +38,96 @@ def survey_bricks(root: str | Path) -> Path:
     return Path(root) / "survey-bricks.fits.gz"
 
 
+def regions_of(root: str | Path) -> dict[str, Path]:
+    """Region name -> folder of a release (or injection run) root.
+
+    A folder with region subfolders (DR9: ``north/``, ``south/``; DR10:
+    ``south/``) gives those; one region folder gives ``{"north": root}`` or
+    ``{"south": root}``; a single-tree release (DR5, DR8) ``{"": root}``.
+    """
+    root = Path(root)
+    found = {r: root / r for r in REGIONS if (root / r).is_dir()}
+    if found:
+        return found
+    return {root.name if root.name in REGIONS else "": root}
+
+
+def chosen_regions(root: str | Path, region: str = "both") -> dict[str, Path]:
+    """The regions of ``root`` that ``release.region`` (north | south | both) selects; ValueError if none."""
+    regions = regions_of(root)
+    if region == "both" or list(regions) == [""]:
+        return regions
+    if region not in regions:
+        raise ValueError(f"release.region is {region}, but {root} has no {region} region (it has: "
+                         f"{', '.join(r for r in regions)})")
+    return {region: regions[region]}
+
+
+def brick_tables(root: str | Path, regions: dict[str, Path]) -> tuple[list[Path], Path]:
+    """(per-region brick tables of the chosen regions, the release's whole-sky ``survey-bricks.fits.gz``).
+
+    A DR9 release keeps ``survey-bricks.fits.gz`` (every brick of the sky) at
+    its top, above the regions, and ``survey-bricks-dr9-<region>.fits.gz`` (the
+    bricks with data there) in each region; ``root`` may be either level.
+    """
+    root = Path(root)
+    per_region = []
+    for name, folder in regions.items():
+        if name:
+            per_region += sorted(folder.glob(f"survey-bricks-*-{name}.fits.gz"))[:1]
+    top = survey_bricks(root)
+    if not top.exists() and root.name in REGIONS:
+        top = survey_bricks(root.parent)
+    return per_region, top
+
+
+def brick_dec(brick: str) -> float:
+    """A brick's Dec (deg) from its name: |Dec| x 10 truncated, so within 0.1 deg."""
+    check_brick(brick)
+    return (-1 if brick[4] == "m" else 1) * int(brick[5:]) / 10.0
+
+
+def resolve_region(brick: str, regions: dict[str, Path], overlap: str = "dec") -> tuple[str | None, list[str]]:
+    """(the region whose files a brick is cut from, the regions that have it), by ``release.region_overlap``.
+
+    A brick with a Tractor catalogue in two regions (DR9's overlap near Dec
+    32.4) is taken once: ``dec`` from the north at Dec >= 32.375 and the south
+    below (DR9's own rule), or always ``north`` / ``south``. None when no region has it.
+    """
+    have = [r for r, folder in regions.items() if tractor_file(folder, brick).exists()]
+    if len(have) <= 1:
+        return (have[0] if have else None), have
+    if overlap not in OVERLAP_RULES:
+        raise ValueError(f"release.region_overlap must be one of {OVERLAP_RULES}, not {overlap!r}")
+    if overlap == "dec":
+        return ("north" if brick_dec(brick) >= NORTH_DEC_MIN else "south"), have
+    return overlap, have
+
+
+def injection_folder(injection_root: str | Path, region: str) -> Path | None:
+    """The injection run's folder for a brick of ``region``: its region subfolder where the run has them
+    (None if not that one), else the run's root."""
+    regions = regions_of(injection_root)
+    if "" in regions or not region:
+        return regions.get("", Path(injection_root))
+    return regions.get(region)
+
+
 def coadd_dir(root: str | Path, brick: str, rs: str | None = None) -> Path:
     d = Path(root) / "coadd" / brick[:3] / check_brick(brick)
     return d / check_rs(rs) if rs is not None else d
 
 
-def coadd_file(root: str | Path, brick: str, kind: str, band: str, rs: str | None = None) -> Path:
-    """``kind`` is ``image`` or ``invvar``; ``rs`` selects an injection run's coadd."""
+def coadd_name(brick: str, kind: str, band: str) -> str:
+    """``kind`` is ``image`` or ``invvar``."""
     if kind not in ("image", "invvar"):
         raise ValueError(f"coadd kind must be image or invvar, not {kind!r}")
-    return coadd_dir(root, brick, rs) / f"legacysurvey-{brick}-{kind}-{band}.fits.fz"
+    return f"legacysurvey-{brick}-{kind}-{band}.fits.fz"
+
+
+def coadd_file(root: str | Path, brick: str, kind: str, band: str, rs: str | None = None) -> Path:
+    """``rs`` selects an injection run's coadd (obiwan's 2018 layout; injection.LAYOUTS has every layout)."""
+    return coadd_dir(root, brick, rs) / coadd_name(brick, kind, band)
 
 
 def coadd_files(root: str | Path, brick: str, rs: str | None = None) -> list[Path]:

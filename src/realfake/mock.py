@@ -5,10 +5,14 @@ layout"), so every reader in the pipeline runs on them unchanged:
 
 - the release: ``survey-bricks.fits.gz``, RICE tile-compressed coadds (in
   100x100 tiles, as legacypipe writes them) with a TAN WCS centred on the
-  brick, and Tractor catalogues in the DR9 (or DR5) schema;
-- the injection run: obiwan ``simcat-elg`` catalogues of ELG-like single
-  Sersic (n = 1) fakes, sheared and convolved with the band's PSF, added to
-  the same sky in ``coadd/<AAA>/<brick>/rs<N>/``.
+  brick, and Tractor catalogues in the DR9, DR8 or DR5 schema; one tree, or
+  DR9's region folders (``north/``, ``south/``, each with its
+  ``survey-bricks-dr9-<region>.fits.gz``; a brick may be in both);
+- the injection run, in any obiwan layout (injection.LAYOUTS): simulation
+  catalogues of ELG-like single Sersic (n = 1) fakes, sheared and convolved
+  with the band's PSF, added to the same sky; and each run's rerun Tractor
+  catalogue, which measures every source of the injected sky, fakes included,
+  with the same measurement model as the release's catalogue.
 
 The "real" galaxies are deliberately richer than the injected model (bulge
 plus disc with colour gradients, star-forming clumps, a range of Sersic
@@ -18,10 +22,9 @@ population (a null test) and ``fake_psf=False`` skips the PSF convolution
 (a positive control), as does ``fake_flux_scale`` (fakes injected brighter
 than their catalogue says, like a zero-point error). For the null test to be exact, the fakes' simulation
 catalogue then also carries the Tractor ``type`` a real galaxy of the same
-parameters gets, ``tractor_noise=False`` writes the reals' Tractor fluxes
-without measurement noise (so that one selection acts on both classes' true
-values), and a ``min_fake_separation`` larger than a cutout keeps other fakes
-out of a fake's stamp (a real's stamp holds no fakes).
+parameters gets, and a ``min_fake_separation`` larger than a cutout keeps
+other fakes out of a fake's stamp (a real's stamp holds no fakes); both
+classes are selected on their measured values (selection.fakes: measured).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ EXTINCTION = {"g": 3.214, "r": 2.165, "z": 1.211}
 PSF_FWHM = {"g": 1.5, "r": 1.35, "z": 1.25}  # arcsec, typical seeing
 # Per-pixel noise of one exposure (nanomaggies): ~ 5-sigma depths g 24.0, r 23.4, z 22.5
 SKY_SIGMA = {"g": 0.0065, "r": 0.011, "z": 0.025}
-RELEASE = {"dr9": 9010, "dr5": 5000}
+RELEASE = {"dr9": 9010, "dr8": 8000, "dr5": 5000}
 # Quantisation as in real coadds: images absolute 1e-4 with dither, invvar relative 16
 IMAGE_COMPRESSION = dict(compress="RICE", qlevel=-1e-4, qmethod="SUBTRACTIVE_DITHER_2")
 INVVAR_COMPRESSION = dict(compress="RICE", qlevel=16, qmethod="NO_DITHER")
@@ -86,8 +89,10 @@ class MockConfig:
     fake_psf: bool = True  # False: fakes are not convolved with the PSF
     fake_flux_scale: float = 1.0  # injected flux / catalogue flux (10: a zero-point error of 2.5 mag)
     min_fake_separation: float = 5.0  # arcsec; closer fakes are skipped, as obiwan does
-    tractor_noise: bool = True  # False: Tractor fluxes are the true ones (the null test)
-    extra: dict = field(default_factory=dict)
+    # region folders ({"north": bricks, "south": bricks}; a brick may be in both), else one tree
+    regions: dict = field(default_factory=dict)
+    injection_layout: str = "obiwan2018"
+    brick_rs: dict = field(default_factory=dict)  # brick -> its seed folders, where they differ from ``rs``
 
     def __post_init__(self):
         if self.schema not in RELEASE:
@@ -102,8 +107,25 @@ class MockConfig:
             raise ValueError(f"synthetic.image_size must be >= 64 pixels, not {self.image_size}")
         for b in self.bricks:
             layout.check_brick(b)
-        for rs in self.rs:
-            layout.check_rs(rs)
+        from .injection import LAYOUTS
+
+        if self.injection_layout not in LAYOUTS:
+            raise ValueError(f"synthetic.injection_layout must be one of {sorted(LAYOUTS)}, not "
+                             f"{self.injection_layout!r}")
+        pattern = LAYOUTS[self.injection_layout].seed_re
+        for rs in set(self.rs).union(*map(set, self.brick_rs.values())):
+            if not re.fullmatch(pattern, rs):
+                raise ValueError(f"synthetic.rs: {rs!r} is not a seed folder of the {self.injection_layout} layout "
+                                 f"({pattern})")
+        for region, bricks in self.regions.items():
+            if region not in layout.REGIONS:
+                raise ValueError(f"synthetic.regions: {region!r} is not one of {layout.REGIONS}")
+            stray = sorted(set(bricks) - set(self.bricks))
+            if stray:
+                raise ValueError(f"synthetic.regions.{region}: bricks not in synthetic.bricks: {stray}")
+
+    def seeds(self, brick: str) -> tuple[str, ...]:
+        return tuple(self.brick_rs.get(brick, self.rs))
 
     @property
     def area_arcmin2(self) -> float:
@@ -289,12 +311,17 @@ def _write_table(path, table, extname=None):
         fitsio.write(str(tmp), table, extname=extname, clobber=True)
 
 
-def make_brick(cfg: MockConfig, brick_row: np.void, release_root: Path, injection_root: Path) -> dict:
-    """Render one brick of the release and its injection runs; return counts for the log."""
+def make_brick(cfg: MockConfig, brick_row: np.void, release_root: Path, injection_root: Path, region: str = "") -> dict:
+    """Render one brick of the release (of ``region``: another survey's sky) and its injection runs; return counts
+    for the log."""
     import galsim
 
+    from .injection import LAYOUTS
+
+    lay = LAYOUTS[cfg.injection_layout]
     brick = brick_row["BRICKNAME"].decode().strip()
-    rng = np.random.default_rng([cfg.seed, int(brick_row["BRICKID"])])
+    stream = [cfg.seed, int(brick_row["BRICKID"])] + ([1 + layout.REGIONS.index(region)] if region else [])
+    rng = np.random.default_rng(stream)
     size = cfg.image_size
     ra0, dec0 = float(brick_row["RA"]), float(brick_row["DEC"])
     header = wcs_header(ra0, dec0, size)
@@ -335,21 +362,19 @@ def make_brick(cfg: MockConfig, brick_row: np.void, release_root: Path, injectio
             np.float32
         )
 
-    hdr_band = "FILTERX" if cfg.schema == "dr5" else "BAND"
-    for b in BANDS:
-        h = dict(header, BRICKNAM=brick, BUNIT="nanomaggy", **{hdr_band: b})
+    for b in BANDS:  # every release, DR5 to DR10, names the band FILTERX
+        h = dict(header, BRICKNAM=brick, BUNIT="nanomaggy", FILTERX=b)
         _write_image(layout.coadd_file(release_root, brick, "image", b), image[b], h, IMAGE_COMPRESSION,
                      dither_seed=1 + (cfg.seed * 7919 + int(brick_row["BRICKID"])) % 10000)
         _write_image(layout.coadd_file(release_root, brick, "invvar", b), invvar[b], h, INVVAR_COMPRESSION)
 
-    tractor = tractor_table(cfg, brick_row, wcs, gal, gx, gy, gflux, star_g, star_gr, star_rz, sx, sy, sflux,
-                            mw, fwhm, nexp, rng)
-    _write_table(layout.tractor_file(release_root, brick), tractor)
+    sky = sky_truth(gal, gx, gy, gflux, star_g, sx, sy, sflux)
+    _write_table(layout.tractor_file(release_root, brick), tractor_table(cfg, brick_row, wcs, sky, mw, fwhm, nexp, rng))
 
     # -- the injection runs: fakes added to the same sky
     nfake_total = 0
-    for k, rs in enumerate(cfg.rs):
-        frng = np.random.default_rng([cfg.seed, int(brick_row["BRICKID"]), 1000 + k])
+    for k, rs in enumerate(cfg.seeds(brick)):
+        frng = np.random.default_rng(stream + [1000 + k])
         nfake = frng.poisson(cfg.fake_density * cfg.area_arcmin2)
         fx, fy = _positions(frng, nfake, size)
         if cfg.fake_model == "real":
@@ -365,7 +390,12 @@ def make_brick(cfg: MockConfig, brick_row: np.void, release_root: Path, injectio
         ids = np.arange(nfake, dtype=np.int64)
         skipped = too_close(fx, fy, cfg.min_fake_separation / PIXSCALE_ARCSEC)
         added = ids[~skipped]
+        coadd = lay.path(lay.coadd, injection_root, brick, rs)
+        # obiwan's 2017 runs kept the coadds of their first seed only
+        keep_coadd = not (lay.name == "obiwan2017" and k > 0)
         for b in BANDS:
+            if not keep_coadd:
+                break
             img = galsim.Image(image[b].copy(), scale=PIXSCALE_ARCSEC)
             for i in added:
                 if cfg.fake_model == "real":
@@ -377,31 +407,67 @@ def make_brick(cfg: MockConfig, brick_row: np.void, release_root: Path, injectio
                 render(galsim, img, prof, psf[b], fx[i], fy[i], convolve=cfg.fake_psf)
             # no data stays no data: obiwan injects into exposures, not into gaps
             arr = np.where(nexp > 0, img.array, 0.0).astype(np.float32)
-            h = dict(header, BRICKNAM=brick, BUNIT="nanomaggy", **{hdr_band: b})
-            _write_image(layout.coadd_file(injection_root, brick, "image", b, rs), arr, h, IMAGE_COMPRESSION,
+            h = dict(header, BRICKNAM=brick, BUNIT="nanomaggy", FILTERX=b)
+            _write_image(coadd / layout.coadd_name(brick, "image", b), arr, h, IMAGE_COMPRESSION,
                          dither_seed=1 + (cfg.seed * 7919 + int(brick_row["BRICKID"]) + 17 * (k + 1)) % 10000)
-            _write_image(layout.coadd_file(injection_root, brick, "invvar", b, rs), invvar[b], h,
-                         INVVAR_COMPRESSION)
-        ra, dec = wcs.all_pix2world(fx, fy, 0)
-        simcat = np.zeros(nfake, dtype=simcat_dtype(cfg))
-        simcat["id"], simcat["ra"], simcat["dec"] = ids, ra, dec
-        simcat["x"], simcat["y"] = fx + 1, fy + 1  # obiwan: 1-indexed
-        for b in BANDS:
-            simcat[f"{b}flux"] = fflux[b] * mw[b]
-            simcat[f"mw_transmission_{b}"] = mw[b]
-        simcat["n"], simcat["rhalf"], simcat["e1"], simcat["e2"] = nser, rhalf, fp["e1"], fp["e2"]
-        if cfg.fake_model == "real":  # the type Tractor gives a real galaxy of these parameters
-            simcat["type"] = tractor_type(rhalf, fp["bt"], np.zeros(nfake, bool), cfg.schema)
-        _write_table(layout.simcat_file(injection_root, brick, rs), simcat)
-        _write_table(layout.sim_ids_added_file(injection_root, brick, rs), np.array(added, dtype=[("id", ">i8")]))
-        _write_table(layout.skipped_ids_file(injection_root, brick, rs),
-                     np.array(ids[skipped], dtype=[("ids_skipped", ">i8")]))
-        meta = np.zeros(1, dtype=[("brickname", "S8"), ("objtype", "S3"), ("seed", ">i8"), ("nobj", ">i4"),
-                                  ("rs", "S8"), ("psf_convolved", "?"), ("model", "S8")])
-        meta[0] = (brick, "elg", cfg.seed, nfake, rs, cfg.fake_psf, cfg.fake_model)
-        _write_table(layout.metacat_file(injection_root, brick, rs), meta)
+            _write_image(coadd / layout.coadd_name(brick, "invvar", b), invvar[b], h, INVVAR_COMPRESSION)
+        fakes = dict(x=fx, y=fy, flux={b: fflux[b] for b in BANDS}, fp=fp, rhalf=rhalf, nser=nser, ids=ids,
+                     added=added, skipped=skipped)
+        write_simcat(cfg, lay, injection_root, brick, rs, wcs, mw, fakes)
+        # the rerun pipeline's catalogue of the injected sky: the same sources as the release's, measured anew,
+        # and the fakes injected, measured alike (their flux as injected)
+        fsky = {key: v[added] for key, v in fake_truth(fp, fx, fy, fflux, rhalf, cfg.fake_flux_scale).items()}
+        rerun = {key: np.concatenate([sky[key], fsky[key]]) for key in sky}
+        rrng = np.random.default_rng(stream + [2000 + k])
+        _write_table(lay.path(lay.tractor, injection_root, brick, rs),
+                     tractor_table(cfg, brick_row, wcs, rerun, mw, fwhm, nexp, rrng))
         nfake_total += len(added)
-    return {"brick": brick, "galaxies": int(ngal), "stars": int(nstar), "fakes": nfake_total}
+    return {"brick": brick, "region": region, "galaxies": int(ngal), "stars": int(nstar), "fakes": nfake_total}
+
+
+def write_simcat(cfg, lay, root, brick, rs, wcs, mw, f) -> None:
+    """A run's simulation catalogue and its side files, as the layout ``lay`` writes them."""
+    nfake, added, skipped = len(f["x"]), f["added"], f["skipped"]
+    ra, dec = wcs.all_pix2world(f["x"], f["y"], 0)
+    path = lay.path(lay.simcat, root, brick, rs)
+    kind = tractor_type(f["rhalf"], f["fp"]["bt"], np.zeros(nfake, bool), cfg.schema) if cfg.fake_model == "real" \
+        else None
+    if lay.name == "obiwan2021":  # every random of the run, flagged where not injected; 0-indexed bx, by
+        t = np.zeros(nfake, dtype=RANDOMS_DTYPE if kind is None else np.dtype(RANDOMS_DTYPE.descr + [("type", "S3")]))
+        t["id"], t["ra"], t["dec"], t["bx"], t["by"] = f["ids"], ra, dec, f["x"], f["y"]
+        for b in BANDS:
+            t[f"flux_{b}"] = f["flux"][b] * mw[b]
+        t["sersic"], t["shape_r"], t["shape_e1"], t["shape_e2"] = f["nser"], f["rhalf"], f["fp"]["e1"], f["fp"]["e2"]
+        t["collided"] = skipped
+    else:  # the 2018 and 2017 simcats list the fakes injected (1-indexed x, y)
+        dtype = SIMCAT_DTYPE if lay.name == "obiwan2018" else SIMCAT_2017_DTYPE
+        if kind is not None:
+            dtype = np.dtype(dtype.descr + [("type", "S4" if cfg.schema != "dr9" else "S3")])
+        t = np.zeros(len(added), dtype=dtype)
+        t["id"], t["ra"], t["dec"] = added, ra[added], dec[added]
+        t["x"], t["y"] = f["x"][added] + 1, f["y"][added] + 1
+        for b in BANDS:
+            t[f"{b}flux"] = f["flux"][b][added] * mw[b]
+        t["rhalf"] = f["rhalf"][added]
+        if lay.name == "obiwan2018":
+            for b in BANDS:
+                t[f"mw_transmission_{b}"] = mw[b]
+            t["n"], t["e1"], t["e2"] = f["nser"][added], f["fp"]["e1"][added], f["fp"]["e2"][added]
+        else:
+            e = np.hypot(f["fp"]["e1"], f["fp"]["e2"])[added]
+            t["sersicn"], t["ba"] = f["nser"][added], (1 - e) / (1 + e)
+            t["phi"] = np.degrees(0.5 * np.arctan2(f["fp"]["e2"], f["fp"]["e1"]))[added]
+            t["seed"] = cfg.seed
+    if kind is not None:
+        t["type"] = kind if lay.name == "obiwan2021" else kind[added]
+    _write_table(path, t)
+    if lay.name == "obiwan2018":
+        _write_table(path.parent / "sim_ids_added.fits", np.array(added, dtype=[("id", ">i8")]))
+        _write_table(path.parent / f"skippedids-elg-{brick}.fits", np.array(f["ids"][skipped], dtype=[("ids", ">i8")]))
+        meta = np.zeros(1, dtype=[("brickname", "S8"), ("objtype", "S3"), ("seed", ">i8"), ("nobj", ">i4"),
+                                  ("rs", "S24"), ("psf_convolved", "?"), ("model", "S8")])
+        meta[0] = (brick, "elg", cfg.seed, nfake, rs, cfg.fake_psf, cfg.fake_model)
+        _write_table(path.parent / f"metacat-elg-{brick}.fits", meta)
 
 
 SIMCAT_DTYPE = np.dtype(
@@ -412,17 +478,24 @@ SIMCAT_DTYPE = np.dtype(
 )
 
 
-def simcat_dtype(cfg: MockConfig) -> np.dtype:
-    """The obiwan columns; fakes drawn like the reals (``fake_model="real"``) also get their Tractor ``type``."""
-    if cfg.fake_model != "real":
-        return SIMCAT_DTYPE
-    return np.dtype(SIMCAT_DTYPE.descr + [("type", "S4" if cfg.schema == "dr5" else "S3")])
+# obiwan before Nov 2017: no extinction, shapes as axis ratio and angle
+SIMCAT_2017_DTYPE = np.dtype(
+    [("id", ">i4"), ("seed", ">i8"), ("ra", ">f8"), ("dec", ">f8"), ("x", ">f8"), ("y", ">f8")]
+    + [(f"{b}flux", ">f4") for b in BANDS]
+    + [("sersicn", ">f4"), ("rhalf", ">f4"), ("ba", ">f4"), ("phi", ">f4")]
+)
+# adematti/obiwan (DR9 era): the randoms of a run, Tractor-like names, 0-indexed bx, by, collided = not injected
+RANDOMS_DTYPE = np.dtype(
+    [("id", ">i8"), ("ra", ">f8"), ("dec", ">f8"), ("bx", ">f8"), ("by", ">f8")]
+    + [(f"flux_{b}", ">f4") for b in BANDS]
+    + [("sersic", ">f4"), ("shape_r", ">f4"), ("shape_e1", ">f4"), ("shape_e2", ">f4"), ("collided", "?")]
+)
 
 
 def tractor_type(r_half, bt, is_star, schema: str) -> np.ndarray:
     """The Tractor type of each source: PSF for stars; galaxies by size and bulge fraction (DR5: COMP for SER)."""
     kind = np.select([is_star, r_half < 0.35, bt < 0.2, bt > 0.7], ["PSF", "REX", "EXP", "DEV"], "SER")
-    if schema == "dr5":
+    if schema in ("dr5", "dr8"):
         kind = np.where(kind == "SER", "COMP", kind)
     return kind
 
@@ -437,33 +510,62 @@ def too_close(x, y, min_sep_pix):
 
 
 def tractor_dtype(schema: str) -> np.dtype:
+    """DR9: 3-character types, shape_*, sersic, maskbits; DR8: DR5's 4-character types and shapeexp/shapedev with
+    maskbits; DR5: no maskbits."""
     cols = [("release", ">i2"), ("brickid", ">i4"), ("brickname", "S8"), ("objid", ">i4"),
-            ("brick_primary", "?"), ("type", "S4" if schema == "dr5" else "S3"),
+            ("brick_primary", "?"), ("type", "S3" if schema == "dr9" else "S4"),
             ("ra", ">f8"), ("dec", ">f8"), ("bx", ">f4"), ("by", ">f4")]
     for b in BANDS:
         cols += [(f"flux_{b}", ">f4"), (f"flux_ivar_{b}", ">f4"), (f"mw_transmission_{b}", ">f4"),
                  (f"nobs_{b}", ">i2"), (f"anymask_{b}", ">i2"), (f"allmask_{b}", ">i2"), (f"psfsize_{b}", ">f4")]
     cols += [("ebv", ">f4")]
-    if schema == "dr5":
+    if schema in ("dr5", "dr8"):
         cols += [("fracdev", ">f4")] + [(f"shape{m}_{p}", ">f4") for m in ("exp", "dev") for p in ("r", "e1", "e2")]
     else:
-        cols += [("maskbits", ">i2"), ("sersic", ">f4"), ("shape_r", ">f4"), ("shape_e1", ">f4"), ("shape_e2", ">f4")]
+        cols += [("sersic", ">f4"), ("shape_r", ">f4"), ("shape_e1", ">f4"), ("shape_e2", ">f4")]
+    if schema != "dr5":
+        cols += [("maskbits", ">i2")]
     return np.dtype(cols)
 
 
-def tractor_table(cfg, brick_row, wcs, gal, gx, gy, gflux, star_g, star_gr, star_rz, sx, sy, sflux, mw, fwhm,
-                  nexp, rng):
-    """The release's Tractor catalogue: measured (noisy) fluxes, types and shapes of every source."""
+def sky_truth(gal, gx, gy, gflux, star_g, sx, sy, sflux) -> dict:
+    """The true parameters of every source of a brick's sky (galaxies, then stars), for tractor_table."""
     ngal, nstar = len(gx), len(sx)
-    n = ngal + nstar
+    star = np.zeros(nstar)
+    return dict(
+        x=np.concatenate([gx, sx]), y=np.concatenate([gy, sy]),
+        **{f"flux_{b}": np.concatenate([gflux[b], sflux[b]]) for b in BANDS},
+        g=np.concatenate([gal["g"], star_g]),
+        is_star=np.r_[np.zeros(ngal, bool), np.ones(nstar, bool)],
+        r_half=np.concatenate([gal["disc_r"] * (1 - gal["bt"]) + gal["bulge_r"] * gal["bt"], star]),
+        bt=np.concatenate([gal["bt"], star]), bulge_n=np.concatenate([gal["bulge_n"], star]),
+        e1=np.concatenate([gal["e1"], star]), e2=np.concatenate([gal["e2"], star]),
+    )
+
+
+def fake_truth(fp, fx, fy, fflux, rhalf, flux_scale) -> dict:
+    """The true parameters of a run's fakes as injected (flux x ``flux_scale``), in sky_truth's form; the ELG
+    model's single exponential is a pure disc (bulge fraction 0)."""
+    n = len(fx)
+    bt = fp.get("bt", np.zeros(n))
+    return dict(x=fx, y=fy, **{f"flux_{b}": fflux[b] * flux_scale for b in BANDS}, g=fp["g"],
+                is_star=np.zeros(n, bool), r_half=rhalf, bt=bt, bulge_n=fp.get("bulge_n", np.ones(n)),
+                e1=fp["e1"], e2=fp["e2"])
+
+
+def tractor_table(cfg, brick_row, wcs, sky: dict, mw, fwhm, nexp, rng):
+    """A Tractor catalogue of the sources ``sky`` (sky_truth): measured fluxes (true flux plus the noise of the
+    local depth and PSF), the true positions and shapes, and the type Tractor would give. The release's
+    catalogue and an injection run's rerun are both made by it: one measurement model for reals and fakes."""
+    n = len(sky["x"])
     t = np.zeros(n, dtype=tractor_dtype(cfg.schema))
-    x, y = np.concatenate([gx, sx]), np.concatenate([gy, sy])
-    order = np.argsort(y * cfg.image_size + x, kind="stable")  # Tractor lists sources roughly by position
+    order = np.argsort(sky["y"] * cfg.image_size + sky["x"], kind="stable")  # Tractor lists sources by position
+    sky = {k: np.asarray(v)[order] for k, v in sky.items()}
     t["release"] = RELEASE[cfg.schema]
     t["brickid"] = brick_row["BRICKID"]
     t["brickname"] = brick_row["BRICKNAME"]
     t["objid"] = np.arange(n)
-    t["bx"], t["by"] = x[order], y[order]
+    t["bx"], t["by"] = sky["x"], sky["y"]
     ra, dec = wcs.all_pix2world(t["bx"].astype(np.float64), t["by"].astype(np.float64), 0)
     t["ra"], t["dec"] = ra, dec
     t["brick_primary"] = (
@@ -472,25 +574,20 @@ def tractor_table(cfg, brick_row, wcs, gal, gx, gy, gflux, star_g, star_gr, star
     ix = np.clip(np.floor(t["bx"] + 0.5).astype(int), 0, cfg.image_size - 1)
     iy = np.clip(np.floor(t["by"] + 0.5).astype(int), 0, cfg.image_size - 1)
     for b in BANDS:
-        true = np.concatenate([gflux[b], sflux[b]])[order] * mw[b]
+        true = sky[f"flux_{b}"] * mw[b]
         neff = 4 * np.pi * (fwhm[b] / 2.355 / PIXSCALE_ARCSEC) ** 2
         nobs = nexp[iy, ix]
         sig = SKY_SIGMA[b] * np.sqrt(neff / np.maximum(nobs, 1))
-        noise = rng.normal(0, 1, n) * sig  # drawn either way: the random stream does not depend on tractor_noise
-        t[f"flux_{b}"] = true + noise if cfg.tractor_noise else true
+        t[f"flux_{b}"] = true + rng.normal(0, 1, n) * sig
         t[f"flux_ivar_{b}"] = np.where(nobs > 0, 1 / sig**2, 0)
         t[f"mw_transmission_{b}"] = mw[b]
         t[f"nobs_{b}"] = nobs
         t[f"psfsize_{b}"] = fwhm[b]
     t["ebv"] = -2.5 * np.log10(mw["g"]) / EXTINCTION["g"]  # the brick's E(B-V), as the transmissions were made
-    is_star = (np.arange(n) >= ngal)[order]
-    gi = np.where(~is_star, order, 0)  # index into the galaxy arrays
-    bt, disc_r = gal["bt"][gi] if ngal else np.zeros(n), gal["disc_r"][gi] if ngal else np.zeros(n)
-    r_half = np.where(is_star, 0.0, disc_r * (1 - bt) + (gal["bulge_r"][gi] if ngal else 0) * bt)
-    e1 = np.where(is_star, 0.0, gal["e1"][gi] if ngal else 0)
-    e2 = np.where(is_star, 0.0, gal["e2"][gi] if ngal else 0)
+    is_star, r_half, bt = sky["is_star"], np.where(sky["is_star"], 0.0, sky["r_half"]), sky["bt"]
+    e1, e2 = np.where(is_star, 0.0, sky["e1"]), np.where(is_star, 0.0, sky["e2"])
     kind = tractor_type(r_half, bt, is_star, cfg.schema)
-    if cfg.schema == "dr5":
+    if cfg.schema in ("dr5", "dr8"):
         t["type"] = np.char.ljust(kind.astype("U4"), 4)
         dev = np.isin(kind, ["DEV", "COMP"])
         exp = np.isin(kind, ["EXP", "REX", "COMP"])
@@ -503,10 +600,10 @@ def tractor_table(cfg, brick_row, wcs, gal, gx, gy, gflux, star_g, star_gr, star
         t["type"] = kind
         t["shape_r"] = r_half
         t["shape_e1"], t["shape_e2"] = np.where(kind == "REX", 0, e1), np.where(kind == "REX", 0, e2)
-        bulge_n = gal["bulge_n"][gi] if ngal else np.zeros(n)
-        t["sersic"] = np.select([kind == "PSF", kind == "DEV", kind == "SER"], [0.0, 4.0, 1 + bt * (bulge_n - 1)], 1.0)
-        bright = is_star & (np.concatenate([gal["g"], star_g])[order] < 17.0)
-        t["maskbits"] = np.where(bright, 2, 0)  # BRIGHT
+        t["sersic"] = np.select([kind == "PSF", kind == "DEV", kind == "SER"], [0.0, 4.0, 1 + bt * (sky["bulge_n"] - 1)],
+                                1.0)
+    if cfg.schema != "dr5":
+        t["maskbits"] = np.where(is_star & (sky["g"] < 17.0), 2, 0)  # BRIGHT
     return t
 
 
@@ -525,17 +622,25 @@ def make_release(cfg: MockConfig, root: str | Path, workers: int = 1) -> dict:
     missing = sorted(set(cfg.bricks) - set(names))
     if missing:
         raise ValueError(f"synthetic.bricks: not on the brick grid: {missing}")
-    rows = [grid[np.flatnonzero(names == b)[0]] for b in cfg.bricks]
+    rows = {b: grid[np.flatnonzero(names == b)[0]] for b in cfg.bricks}
     with atomic_path(root, directory=True) as tmp:
         release, injection = tmp / "release", tmp / "injection"
         release.mkdir()
         write_survey_bricks(grid, layout.survey_bricks(release))
-        jobs = [(cfg, row, release, injection) for row in rows]
+        if cfg.regions:  # DR9: each region its folder and its table of the bricks with data there
+            jobs = [(cfg, rows[b], release / r, injection / r, r) for r, bricks in cfg.regions.items() for b in bricks]
+            for r, bricks in cfg.regions.items():
+                (release / r).mkdir()
+                write_region_bricks(np.concatenate([rows[b][None] for b in bricks]) if bricks else grid[:0],
+                                    release / r / f"survey-bricks-dr9-{r}.fits.gz")
+        else:
+            jobs = [(cfg, rows[b], release, injection) for b in cfg.bricks]
         counts = []
         with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
             for i, c in enumerate(pool.map(_make_brick_star, jobs), 1):
-                log.info("brick %s (%d/%d): %d galaxies, %d stars, %d fakes", c["brick"], i, len(rows),
-                         c["galaxies"], c["stars"], c["fakes"])
+                log.info("brick %s%s (%d/%d): %d galaxies, %d stars, %d fakes", c["brick"],
+                         f" ({c['region']})" if c["region"] else "", i, len(jobs), c["galaxies"], c["stars"],
+                         c["fakes"])
                 counts.append(c)
         summary = {"config": asdict(cfg), "bricks": counts, "release": "release", "injection": "injection"}
         (tmp / "synthetic.json").write_text(json.dumps(summary, indent=1))
@@ -547,6 +652,17 @@ def write_survey_bricks(grid, path):
 
     with atomic_path(path) as tmp:
         fits.BinTableHDU(grid, name="BRICKS").writeto(tmp)
+
+
+def write_region_bricks(rows, path):
+    """A region's ``survey-bricks-dr9-<region>.fits.gz``: the bricks with data there, lower-case columns."""
+    table = np.zeros(len(rows), dtype=[(n.lower(), t) for n, t in rows.dtype.descr]
+                     + [(f"nexp_{b}", ">i2") for b in BANDS])
+    for n in rows.dtype.names:
+        table[n.lower()] = rows[n]
+    for b in BANDS:
+        table[f"nexp_{b}"] = 2
+    write_survey_bricks(table, path)
 
 
 def clone_brick(root: str | Path, src: str, dst: str, rs_list) -> None:
@@ -561,7 +677,8 @@ def clone_brick(root: str | Path, src: str, dst: str, rs_list) -> None:
              (layout.tractor_file(rel, src), layout.tractor_file(rel, dst))]
     for rs in rs_list:
         pairs += [(layout.coadd_dir(inj, src, rs), layout.coadd_dir(inj, dst, rs)),
-                  (layout.obiwan_dir(inj, src, rs), layout.obiwan_dir(inj, dst, rs))]
+                  (layout.obiwan_dir(inj, src, rs), layout.obiwan_dir(inj, dst, rs)),
+                  (layout.tractor_file(inj, src, rs).parent, layout.tractor_file(inj, dst, rs).parent)]
     for a, b in pairs:
         b.parent.mkdir(parents=True, exist_ok=True)
         if a.is_dir():

@@ -5,13 +5,19 @@ are cut to the same region. Every threshold comes from the config
 (``selection:``, defaults = the reference values) and every cut is counted, in
 order, so a summary table says how many sources each one removed.
 
-With ``apply_to_fakes: true`` the same cuts are applied to the fakes'
-simulation catalogue (its true fluxes and sizes), those that its columns
-allow: positive flux, size, magnitude limits and colour box, and the type cut
-when the catalogue has types (a synthetic null-test run's does; obiwan's does
-not). A simulation catalogue has no ``brick_primary``, ``nobs`` or
-``maskbits``: the cutout stage's no-data cut, applied to both classes, stands
-in for ``nobs``.
+The fakes (``fakes:``) are selected like the reals by default (``measured``):
+each fake is matched to its detection in the injection run's rerun Tractor
+catalogue (injection.match_detections) and the same cuts act on the measured
+values of both classes, so that noise and the selection act alike on both
+(Eddington bias at the faint limits included), as injection validations in
+other surveys do (DES Balrog, Everett et al. 2022). Where a run has no rerun
+catalogue, or with ``fakes: true``, the cuts its simulation catalogue's
+columns allow act on the fakes' true values: positive flux, size, magnitude
+limits and colour box, and the type cut when the catalogue has types (a
+synthetic null-test run's does; obiwan's does not); a simulation catalogue has
+no ``brick_primary``, ``nobs`` or ``maskbits``: the cutout stage's no-data cut,
+applied to both classes, stands in for ``nobs``. ``fakes: none`` keeps every
+fake injected.
 """
 
 from __future__ import annotations
@@ -30,12 +36,30 @@ def select_real(cat: pd.DataFrame, cfg: dict) -> tuple[np.ndarray, "OrderedDict[
     return _select(cat, cfg, fakes=False)
 
 
-def select_fakes(cat: pd.DataFrame, cfg: dict) -> tuple[np.ndarray, "OrderedDict[str, int]"]:
-    """The fakes kept, as :func:`select_real`: every source unless ``cfg["apply_to_fakes"]``, then the cuts
-    a simulation catalogue's columns allow (the type cut only if it has types: ``cat.attrs["has_type"]``)."""
-    if not cfg.get("apply_to_fakes", False):
+def select_fakes(cat: pd.DataFrame, cfg: dict, measured: bool) -> tuple[np.ndarray, "OrderedDict[str, int]"]:
+    """The fakes kept, as :func:`select_real`: on their measured values (``measured``: ``cat`` holds the rerun
+    catalogue's rows) every cut of the reals; on their true values the cuts a simulation catalogue's columns
+    allow (the type cut only if it has types: ``cat.attrs["has_type"]``); with ``fakes: none`` all."""
+    if measured:
+        return _select(cat, cfg, fakes=False)
+    if cfg.get("fakes", "measured") == "none":
         return np.ones(len(cat), dtype=bool), OrderedDict()
     return _select(cat, cfg, fakes=True)
+
+
+def mask_bits(cat: pd.DataFrame, cfg: dict) -> np.ndarray:
+    """The bits the maskbits cut tests: the catalogue's ``maskbits``; on a catalogue without them (DR5) the
+    ALLMASK_G/R/Z bits from ``allmask_<b>`` where ``maskbits_from_allmask`` says so, else a CatalogError: a cut
+    that would pass everything is refused, never silently inert."""
+    from .catalogs import CatalogError
+
+    if cat.attrs.get("has_maskbits", True):
+        return cat["maskbits"].to_numpy(np.int64)
+    if cfg.get("maskbits_from_allmask", False):
+        return cat["allmask_bits"].to_numpy(np.int64)
+    raise CatalogError(f"{cat.attrs.get('path', 'Tractor catalogue')}: selection.maskbits is {cfg['maskbits']} but "
+                       "the catalogue has no maskbits column (DR5): set selection.maskbits: 0, or "
+                       "selection.maskbits_from_allmask: true to test its allmask_g/r/z as ALLMASK_G/R/Z (32/64/128)")
 
 
 def _select(cat: pd.DataFrame, cfg: dict, fakes: bool) -> tuple[np.ndarray, "OrderedDict[str, int]"]:
@@ -52,7 +76,7 @@ def _select(cat: pd.DataFrame, cfg: dict, fakes: bool) -> tuple[np.ndarray, "Ord
     if not fakes or cat.attrs.get("has_type", False):
         cuts["type"] = cat["type"].isin(cfg["types"]).to_numpy()
     if cfg.get("maskbits") and not fakes:
-        cuts["maskbits"] = (cat["maskbits"].to_numpy(np.int64) & int(cfg["maskbits"])) == 0
+        cuts["maskbits"] = (mask_bits(cat, cfg) & int(cfg["maskbits"])) == 0
     cuts["positive_flux"] = np.all([cat[f"flux_{b}"].to_numpy() > 0 for b in BANDS], axis=0)
     cuts["size"] = ((cat["size"] >= cfg["size_min"]) & (cat["size"] <= cfg["size_max"])).to_numpy()
     cuts["faint"] = np.all([(mags[f"mag_{b}"] < faint[b]).to_numpy() for b in BANDS], axis=0)

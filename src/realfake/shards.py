@@ -64,7 +64,8 @@ META_DTYPE = np.dtype(
         ("file", "<i4"),
         ("row", "<i8"),
         ("brick", "S8"),
-        ("rs", "S8"),
+        ("region", "S5"),  # north | south ("" for a single-tree release)
+        ("rs", "S24"),  # seed folder: rs0, more_skip_rs1000, file0_rs500_skip1
         ("id", "<i8"),
         ("label", "i1"),
         ("weight", "<f4"),
@@ -354,6 +355,8 @@ def _meta(src: pd.DataFrame, keys, file_index: int, weights: dict) -> np.ndarray
     m["key"], m["file"], m["row"] = keys, file_index, np.arange(len(src))
     for col in ("brick", "rs", "type"):
         m[col] = src[col].astype(str).str.encode("ascii").to_numpy()
+    if "region" in src:  # (brick files written before regions were read have none)
+        m["region"] = src["region"].astype(str).str.encode("ascii").to_numpy()
     for col in ("id", "label", "ra", "dec", "mag_g", "mag_r", "mag_z", "size", "frac_nodata"):
         m[col] = src[col].to_numpy()
     for col in CONDITIONS:
@@ -560,7 +563,7 @@ class ShardWriter:
             with atomic_path(self.out_dir / name) as tmp:
                 np.save(tmp, arr, allow_pickle=False)
         rows = pd.DataFrame({c: meta[c] for c in MANIFEST_COLUMNS[3:]})
-        for c in ("brick", "rs", "type"):
+        for c in ("brick", "region", "rs", "type"):
             rows[c] = rows[c].str.decode("ascii")
         rows.insert(0, "index", np.arange(n))
         rows.insert(0, "shard", shard)

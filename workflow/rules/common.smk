@@ -14,6 +14,7 @@ from realfake.config import (
     config_hash,
     cutout_inputs,
     n_folds,
+    uses_synthetic,
 )
 
 # one line per bad key (name and problem) instead of the schema dump; then the defaults are filled in
@@ -31,15 +32,11 @@ wildcard_constraints:
 
 def uses_synthetic_release():
     """True when the release lies inside synthetic.root, which rule mock_release builds."""
-    synthetic = Path(config["synthetic"]["root"]).resolve()
-    return any(
-        Path(config["release"][key]).resolve().is_relative_to(synthetic)
-        for key in ("root", "injection_root")
-    )
+    return uses_synthetic(config)
 
 
 try:
-    check_release_roots(config, uses_synthetic_release())
+    check_release_roots(config)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 

@@ -13,7 +13,6 @@ rule mock_release:
         runtime=60,
     params:
         bricks=BRICKS,
-        rs=config["release"]["rs"],
         synthetic=config["synthetic"],
     script:
         "../scripts/mock_release.py"

@@ -9,7 +9,7 @@ from realfake.mock import MockConfig, make_release  # noqa: E402
 s = snakemake.params.synthetic
 cfg = MockConfig(
     bricks=tuple(snakemake.params.bricks),
-    rs=tuple(snakemake.params.rs),
+    rs=tuple(s["rs"]),
     image_size=s["image_size"],
     seed=s["seed"],
     schema=s["schema"],
@@ -17,6 +17,7 @@ cfg = MockConfig(
     fake_psf=s["fake_psf"],
     fake_flux_scale=s["fake_flux_scale"],
     min_fake_separation=s["min_fake_separation"],
-    tractor_noise=s["tractor_noise"],
+    regions={r: tuple(b) for r, b in s["regions"].items()},
+    injection_layout=s["injection_layout"],
 )
 make_release(cfg, snakemake.output[0], workers=snakemake.threads)

@@ -16,5 +16,10 @@ for path, table in ((out.bricks, cuts), (out.cutflow, flow), (out.failures, fail
         table.to_csv(tmp, index=False)
 text = format_summary(flow, failures, snakemake.params.n_bricks, cuts)
 logging.getLogger("realfake").info("\n%s", text)
+if not len(cuts):  # nothing to train on: say why here, not as an empty shard set three rules later
+    reasons = failures["reason"].value_counts().head(3)
+    raise SystemExit(f"no brick of the {snakemake.params.n_bricks} selected was cut; the commonest reasons:\n"
+                     + "\n".join(f"  {n} bricks: {why}" for why, n in reasons.items())
+                     + "\n(release.root, release.region and release.bricks decide where bricks are looked for)")
 with atomic_path(out.summary) as tmp:
     tmp.write_text(text)

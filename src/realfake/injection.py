@@ -1,0 +1,331 @@
+"""obiwan injection runs in every layout they were written in: detected from what is on disk, read into one form.
+
+obiwan changed its output layout over the years (README, "Pointing it at a real
+Data Release"); each layout is described once here, in ``LAYOUTS``: where a
+brick's seed folders lie and how they are named, where each seed folder's
+simulation catalogue, coadds and rerun Tractor catalogue are, which columns
+hold what, and whether pixel positions count from 0 or 1.
+
+- ``obiwan2018`` (legacysurvey/obiwan master): ``obiwan/<AAA>/<brick>/<rsdir>/simcat-elg-<brick>.fits``,
+  ``coadd/<AAA>/<brick>/<rsdir>/``, ``tractor/<AAA>/<brick>/<rsdir>/tractor-<brick>.fits``; ``<rsdir>`` is
+  ``rs<N>``, ``skip_rs<N>``, ``more_rs<N>`` or ``more_skip_rs<N>`` (N: a start row of the randoms table);
+  x, y 1-indexed; ``sim_ids_added.fits`` lists the ids actually injected.
+- ``obiwan2017`` (before Nov 2017): ``elg/<AAA>/<brick>/rs<N>/{obiwan,coadd,tractor}/``; a simcat
+  without ``mw_transmission_*``; the coadds of rs != 0 were deleted after the run.
+- ``obiwan2021`` (adematti/obiwan, DR9 era): ``obiwan/<AAA>/<brick>/file<F>_rs<R>_skip<S>/randoms-<brick>.fits``
+  with ``flux_g/r/z``, ``shape_r``, 0-indexed ``bx``, ``by`` and ``collided`` (not injected); coadds and
+  rerun catalogue in folders of the same name under ``coadd/`` and ``tractor/``.
+
+Fluxes are observed (Milky Way extinction applied) in every layout. Where a
+catalogue has no ``mw_transmission_<b>``, it is derived from the release: the
+transmission of the nearest source of the brick's Tractor catalogue (the
+release's own E(B-V) at a few arcsec), said in the log and the cut flow.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import BANDS
+from .catalogs import CatalogError, native, read_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one obiwan layout keeps a brick's runs, and what its simulation catalogue's columns mean."""
+
+    name: str
+    seeds: str  # the folder whose subfolders are a brick's seed folders ({aaa}: first 3 characters of {brick})
+    seed_re: str  # a seed folder's name
+    simcat: str  # these three below a seed folder ({rs})
+    coadd: str
+    tractor: str
+    columns: dict  # common name -> the catalogue's column (lower case)
+    one_indexed: bool  # x, y count from 1 (FITS, astrometry's radec2pixelxy) rather than 0 (Tractor's bx, by)
+    ids_added: str | None = None  # a table of the ids actually injected
+    not_injected: str | None = None  # a boolean column: true where a random was not injected
+    derived: tuple = field(default=())  # common names the layout never carries, derived from the release
+
+    def path(self, template: str, root, brick: str, rs: str = "") -> Path:
+        return Path(root) / template.format(aaa=brick[:3], brick=brick, rs=rs)
+
+    def seed_folders(self, root, brick: str) -> list[str]:
+        """The seed folders of ``brick`` on disk, in a natural order (rs0, rs500, ..., more_rs0, ...)."""
+        d = self.path(self.seeds, root, brick)
+        if not d.is_dir():
+            return []
+        names = [p.name for p in d.iterdir() if p.is_dir() and re.fullmatch(self.seed_re, p.name)]
+        return sorted(names, key=seed_sort_key)
+
+
+def _flux_columns(template: str) -> dict:
+    return {f"flux_{b}": template.format(b=b) for b in BANDS}
+
+
+_COMMON_2018 = {"id": "id", "ra": "ra", "dec": "dec", "x": "x", "y": "y", "size": "rhalf", **_flux_columns("{b}flux")}
+LAYOUTS = {
+    "obiwan2018": Layout(
+        name="obiwan2018",
+        seeds="obiwan/{aaa}/{brick}",
+        seed_re=r"(more_)?(skip_)?rs\d+",
+        simcat="obiwan/{aaa}/{brick}/{rs}/simcat-elg-{brick}.fits",
+        coadd="coadd/{aaa}/{brick}/{rs}",
+        tractor="tractor/{aaa}/{brick}/{rs}/tractor-{brick}.fits",
+        columns={**_COMMON_2018, **{f"mw_transmission_{b}": f"mw_transmission_{b}" for b in BANDS}},
+        one_indexed=True,
+        ids_added="obiwan/{aaa}/{brick}/{rs}/sim_ids_added.fits",
+    ),
+    "obiwan2017": Layout(
+        name="obiwan2017",
+        seeds="elg/{aaa}/{brick}",
+        seed_re=r"rs\d+",
+        simcat="elg/{aaa}/{brick}/{rs}/obiwan/simcat-elg-{brick}.fits",
+        coadd="elg/{aaa}/{brick}/{rs}/coadd",
+        tractor="elg/{aaa}/{brick}/{rs}/tractor/tractor-{brick}.fits",
+        columns=_COMMON_2018,
+        one_indexed=True,
+        derived=tuple(f"mw_transmission_{b}" for b in BANDS),
+    ),
+    "obiwan2021": Layout(
+        name="obiwan2021",
+        seeds="obiwan/{aaa}/{brick}",
+        seed_re=r"file\d+_rs\d+_skip\d+",
+        simcat="obiwan/{aaa}/{brick}/{rs}/randoms-{brick}.fits",
+        coadd="coadd/{aaa}/{brick}/{rs}",
+        tractor="tractor/{aaa}/{brick}/{rs}/tractor-{brick}.fits",
+        columns={"id": "id", "ra": "ra", "dec": "dec", "x": "bx", "y": "by", "size": "shape_r",
+                 **_flux_columns("flux_{b}")},
+        one_indexed=False,
+        not_injected="collided",
+        derived=tuple(f"mw_transmission_{b}" for b in BANDS),
+    ),
+}
+LAYOUT_NAMES = tuple(LAYOUTS)
+
+
+def seed_sort_key(name: str):
+    """rs0 < rs500 < rs1000 < skip_rs0 < more_rs0 ...; file0_rs0_skip0 < file0_rs500_skip0 < file0_rs0_skip1."""
+    numbers = [int(n) for n in re.findall(r"\d+", name)]
+    prefix = re.sub(r"\d+", "#", name)
+    if prefix.startswith("file"):  # file<F>_rs<R>_skip<S>: by file, skip, then start row
+        numbers = [numbers[0], numbers[2], numbers[1]]
+    return (prefix.count("_") if not prefix.startswith("file") else 0, prefix, numbers)
+
+
+class LayoutError(ValueError):
+    """An injection root whose layout cannot be told, or is not the one asked for; the message names the folders."""
+
+
+def detect_layout(root, brick: str, wanted: str = "auto") -> Layout | None:
+    """The layout of ``brick``'s injection runs under ``root`` (None: the brick has no seed folder in any layout).
+
+    ``wanted`` other than ``auto`` is checked against what is on disk: a brick
+    laid out otherwise is a LayoutError naming both.
+    """
+    found = [lay for lay in LAYOUTS.values() if lay.seed_folders(root, brick)]
+    if len(found) > 1:
+        raise LayoutError(f"brick {brick}: seed folders of several obiwan layouts under {root}: "
+                          + ", ".join(f"{lay.name} ({lay.path(lay.seeds, root, brick)})" for lay in found)
+                          + "; set release.injection_layout")
+    if wanted != "auto":
+        if wanted not in LAYOUTS:
+            raise LayoutError(f"release.injection_layout must be auto or one of {LAYOUT_NAMES}, not {wanted!r}")
+        if found and found[0].name != wanted:
+            raise LayoutError(f"brick {brick}: release.injection_layout is {wanted}, but {root} holds its runs in "
+                              f"the {found[0].name} layout ({found[0].path(found[0].seeds, root, brick)})")
+        return LAYOUTS[wanted] if found else None
+    return found[0] if found else None
+
+
+def choose_seeds(found: list[str], wanted) -> tuple[list[str], list[str]]:
+    """(seed folders to read, names asked for that are not there) from ``release.rs``.
+
+    ``wanted`` is ``"all"`` (every seed folder found, whatever its variant) or a
+    list of names and shell patterns (``rs*``, ``more_*``, ``file0_rs*_skip0``);
+    a plain name not found is returned as absent, for the cut flow.
+    """
+    if wanted == "all":
+        return list(found), []
+    chosen, absent = [], []
+    for w in wanted:
+        if any(ch in w for ch in "*?["):
+            chosen += [f for f in found if fnmatch.fnmatchcase(f, w) and f not in chosen]
+        elif w in found:
+            chosen += [w] if w not in chosen else []
+        else:
+            absent.append(w)
+    return sorted(chosen, key=seed_sort_key), absent
+
+
+@dataclass(frozen=True)
+class Run:
+    """One seed folder of one brick: where its catalogue, coadds and rerun Tractor catalogue are."""
+
+    root: Path
+    brick: str
+    rs: str
+    layout: Layout
+
+    @property
+    def simcat(self) -> Path:
+        return self.layout.path(self.layout.simcat, self.root, self.brick, self.rs)
+
+    @property
+    def coadd_dir(self) -> Path:
+        return self.layout.path(self.layout.coadd, self.root, self.brick, self.rs)
+
+    @property
+    def rerun_tractor(self) -> Path:
+        return self.layout.path(self.layout.tractor, self.root, self.brick, self.rs)
+
+    @property
+    def ids_added(self) -> Path | None:
+        return self.layout.path(self.layout.ids_added, self.root, self.brick, self.rs) if self.layout.ids_added else None
+
+    def absent(self) -> str | None:
+        """Why this run cannot give cutouts (its catalogue or coadd folder absent), or None."""
+        if not self.simcat.exists():
+            return f"no simulation catalogue ({self.simcat})"
+        if not self.coadd_dir.is_dir():
+            return f"no coadd folder ({self.coadd_dir}; obiwan's 2017 runs deleted those of rs != 0)"
+        return None
+
+
+def read_fakes(run: Run, release: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The fakes of one run in the common form (``id, ra, dec, x, y`` 0-indexed, ``flux_<b>``,
+    ``mw_transmission_<b>``, ``size``, ``type``), restricted to those injected.
+
+    ``release`` (the brick's release Tractor catalogue, common form) gives the
+    transmissions a layout does not carry. attrs: ``path``, ``n_listed``,
+    ``n_not_injected``, ``mw_derived``, ``has_type``.
+    """
+    lay, path = run.layout, run.simcat
+    t = read_table(path, f"{lay.name} simulation catalogue")
+    cols = {c.lower(): c for c in t.dtype.names}
+    want = {k: v for k, v in lay.columns.items() if not (k == "id" and v not in cols and lay.name == "obiwan2021")}
+    missing = [v for v in want.values() if v not in cols]
+    if missing:
+        raise CatalogError(f"brick {run.brick} {run.rs}: {path} ({lay.name} layout) lacks columns {missing}")
+    df = pd.DataFrame({k: native(t[cols[v]]) for k, v in want.items()})
+    if "id" not in df:  # (the 2021 randoms are listed in id order; a file without ids is numbered by row)
+        df.insert(0, "id", np.arange(len(df), dtype=np.int64))
+    df["x"], df["y"] = df["x"].astype(float), df["y"].astype(float)
+    if lay.one_indexed:  # everything downstream is 0-indexed like Tractor's bx, by
+        df["x"] -= 1
+        df["y"] -= 1
+    mw = [f"mw_transmission_{b}" for b in BANDS]
+    derive = [c for c in mw if c not in df and c not in cols]
+    for c in mw:
+        if c not in df and c in cols:
+            df[c] = native(t[cols[c]])
+    if derive:
+        if release is None or not len(release):
+            raise CatalogError(f"brick {run.brick} {run.rs}: {path} has no {derive} and the release's Tractor "
+                               "catalogue has no source to derive them from")
+        from scipy.spatial import cKDTree
+
+        _, nearest = cKDTree(np.column_stack([release["x"], release["y"]])).query(np.column_stack([df["x"], df["y"]]))
+        for c in derive:
+            df[c] = release[c].to_numpy(float)[nearest]
+        log.info("brick %s %s: %s has no %s: derived from the release (the nearest Tractor source's)", run.brick,
+                 run.rs, path.name, ", ".join(derive))
+    df["type"] = np.char.strip(t[cols["type"]].astype("U4")) if "type" in cols else "SIM"
+    n_listed = len(df)
+    keep = np.ones(n_listed, bool)
+    if lay.not_injected and lay.not_injected in cols:
+        keep &= ~native(t[cols[lay.not_injected]]).astype(bool)
+    added = run.ids_added
+    if added is not None and added.exists():
+        ids = read_table(added, "list of injected ids")
+        keep &= df["id"].isin(native(ids[ids.dtype.names[0]])).to_numpy()
+    df = df[keep].reset_index(drop=True)
+    df.attrs.update(path=str(path), n_listed=n_listed, n_not_injected=int((~keep).sum()), mw_derived=bool(derive),
+                    has_type="type" in cols, layout=lay.name)
+    return df
+
+
+def match_detections(fakes: pd.DataFrame, rerun: pd.DataFrame, radius_pix: float) -> np.ndarray:
+    """For each fake, the row of its detection in the rerun Tractor catalogue, or -1 when none lies within
+    ``radius_pix``; a detection is given to one fake at most (the nearest)."""
+    match = np.full(len(fakes), -1, np.int64)
+    if not len(fakes) or not len(rerun):
+        return match
+    from scipy.spatial import cKDTree
+
+    dist, nearest = cKDTree(np.column_stack([rerun["x"], rerun["y"]])).query(
+        np.column_stack([fakes["x"], fakes["y"]]), distance_upper_bound=radius_pix)
+    found = np.isfinite(dist)
+    claimed = set()
+    for i in np.flatnonzero(found)[np.argsort(dist[found], kind="stable")]:  # nearest first
+        if nearest[i] not in claimed:
+            match[i] = nearest[i]
+            claimed.add(nearest[i])
+    return match
+
+
+@dataclass
+class BrickPlan:
+    """What one brick is cut from: the release region chosen, the injection runs found, those asked for and absent."""
+
+    brick: str
+    region: str | None  # None: no chosen region has the brick
+    regions_with_brick: list
+    release_dir: Path | None
+    layout: str | None
+    runs: list  # of Run
+    absent: list  # of (rs, why): seed folders asked for (or the brick's whole injection run) not there
+
+    def missing(self, release_root) -> str | None:
+        """Why the brick's release files are absent (None when they are there), naming the paths looked at."""
+        from . import layout
+
+        folders = [self.release_dir] if self.release_dir is not None else self.searched
+        absent = []
+        for folder in folders:
+            checks = [(layout.coadd_dir(folder, self.brick), "no coadd directory"),
+                      (layout.tractor_file(folder, self.brick), "no Tractor catalogue")]
+            absent += [f"{why} ({path})" for path, why in checks if not path.exists()]
+        return "; ".join(absent) or None
+
+    searched: list = field(default_factory=list)  # the region folders looked in
+
+
+def plan_brick(brick: str, release_root, injection_root, rs="all", region: str = "both", overlap: str = "dec",
+               injection_layout: str = "auto") -> BrickPlan:
+    """Find a brick's files: its release region (``release.region``, ``release.region_overlap``), the layout of its
+    injection runs (``release.injection_layout``) and its seed folders (``release.rs``). Looks only at this brick's
+    folders."""
+    from . import layout
+
+    regions = layout.chosen_regions(release_root, region)
+    name, have = layout.resolve_region(brick, regions, overlap)
+    release_dir = regions[name] if name is not None else None
+    inj = layout.injection_folder(injection_root, name or "") if name is not None else None
+    lay = detect_layout(inj, brick, injection_layout) if inj is not None else None
+    runs, absent = [], []
+    if lay is None:
+        where = inj if inj is not None else injection_root
+        names = [w for w in rs if not any(ch in w for ch in "*?[")] if rs != "all" else []
+        absent += [(r, f"no injection run of brick {brick} under {where}") for r in names or [""]]
+    else:
+        chosen, not_found = choose_seeds(lay.seed_folders(inj, brick), rs)
+        absent += [(r, f"no seed folder {lay.path(lay.seeds, inj, brick) / r}") for r in not_found]
+        for r in chosen:
+            run = Run(inj, brick, r, lay)
+            why = run.absent()
+            if why:
+                absent.append((r, why))
+            else:
+                runs.append(run)
+    return BrickPlan(brick=brick, region=name, regions_with_brick=have, release_dir=release_dir,
+                     layout=lay.name if lay else None, runs=runs, absent=absent,
+                     searched=list(regions.values()))
