@@ -84,6 +84,8 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     pred = pd.read_csv(w / "results" / "evaluation" / "predictions.csv", dtype={"brick": str})
     man = pd.read_csv(w / "results" / "shards" / "manifest.csv", dtype={"brick": str})
     assert len(pred) == len(man) and set(pred["fold"]) == {0, 1}  # every example tested once
+    # every example records where it came from: region ("" for the synthetic single-tree release) and seed folder
+    assert {"region", "rs"} <= set(man.columns) and set(man.loc[man["label"] == 1, "rs"]) == {"rs0"}
     assert (pred["split"] == "fold" + pred["fold"].astype(str)).all()
     figures = ("roc", "binned", "calibration", "training", "folds", "statistics", "attribution", "mosaic",
                "mosaic_extremes")

@@ -177,7 +177,14 @@ class Run:
 
     @property
     def simcat(self) -> Path:
-        return self.layout.path(self.layout.simcat, self.root, self.brick, self.rs)
+        """The run's simulation catalogue: ``simcat-elg-<brick>.fits``, or the one ``simcat-<objtype>-<brick>.fits``
+        of a run of another object type (lrg, qso, star)."""
+        path = self.layout.path(self.layout.simcat, self.root, self.brick, self.rs)
+        if not path.exists() and "simcat-elg-" in path.name:
+            others = sorted(path.parent.glob(f"simcat-*-{self.brick}.fits"))
+            if len(others) == 1:
+                return others[0]
+        return path
 
     @property
     def coadd_dir(self) -> Path:
