@@ -136,6 +136,9 @@ def test_every_obiwan_layout_detected_and_counted(tmp_path, lay, seeds):
         assert runs["cut_not_detected"].sum() == 0
         fake = src[src["label"] == 1]
         assert len(fake) and set(fake["rs"]) <= set(runs["rs"])
+    if lay != "obiwan2018":  # a seed folder name of another layout is refused, naming the layout's
+        with pytest.raises(ValueError, match=f"not seed folders of the {lay} layout"):
+            plan_brick(a, tmp_path / "syn" / "release", inj, rs=["more_rs0"])
     if lay == "obiwan2021":  # collided randoms are listed but were not injected
         run = plan_brick(a, tmp_path / "syn" / "release", inj).runs[0]
         table = fitsio.read(str(run.simcat))

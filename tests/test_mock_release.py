@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fitsio
 import numpy as np
+import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
@@ -179,3 +180,52 @@ def test_control_options_change_only_what_they_say(tmp_path):
     assert 8 < flux["bright"] / flux["base"] < 11
     sims = [fitsio.read(str(layout.simcat_file(tmp_path / k / "injection", brick, "rs0"))) for k in ("base", "bright")]
     assert np.array_equal(sims[0]["rflux"], sims[1]["rflux"])
+
+
+def _fake_stamps(root, brick, half=20):
+    """Per injected fake (far from the edges): the r-band difference injection - release around its catalogue
+    position (the fake's drawn light alone: same sky, same noise), and that position in the stamp."""
+    sim = fitsio.read(str(layout.simcat_file(root / "injection", brick, "rs0")))
+    rel = fitsio.read(str(layout.coadd_file(root / "release", brick, "image", "r"))).astype(float)
+    inj = fitsio.read(str(layout.coadd_file(root / "injection", brick, "image", "r", "rs0"))).astype(float)
+    diff, out = inj - rel, []
+    for x, y in zip(sim["x"] - 1, sim["y"] - 1):
+        ix, iy = int(round(x)), int(round(y))
+        if half <= ix < diff.shape[1] - half and half <= iy < diff.shape[0] - half:
+            out.append((diff[iy - half : iy + half + 1, ix - half : ix + half + 1], x - ix + half, y - iy + half))
+    return out
+
+
+def _moments(stamp, x0, y0):
+    """Flux-weighted centroid offset (x) and second moment about the catalogue position of a stamp."""
+    yy, xx = np.mgrid[: stamp.shape[0], : stamp.shape[1]]
+    w = stamp.sum()
+    return ((xx - x0) * stamp).sum() / w, (((xx - x0) ** 2 + (yy - y0) ** 2) * stamp).sum() / w
+
+
+def test_graded_defects_change_the_pixels_as_specified(tmp_path):
+    """Each defect of the injected model changes what it says and by how much: a PSF scaled by f scales the second
+    moment of a point-like fake by f^2; an offset moves its centroid; the invvar scale and the shot noise show."""
+    from realfake.mock import MockConfig, make_release
+
+    brick = "1210p060"
+    base = dict(bricks=(brick,), image_size=240, seed=11, fake_density=20.0, min_fake_separation=12.0,
+                fake_rhalf_scale=0.02)  # (nearly point sources: the moment is the PSF's)
+    runs = {"base": {}, "psf": {"fake_psf_scale": 1.2}, "offset": {"fake_offset": 1.0},
+            "invvar": {"fake_invvar_scale": 0.5}, "noise": {"fake_shot_noise": 0.05}}
+    for name, defect in runs.items():
+        make_release(MockConfig(**{**base, **defect}), tmp_path / name)
+    stamps = {name: _fake_stamps(tmp_path / name, brick) for name in runs}
+    assert len(stamps["base"]) >= 3
+    m = {name: np.array([_moments(*s) for s in stamps[name]]) for name in ("base", "psf", "offset")}
+    assert np.median(m["psf"][:, 1] / m["base"][:, 1]) == pytest.approx(1.2**2, rel=0.06)
+    assert np.median(m["offset"][:, 0] - m["base"][:, 0]) == pytest.approx(1.0, abs=0.05)
+    iv = {name: fitsio.read(str(layout.coadd_file(tmp_path / name / "injection", brick, "invvar", "g", "rs0")))
+          for name in ("base", "invvar")}
+    data = iv["base"] > 0
+    assert np.allclose(iv["invvar"][data] / iv["base"][data], 0.5, rtol=1e-2)  # (invvar quantised to 1/16 of sigma)
+    # shot noise: the extra pixel variance over the fakes is fake_shot_noise x their light
+    model = np.concatenate([s[0].ravel() for s in stamps["base"]])
+    extra = np.concatenate([n[0].ravel() - b[0].ravel() for n, b in zip(stamps["noise"], stamps["base"])])
+    bright = model > 0.02
+    assert np.var(extra[bright]) == pytest.approx(0.05 * model[bright].mean(), rel=0.2)

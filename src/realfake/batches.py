@@ -28,7 +28,7 @@ from . import cutouts, fitstiles, layout
 from .atomic import Settler, atomic_path, settle
 from .catalogs import CatalogError
 from .cutouts import CoaddError, make_brick_file
-from .injection import LayoutError, plan_brick
+from .injection import plan_brick
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def cut_brick(brick: str, out_dir: str, s: CutoutSettings) -> dict:
     try:
         plan = plan_brick(brick, s.release_root, s.injection_root, s.rs, s.region, s.region_overlap,
                           s.injection_layout)
-    except LayoutError as err:
+    except ValueError as err:  # (LayoutError: runs of two layouts, or not the one named; a region not there)
         return dict(brick=brick, status="failed", reason=str(err))
     why = plan.missing(s.release_root)
     if why:

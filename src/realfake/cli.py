@@ -9,6 +9,20 @@ import sys
 from .mock import MockConfig
 
 
+DEFECTS = {"fake_psf_scale": float, "fake_sersic_offset": float, "fake_rhalf_scale": float, "fake_ellipticity": str,
+           "fake_shot_noise": float, "fake_invvar_scale": float, "fake_offset": float}
+
+
+def _defect(text: str) -> tuple:
+    key, _, value = text.partition("=")
+    if key not in DEFECTS or not value:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with KEY one of {', '.join(DEFECTS)}")
+    try:
+        return key, DEFECTS[key](value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: {key} takes a number") from None
+
+
 def _mock_release(args) -> int:
     from .mock import make_release
 
@@ -23,6 +37,7 @@ def _mock_release(args) -> int:
         fake_flux_scale=args.fake_flux_scale,
         min_fake_separation=args.min_fake_separation,
         injection_layout=args.injection_layout,
+        **dict(args.defect),
     )
     summary = make_release(cfg, args.out, workers=args.workers)
     n = sum(b["fakes"] for b in summary["bricks"])
@@ -81,6 +96,10 @@ def main(argv=None) -> int:
                    help="inject fakes with this times their catalogue flux (positive control) [%(default)s]")
     m.add_argument("--min-fake-separation", type=float, default=5.0,
                    help="arcsec: a fake closer than this to an earlier one is skipped [%(default)s]")
+    m.add_argument("--defect", type=_defect, action="append", default=[], metavar="KEY=VALUE",
+                   help="a graded defect of the fakes, as in the config's synthetic block: fake_psf_scale=1.1, "
+                   "fake_rhalf_scale=1.2, fake_sersic_offset=0.5, fake_ellipticity=distortion, fake_shot_noise=0.05, "
+                   "fake_invvar_scale=0.8, fake_offset=1 (repeatable)")
     m.add_argument("--workers", type=int, default=1, help="bricks rendered in parallel [%(default)s]")
     m.set_defaults(func=_mock_release)
     c = sub.add_parser(

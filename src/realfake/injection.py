@@ -324,6 +324,12 @@ def plan_brick(brick: str, release_root, injection_root, rs="all", region: str =
         names = [w for w in rs if not any(ch in w for ch in "*?[")] if rs != "all" else []
         absent += [(r, f"no injection run of brick {brick} under {where}") for r in names or [""]]
     else:
+        foreign = [w for w in (rs if rs != "all" else []) if not any(ch in w for ch in "*?[")
+                   and not re.fullmatch(lay.seed_re, w)]
+        if foreign:
+            raise LayoutError(f"brick {brick}: release.rs names {foreign}, not seed folders of the {lay.name} layout "
+                              f"its runs are in ({lay.seed_re}; e.g. {lay.seed_folders(inj, brick)[:3]}); "
+                              "use rs: all, or their names")
         chosen, not_found = choose_seeds(lay.seed_folders(inj, brick), rs)
         absent += [(r, f"no seed folder {lay.path(lay.seeds, inj, brick) / r}") for r in not_found]
         for r in chosen:

@@ -88,6 +88,14 @@ class MockConfig:
     fake_model: str = "elg"  # "elg": single Sersic n=1; "real": same model as the real galaxies
     fake_psf: bool = True  # False: fakes are not convolved with the PSF
     fake_flux_scale: float = 1.0  # injected flux / catalogue flux (10: a zero-point error of 2.5 mag)
+    # Graded defects of the injected model (README, "Controls"); the defaults inject it right
+    fake_psf_scale: float = 1.0  # the fakes' PSF FWHM x this (a misestimated PSF model)
+    fake_sersic_offset: float = 0.0  # the ELG model's Sersic index 1 + this (a wrong profile)
+    fake_rhalf_scale: float = 1.0  # the ELG model's half-light radius x this, the catalogue's unchanged
+    fake_ellipticity: str = "reduced_shear"  # the reals' convention; "distortion": e1, e2 read as |e| = 2g/(1+g^2)
+    fake_shot_noise: float = 0.0  # Gaussian noise of variance this x model (nanomaggy) added over each fake
+    fake_invvar_scale: float = 1.0  # the injection coadds' inverse variance x this: disagrees with their pixels
+    fake_offset: float = 0.0  # pixels: fakes drawn this far (in x) from their catalogue position
     min_fake_separation: float = 5.0  # arcsec; closer fakes are skipped, as obiwan does
     # region folders ({"north": bricks, "south": bricks}; a brick may be in both), else one tree
     regions: dict = field(default_factory=dict)
@@ -99,8 +107,17 @@ class MockConfig:
             raise ValueError(f"synthetic.schema must be one of {sorted(RELEASE)}, not {self.schema!r}")
         if self.fake_model not in ("elg", "real"):
             raise ValueError(f"synthetic.fake_model must be 'elg' or 'real', not {self.fake_model!r}")
-        if not self.fake_flux_scale > 0:
-            raise ValueError(f"synthetic.fake_flux_scale must be > 0, not {self.fake_flux_scale}")
+        for key in ("fake_flux_scale", "fake_psf_scale", "fake_rhalf_scale", "fake_invvar_scale"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"synthetic.{key} must be > 0, not {getattr(self, key)}")
+        if not 0.3 <= 1 + self.fake_sersic_offset <= 6.2:  # GalSim's range of Sersic indices
+            raise ValueError(f"synthetic.fake_sersic_offset: the index 1 + {self.fake_sersic_offset} is outside "
+                             "GalSim's 0.3-6.2")
+        if self.fake_ellipticity not in ("reduced_shear", "distortion"):
+            raise ValueError(f"synthetic.fake_ellipticity must be reduced_shear or distortion, not "
+                             f"{self.fake_ellipticity!r}")
+        if self.fake_shot_noise < 0:
+            raise ValueError(f"synthetic.fake_shot_noise must be >= 0, not {self.fake_shot_noise}")
         if self.min_fake_separation < 0:
             raise ValueError(f"synthetic.min_fake_separation must be >= 0, not {self.min_fake_separation}")
         if self.image_size < 64:
@@ -387,6 +404,9 @@ def make_brick(cfg: MockConfig, brick_row: np.void, release_root: Path, injectio
             rhalf, nser = fp["rhalf"], fp["n"]
         fflux = band_fluxes(fp["g"], fp["gr"], fp["rz"])
         inject = {b: fflux[b] * mw[b] * cfg.fake_flux_scale for b in BANDS}  # the simcat keeps fflux * mw
+        drawn_rhalf = rhalf * (cfg.fake_rhalf_scale if cfg.fake_model == "elg" else 1.0)
+        fake_psf = {b: galsim.Moffat(beta=3.5, fwhm=fwhm[b] * cfg.fake_psf_scale) for b in BANDS}
+        nrng = np.random.default_rng(stream + [3000 + k])  # the defects' noise: a stream of its own
         ids = np.arange(nfake, dtype=np.int64)
         skipped = too_close(fx, fy, cfg.min_fake_separation / PIXSCALE_ARCSEC)
         added = ids[~skipped]
@@ -401,22 +421,30 @@ def make_brick(cfg: MockConfig, brick_row: np.void, release_root: Path, injectio
                 if cfg.fake_model == "real":
                     prof = real_galaxy_profile(galsim, fp, i, b, inject[b][i], fclumps[i])
                 else:
-                    prof = galsim.Sersic(n=1, half_light_radius=rhalf[i], flux=inject[b][i]).shear(
-                        galsim.Shear(g1=fp["e1"][i], g2=fp["e2"][i])
-                    )
-                render(galsim, img, prof, psf[b], fx[i], fy[i], convolve=cfg.fake_psf)
+                    shear = (galsim.Shear(e1=fp["e1"][i], e2=fp["e2"][i]) if cfg.fake_ellipticity == "distortion"
+                             else galsim.Shear(g1=fp["e1"][i], g2=fp["e2"][i]))
+                    prof = galsim.Sersic(n=1 + cfg.fake_sersic_offset, half_light_radius=drawn_rhalf[i],
+                                         flux=inject[b][i]).shear(shear)
+                render(galsim, img, prof, fake_psf[b], fx[i] + cfg.fake_offset, fy[i], convolve=cfg.fake_psf)
+            arr = img.array
+            if cfg.fake_shot_noise > 0:  # noise where the fakes' light is: variance fake_shot_noise x model
+                model = np.maximum(arr - image[b], 0)
+                arr = arr + nrng.normal(0, 1, arr.shape) * np.sqrt(cfg.fake_shot_noise * model)
             # no data stays no data: obiwan injects into exposures, not into gaps
-            arr = np.where(nexp > 0, img.array, 0.0).astype(np.float32)
+            arr = np.where(nexp > 0, arr, 0.0).astype(np.float32)
             h = dict(header, BRICKNAM=brick, BUNIT="nanomaggy", FILTERX=b)
             _write_image(coadd / layout.coadd_name(brick, "image", b), arr, h, IMAGE_COMPRESSION,
                          dither_seed=1 + (cfg.seed * 7919 + int(brick_row["BRICKID"]) + 17 * (k + 1)) % 10000)
-            _write_image(coadd / layout.coadd_name(brick, "invvar", b), invvar[b], h, INVVAR_COMPRESSION)
+            _write_image(coadd / layout.coadd_name(brick, "invvar", b), invvar[b] * np.float32(cfg.fake_invvar_scale),
+                         h, INVVAR_COMPRESSION)
         fakes = dict(x=fx, y=fy, flux={b: fflux[b] for b in BANDS}, fp=fp, rhalf=rhalf, nser=nser, ids=ids,
                      added=added, skipped=skipped)
         write_simcat(cfg, lay, injection_root, brick, rs, wcs, mw, fakes)
         # the rerun pipeline's catalogue of the injected sky: the same sources as the release's, measured anew,
         # and the fakes injected, measured alike (their flux as injected)
-        fsky = {key: v[added] for key, v in fake_truth(fp, fx, fy, fflux, rhalf, cfg.fake_flux_scale).items()}
+        # (as drawn: where it was drawn, at the size and flux it was drawn with)
+        fsky = fake_truth(fp, fx + cfg.fake_offset, fy, fflux, drawn_rhalf, cfg.fake_flux_scale)
+        fsky = {key: v[added] for key, v in fsky.items()}
         rerun = {key: np.concatenate([sky[key], fsky[key]]) for key in sky}
         rrng = np.random.default_rng(stream + [2000 + k])
         _write_table(lay.path(lay.tractor, injection_root, brick, rs),

@@ -4,20 +4,13 @@ from realfake.logs import to_file
 
 to_file(snakemake.log[0])
 
+from dataclasses import fields  # noqa: E402
+
 from realfake.mock import MockConfig, make_release  # noqa: E402
 
-s = snakemake.params.synthetic
-cfg = MockConfig(
-    bricks=tuple(snakemake.params.bricks),
-    rs=tuple(s["rs"]),
-    image_size=s["image_size"],
-    seed=s["seed"],
-    schema=s["schema"],
-    fake_model=s["fake_model"],
-    fake_psf=s["fake_psf"],
-    fake_flux_scale=s["fake_flux_scale"],
-    min_fake_separation=s["min_fake_separation"],
-    regions={r: tuple(b) for r, b in s["regions"].items()},
-    injection_layout=s["injection_layout"],
-)
+s = dict(snakemake.params.synthetic)
+s["rs"] = tuple(s["rs"])
+s["regions"] = {r: tuple(b) for r, b in s.get("regions", {}).items()}
+keys = {f.name for f in fields(MockConfig)} - {"bricks", "extra"}
+cfg = MockConfig(bricks=tuple(snakemake.params.bricks), **{k: v for k, v in s.items() if k in keys})
 make_release(cfg, snakemake.output[0], workers=snakemake.threads)
