@@ -226,13 +226,22 @@ def summarise(batch_dirs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         columns=FAILURE_COLUMNS)
     if len(cuts):
         cuts["rs"] = cuts["rs"].fillna("")
-        numeric = [c for c in cuts.columns if c not in ("brick", "region", "rs", "label")]
+        numeric = flow_order([c for c in cuts.columns if c not in ("brick", "region", "rs", "label")])
         flow = cuts.groupby(["label", "rs"])[numeric].sum().reset_index()
         flow.insert(0, "class", flow["label"].map({0: "real", 1: "fake"}))
         flow.insert(3, "bricks", cuts.groupby(["label", "rs"]).size().to_numpy())
     else:
         flow = pd.DataFrame()
     return cuts, failures, flow
+
+
+def flow_order(columns) -> list:
+    """The cut flow's columns in the order the sources meet them: in, not injected, not detected, the selection's
+    cuts (in their order), off the edge, without data, kept; then the per-run records."""
+    first = [c for c in ("n_in", "cut_not_injected", "cut_not_detected") if c in columns]
+    last = [c for c in ("offedge", "cut_nodata", "kept") if c in columns]
+    runs = [c for c in columns if c.startswith("runs_")]
+    return first + [c for c in columns if c not in first + last + runs] + last + runs
 
 
 def one_class_bricks(cuts: pd.DataFrame) -> pd.DataFrame:
