@@ -2,7 +2,7 @@
 #   make run    set up, build the synthetic release if absent, run the whole pipeline
 #   make test   set up and run the tests
 #   make faults the fault suite: kills, damaged inputs, a full disk, safety; ends with a table
-# Built-in controls, each in its own directory runs/<control>/ (README, "Controls"):
+# Built-in controls, each in its own directory runs/<control>/ (docs/evaluation.md, "Controls"):
 #   make null-test          fakes drawn like the real galaxies: must be indistinguishable
 #   make positive-control   fakes clearly wrong: must be found
 #   make null-calibration   the null test over SEEDS seeds: false-positive rate and p-value uniformity
@@ -50,7 +50,7 @@ $(CONTROLS): $(STAMP)
 		print(m['verdict']); print(line); sys.exit(not ok)"
 
 # the null test over SEEDS independent synthetic releases at the tests' scale: the verdict's false-positive rate and
-# the uniformity of its p-values (README, "The verdict"); about 1.5 min a seed on 2 cores
+# the uniformity of its p-values (docs/evaluation.md, "Null calibration"); about 1.5 min a seed on 2 cores
 null-calibration: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/null_calibration.py --seeds $(SEEDS) --cores $(CORES)
 

@@ -1,7 +1,6 @@
 """obiwan injection runs in every layout they were written in: detected from what is on disk, read into one form.
 
-obiwan changed its output layout over the years (README, "Pointing it at a real
-Data Release"); each layout is described once here, in ``LAYOUTS``: where a
+obiwan changed its output layout over the years (docs/inputs.md); each layout is described once here, in ``LAYOUTS``: where a
 brick's seed folders lie and how they are named, where each seed folder's
 simulation catalogue, coadds and rerun Tractor catalogue are, which columns
 hold what, and whether pixel positions count from 0 or 1.

@@ -1,7 +1,7 @@
 """Where files live in a Legacy Survey Data Release and in an obiwan injection run.
 
 One place for every path template, so the readers, the synthetic release and
-the Snakefile agree on the on-disk layout (see README, "Input layout").
+the Snakefile agree on the on-disk layout (docs/inputs.md, "Input layout read").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A synthetic Legacy Survey Data Release and obiwan injection run, rendered with GalSim.
 
-The files have the exact on-disk layout of the real thing (README, "Input
-layout"), so every reader in the pipeline runs on them unchanged:
+The files have the exact on-disk layout of the real thing (docs/inputs.md, "Input
+layout read"), so every reader in the pipeline runs on them unchanged:
 
 - the release: ``survey-bricks.fits.gz``, RICE tile-compressed coadds (in
   100x100 tiles, as legacypipe writes them) with a TAN WCS centred on the
@@ -88,7 +88,7 @@ class MockConfig:
     fake_model: str = "elg"  # "elg": single Sersic n=1; "real": same model as the real galaxies
     fake_psf: bool = True  # False: fakes are not convolved with the PSF
     fake_flux_scale: float = 1.0  # injected flux / catalogue flux (10: a zero-point error of 2.5 mag)
-    # Graded defects of the injected model (README, "Controls"); the defaults inject it right
+    # Graded defects of the injected model (docs/evaluation.md, "Graded defects"); the defaults inject it right
     fake_psf_scale: float = 1.0  # the fakes' PSF FWHM x this (a misestimated PSF model)
     fake_sersic_offset: float = 0.0  # the ELG model's Sersic index 1 + this (a wrong profile)
     fake_rhalf_scale: float = 1.0  # the ELG model's half-light radius x this, the catalogue's unchanged

@@ -85,7 +85,7 @@ def lenet_bn(x, cfg):
     """A LeNet-like network that trains in minutes on a CPU: the central ``crop`` pixels (the galaxy and its
     surroundings), then 3x3 convolutions each with batch normalisation and ReLU, 2x2 max pooling between them,
     dropout and a small dense layer. On the synthetic release it learns where the reference network, at the same
-    budget, stays at chance (README, "Training")."""
+    budget, stays at chance (docs/training.md)."""
     size = x.shape[1]
     if cfg["crop"] and cfg["crop"] < size:
         x = layers.Cropping2D((size - cfg["crop"]) // 2)(x)
