@@ -131,3 +131,28 @@ def test_binormal_tv():
     assert S.tv_from_auc_binormal(0.5) == pytest.approx(0.0, abs=1e-9)
     d = 1.0
     assert S.tv_from_auc_binormal(norm.cdf(d / np.sqrt(2))) == pytest.approx(2 * norm.cdf(0.5) - 1)
+
+
+def test_survey_scale_shortcuts_agree_with_the_exact_statistics():
+    """At 10^7 examples the pooled AUC's bootstrap works on binned scores and the per-brick tests on their normal
+    approximation, all bricks at once: both agree with the exact computations where those run."""
+    import pandas as pd
+
+    from realfake import evaluate
+
+    rng = np.random.default_rng(3)
+    n, nb = 20_000, 1200
+    codes = rng.integers(0, nb, n)
+    y = rng.integers(0, 2, n).astype(bool)
+    score = 1 / (1 + np.exp(-(0.3 * y + rng.normal(0, 0.5, nb)[codes] + rng.normal(0, 1, n))))
+    w = rng.multinomial(nb, np.full(nb, 1 / nb), size=40).astype(float)
+    exact = S._reweighted_pooled_auc(y, score, codes, w)
+    binned = S._binned_pooled_auc(y, score, codes, w)
+    assert np.max(np.abs(binned - exact)) < 1e-3
+    pred = pd.DataFrame({"brick": [f"b{c:05d}" for c in codes], "label": y.astype(int), "p_fake": score})
+    many = {r["brick"]: r for r in evaluate._by_brick_at_once(pred)}
+    assert len(many) == nb
+    for brick in list(many)[:20]:
+        grp = pred[pred["brick"] == brick]
+        t = S.permutation_test(grp["label"], grp["p_fake"], grp["brick"], n_perm=0)
+        assert many[brick]["auc"] == pytest.approx(t["auc"]) and many[brick]["p_value"] == pytest.approx(t["p_value"])

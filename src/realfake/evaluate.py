@@ -49,12 +49,15 @@ def balanced_accuracy(y, pred) -> float:
 # --------------------------------------------------------------------------- the statistics of one set
 
 
-def clustered(y, p, bricks, n_boot: int, n_perm: int, seed: int, alpha: float = 0.05, power: float = 0.8) -> dict:
-    """The brick-aware statistics of scores ``p`` (P(fake)) of examples ``y`` grouped by ``bricks``."""
+def clustered(y, p, bricks, n_boot: int, n_perm: int, seed: int, alpha: float = 0.05, power: float = 0.8,
+              pooled: bool = True) -> dict:
+    """The brick-aware statistics of scores ``p`` (P(fake)) of examples ``y`` grouped by ``bricks`` (the pooled
+    AUC's interval only if ``pooled``)."""
     y, p = np.asarray(y).astype(int), np.asarray(p, float)
     test = stats.permutation_test(y, p, bricks, n_perm, seed)
     g = test["bricks_with_both_classes"]
-    boot = stats.brick_bootstrap(y, p, bricks, n_boot, seed)
+    boot = stats.brick_bootstrap(y, p, bricks, n_boot, seed, pooled=pooled)
+    auc_pooled = roc_auc(y, p)
     pred = p >= 0.5
     bacc = balanced_accuracy(y, pred)
     n_bricks = test["bricks"]
@@ -62,12 +65,12 @@ def clustered(y, p, bricks, n_boot: int, n_perm: int, seed: int, alpha: float = 
         "n": int(len(y)), "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()), "bricks": n_bricks,
         "bricks_with_both_classes": g,
         "auc": test["auc"],
-        "auc_pooled": roc_auc(y, p),
+        "auc_pooled": auc_pooled,
         "accuracy": float(np.mean(pred == y)),
         "balanced_accuracy": bacc,
         "log_loss": log_loss(y, p),
         "ci95": {"auc": stats.interval(test["auc"], boot["auc"], g),
-                 "auc_pooled": stats.interval(roc_auc(y, p), boot["pooled_auc"], n_bricks),
+                 "auc_pooled": stats.interval(auc_pooled, boot["pooled_auc"], n_bricks),
                  "balanced_accuracy": stats.interval(bacc, boot["balanced_accuracy"], n_bricks)},
         "p_value": test["p_value"],
         "test": {k: v for k, v in test.items() if k != "auc"},
@@ -107,7 +110,7 @@ def binned(df: pd.DataFrame, column: str, edges, n_boot: int, n_perm: int = 0, s
     for k, (interval, grp) in enumerate(df.groupby(cut, observed=True)):
         y, p = grp["label"].to_numpy(int), grp["p_fake"].to_numpy(float)
         both = 0 < y.sum() < len(y)
-        c = clustered(y, p, grp["brick"].to_numpy(), n_boot, n_perm, seed + k) if both else None
+        c = clustered(y, p, grp["brick"].to_numpy(), n_boot, n_perm, seed + k, pooled=False) if both else None
         rows.append({
             "lo": float(interval.left), "hi": float(interval.right),
             "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
@@ -156,8 +159,15 @@ def where_statement(m: dict) -> str:
             "correction.")
 
 
+# More bricks than this: the per-brick p-values are the normal approximation of each brick's permutation
+# distribution (exact mean and variance), computed for all bricks at once
+MANY_BRICKS = 1000
+
+
 def by_group(pred: pd.DataFrame, column: str, n_perm: int, seed: int) -> list[dict]:
     """Per fold or per brick: counts, stratified AUC and its permutation p-value."""
+    if column == "brick" and pred["brick"].nunique() > MANY_BRICKS:
+        return _by_brick_at_once(pred)
     rows = []
     for name, grp in pred.groupby(column, sort=True):
         y, p = grp["label"].to_numpy(int), grp["p_fake"].to_numpy(float)
@@ -167,6 +177,20 @@ def by_group(pred: pd.DataFrame, column: str, n_perm: int, seed: int) -> list[di
                      "n_fake": int((y == 1).sum()), "bricks": int(grp["brick"].nunique()),
                      "auc": t.get("auc", float("nan")), "p_value": t.get("p_value", float("nan"))})
     return rows
+
+
+def _by_brick_at_once(pred: pd.DataFrame) -> list[dict]:
+    """by_group(pred, "brick") for many bricks: every brick's U statistic and its permutation variance in one pass."""
+    from scipy.stats import norm
+
+    names, codes = stats.brick_codes(pred["brick"].to_numpy())
+    s = stats.per_brick(pred["label"].to_numpy(int), pred["p_fake"].to_numpy(float), codes, len(names))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = np.where(s["pairs"] > 0, s["u"] / s["pairs"], np.nan)
+        z = (s["u"] - s["pairs"] / 2) / np.sqrt(s["var_u"])
+    p = np.where((s["pairs"] > 0) & (s["var_u"] > 0), norm.sf(z), np.nan)
+    return [{"brick": str(b), "n_real": int(n0), "n_fake": int(n1), "bricks": 1, "auc": float(a), "p_value": float(q)}
+            for b, n0, n1, a, q in zip(names, s["n0"], s["n1"], auc, p)]
 
 
 def magnitude_statement(bins: list[dict]) -> str:

@@ -31,12 +31,24 @@ from scipy.stats import norm
 
 # Examples x permutations (or resamples) held in memory at once
 CHUNK = 4_000_000
+# Beyond this many examples x permutations the permutation distribution is taken in its normal approximation (its
+# mean and variance are exact): at 10^6 examples its Monte Carlo estimate would cost minutes and say the same
+PERMUTATION_WORK = 100_000_000
+# Beyond this many examples x resamples the pooled AUC's bootstrap works on scores binned into POOLED_BINS quantile
+# bins (pairs in one bin count one half: the AUC moves by less than the share of such pairs, ~1 / POOLED_BINS)
+BOOTSTRAP_WORK = 100_000_000
+POOLED_BINS = 2048
 
 
 def brick_codes(groups) -> tuple[np.ndarray, np.ndarray]:
-    """(names, code of each example): the bricks as 0..B-1."""
-    names, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    return names, codes.astype(np.int64)
+    """(names, code of each example): the bricks as 0..B-1, in sorted order of their names (by hashing: O(N))."""
+    import pandas as pd
+
+    groups = np.asarray(groups)
+    if groups.dtype.kind not in "iu":
+        groups = groups.astype(str)
+    codes, names = pd.factorize(groups, sort=True)
+    return np.asarray(names), codes.astype(np.int64)
 
 
 def ranks_within(codes: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -88,14 +100,15 @@ def pooled_auc(y, score) -> float:
     return stratified_auc(y, score, np.zeros(len(y), int))
 
 
-def permutation_test(y, score, groups, n_perm: int = 2000, seed: int = 1, exact_max: int = 2_000_000) -> dict:
+def permutation_test(y, score, groups, n_perm: int = 2000, seed: int = 1,
+                     max_work: int = PERMUTATION_WORK) -> dict:
     """One-sided test of "within each brick, P(fake) is unrelated to the label" on the stratified AUC.
 
     Labels are permuted within bricks (every brick keeps its number of fakes), so
     whatever a brick's examples share, and however the share of fakes differs
     between bricks, the test keeps its level. The p-value is the Monte Carlo
     estimate ``(1 + #{AUC_perm >= AUC}) / (1 + n_perm)``, valid at any ``n_perm``;
-    beyond ``exact_max`` examples (or with ``n_perm = 0``) the normal
+    beyond ``max_work`` examples x permutations (or with ``n_perm = 0``) the normal
     approximation of the same permutation distribution, whose mean and variance
     are known exactly, is used instead. Both are returned where both are computed.
     """
@@ -112,7 +125,7 @@ def permutation_test(y, score, groups, n_perm: int = 2000, seed: int = 1, exact_
     null_sd = float(np.sqrt(s["var_u"].sum()) / pairs)
     z = (auc - 0.5) / null_sd if null_sd > 0 else 0.0
     out.update(auc=auc, null_sd=null_sd, z=float(z), p_normal=float(norm.sf(z)))
-    if n_perm <= 0 or len(y) > exact_max:
+    if n_perm <= 0 or len(y) * n_perm > max_work:
         return {**out, "p_value": out["p_normal"], "method": "normal approximation of the permutation distribution"}
     null = permutation_null(y, s["ranks"], codes, n_perm, seed) / pairs
     # U of each permutation minus the same constant: compare rank sums; a tolerance absorbs float rounding
@@ -142,8 +155,10 @@ def permutation_null(y, ranks, codes, n_perm: int, seed: int) -> np.ndarray:
     return out
 
 
-def brick_bootstrap(y, score, groups, n_boot: int = 1000, seed: int = 1, threshold: float = 0.5) -> dict:
-    """Resamples of whole bricks: draws of the stratified AUC, the pooled AUC and the balanced accuracy.
+def brick_bootstrap(y, score, groups, n_boot: int = 1000, seed: int = 1, threshold: float = 0.5,
+                    pooled: bool = True) -> dict:
+    """Resamples of whole bricks: draws of the stratified AUC, the pooled AUC (unless not ``pooled``) and the
+    balanced accuracy.
 
     The stratified AUC and the balanced accuracy are sums over bricks, so a
     resample is a reweighting of per-brick sums (no sort); the pooled AUC is
@@ -162,8 +177,33 @@ def brick_bootstrap(y, score, groups, n_boot: int = 1000, seed: int = 1, thresho
     with np.errstate(invalid="ignore", divide="ignore"):
         strat = (w @ s["u"]) / (w @ s["pairs"])
         bacc = 0.5 * ((w @ tp) / (w @ s["n1"]) + (w @ tn) / (w @ s["n0"]))
-    pooled = _reweighted_pooled_auc(y, score, codes, w)
+    if not pooled:
+        pooled = np.full(n_boot, np.nan)
+    elif len(y) * n_boot > BOOTSTRAP_WORK:
+        pooled = _binned_pooled_auc(y, score, codes, w)
+    else:
+        pooled = _reweighted_pooled_auc(y, score, codes, w)
     return {"auc": strat, "pooled_auc": pooled, "balanced_accuracy": bacc}
+
+
+def _binned_pooled_auc(y, score, codes, w, n_bins: int = POOLED_BINS) -> np.ndarray:
+    """The pooled AUC of each resample (brick multiplicities ``w``) from per-brick histograms of the scores in
+    ``n_bins`` quantile bins: two (resamples x bricks) @ (bricks x bins) products, whatever the number of examples.
+    Pairs within one bin count one half, as ties do."""
+    edges = np.unique(np.quantile(score, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    k = len(edges) + 1
+    b = np.searchsorted(edges, score, side="right")
+    nb = w.shape[1]
+    fake = np.bincount(codes * k + b, weights=y, minlength=nb * k).reshape(nb, k)
+    real = np.bincount(codes * k + b, weights=~y, minlength=nb * k).reshape(nb, k)
+    out = np.empty(len(w))
+    step = max(1, CHUNK // k)
+    for i in range(0, len(w), step):
+        f, r = w[i : i + step] @ fake, w[i : i + step] @ real
+        below = np.cumsum(r, axis=1) - r
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[i : i + step] = (f * (below + r / 2)).sum(axis=1) / (f.sum(axis=1) * r.sum(axis=1))
+    return out
 
 
 def _reweighted_pooled_auc(y, score, codes, w) -> np.ndarray:
