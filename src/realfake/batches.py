@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import cutouts, fitstiles, layout
+from . import cutouts, fitstiles
 from .atomic import Settler, atomic_path, settle
 from .catalogs import CatalogError
 from .cutouts import CoaddError, make_brick_file

@@ -52,7 +52,6 @@ class Layout:
     one_indexed: bool  # x, y count from 1 (FITS, astrometry's radec2pixelxy) rather than 0 (Tractor's bx, by)
     ids_added: str | None = None  # a table of the ids actually injected
     not_injected: str | None = None  # a boolean column: true where a random was not injected
-    derived: tuple = field(default=())  # common names the layout never carries, derived from the release
 
     def path(self, template: str, root, brick: str, rs: str = "") -> Path:
         return Path(root) / template.format(aaa=brick[:3], brick=brick, rs=rs)
@@ -92,7 +91,6 @@ LAYOUTS = {
         tractor="elg/{aaa}/{brick}/{rs}/tractor/tractor-{brick}.fits",
         columns=_COMMON_2018,
         one_indexed=True,
-        derived=tuple(f"mw_transmission_{b}" for b in BANDS),
     ),
     "obiwan2021": Layout(
         name="obiwan2021",
@@ -105,7 +103,6 @@ LAYOUTS = {
                  **_flux_columns("flux_{b}")},
         one_indexed=False,
         not_injected="collided",
-        derived=tuple(f"mw_transmission_{b}" for b in BANDS),
     ),
 }
 LAYOUT_NAMES = tuple(LAYOUTS)
