@@ -7,6 +7,7 @@ unique area RA1..RA2, DEC1..DEC2 and sources there are ``brick_primary``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -24,12 +25,21 @@ def brick_name(ra: float, dec: float) -> str:
     return "%04d%s%03d" % (int(ra * 10), "m" if dec < 0 else "p", int(abs(dec) * 10 + 1e-6))
 
 
+@functools.lru_cache(maxsize=1)
+def _grid() -> np.ndarray:
+    return _make_grid()
+
+
 def brick_grid() -> np.ndarray:
-    """The whole-sky brick table, in the columns of ``survey-bricks.fits.gz``.
+    """The whole-sky brick table, in the columns of ``survey-bricks.fits.gz`` (made once per process; a copy).
 
     Rows are 0.25 deg in Dec; each row holds as many equal RA bricks as fit at
     its Dec (~662,000 bricks in all, as in the real file).
     """
+    return _grid().copy()
+
+
+def _make_grid() -> np.ndarray:
     rows = []
     brickid = 1
     nrow = int(round(180 / BRICK_SIZE_DEG)) + 1
