@@ -124,7 +124,8 @@ def permutation_test(y, score, groups, n_perm: int = 2000, seed: int = 1,
     auc = float(s["u"].sum() / pairs)
     null_sd = float(np.sqrt(s["var_u"].sum()) / pairs)
     z = (auc - 0.5) / null_sd if null_sd > 0 else 0.0
-    out.update(auc=auc, null_sd=null_sd, z=float(z), p_normal=float(norm.sf(z)))
+    # (floored at 1e-300: beyond that a double underflows to 0, and "p = 0" is no probability)
+    out.update(auc=auc, null_sd=null_sd, z=float(z), p_normal=float(max(norm.sf(z), 1e-300)))
     if n_perm <= 0 or len(y) * n_perm > max_work:
         return {**out, "p_value": out["p_normal"], "method": "normal approximation of the permutation distribution"}
     null = permutation_null(y, s["ranks"], codes, n_perm, seed) / pairs
