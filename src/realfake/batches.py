@@ -104,7 +104,7 @@ def cut_brick(brick: str, out_dir: str, s: CutoutSettings) -> dict:
                           s.injection_layout)
     except ValueError as err:  # (LayoutError: runs of two layouts, or not the one named; a region not there)
         return dict(brick=brick, status="failed", reason=str(err))
-    why = plan.missing(s.release_root)
+    why = plan.missing()
     if why:
         return dict(brick=brick, status="missing", reason=why)
     try:

@@ -182,27 +182,23 @@ def select_bricks(release: dict, synthetic: bool = False) -> list[str]:
     per_region, top = brick_tables(root, regions)
     named = [r for r in regions if r]
     if per_region and len(per_region) == len(named):
-        tables = per_region
+        tables = [(read_brick_table(t), t) for t in per_region]
     elif top.exists():
-        tables = [top]
+        tables = [(read_brick_table(top), top)]
         if named:
             log.warning("release.bricks is a box, and the regions %s have no survey-bricks-*-<region>.fits.gz: "
                         "bricks from %s (every brick of the sky; those without data will be listed as missing)",
                         named, top)
     elif synthetic:
-        names = bricks_in_box(brick_grid(), bricks["ra"], bricks["dec"])
-        if not names:
-            raise BrickSelectionError(f"release.bricks: no brick of the synthetic release's grid is centred in the box "
-                                      f"{bricks}")
-        return names
+        tables = [(brick_grid(), "the synthetic release's brick grid")]
     else:
         raise BrickSelectionError(f"release.bricks is an RA/Dec box, but the release's brick table is not there: {top}"
                                   + (f" (nor a survey-bricks-*-<region>.fits.gz in {', '.join(map(str, regions.values()))})"
                                      if named else ""))
-    names = sorted(set().union(*(bricks_in_box(read_brick_table(t), bricks["ra"], bricks["dec"]) for t in tables)))
+    names = sorted(set().union(*(bricks_in_box(table, bricks["ra"], bricks["dec"]) for table, _ in tables)))
     if not names:
-        raise BrickSelectionError(f"release.bricks: no brick of {', '.join(map(str, tables))} is centred in the box "
-                                  f"{bricks}")
+        raise BrickSelectionError(f"release.bricks: no brick of {', '.join(str(where) for _, where in tables)} is "
+                                  f"centred in the box {bricks}")
     return names
 
 

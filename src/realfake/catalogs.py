@@ -27,9 +27,9 @@ TRACTOR_COMMON = ["objid", "brick_primary", "type", "ra", "dec", "bx", "by"] + [
     f"{c}_{b}" for b in BANDS for c in ("flux", "flux_ivar", "mw_transmission", "nobs")
 ]
 DR5_SHAPES = ["shapeexp_r", "shapedev_r", "fracdev"]
-# Observing conditions at a source (NaN where a catalogue lacks the column): what the verdict is binned by
 # maskbits values of ALLMASK_G/R/Z (DR8, DR9, DR10)
 ALLMASK_BITS = {"g": 32, "r": 64, "z": 128}
+# Observing conditions at a source (NaN where a catalogue lacks the column): what the verdict is binned by
 CONDITIONS = [f"psfsize_{b}" for b in BANDS] + [f"nobs_{b}" for b in BANDS] + ["ebv"]
 
 
@@ -104,6 +104,14 @@ def read_tractor(root: str | Path, brick: str, path: str | Path | None = None) -
     df.attrs.update(schema=schema if schema == "dr9+" else ("dr8" if "maskbits" in cols else "dr5"), path=str(path),
                     has_maskbits="maskbits" in cols)
     return df
+
+
+def nearest_rows(catalogue: pd.DataFrame, x, y) -> np.ndarray:
+    """The row of ``catalogue`` (x, y in pixels) nearest to each position (x, y) of the same brick."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.column_stack([catalogue["x"], catalogue["y"]]))
+    return tree.query(np.column_stack([np.asarray(x, float), np.asarray(y, float)]))[1]
 
 
 def magnitudes(df: pd.DataFrame) -> pd.DataFrame:

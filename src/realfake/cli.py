@@ -9,16 +9,17 @@ import sys
 from .mock import MockConfig
 
 
-DEFECTS = {"fake_psf_scale": float, "fake_sersic_offset": float, "fake_rhalf_scale": float, "fake_ellipticity": str,
-           "fake_shot_noise": float, "fake_invvar_scale": float, "fake_offset": float}
-
-
 def _defect(text: str) -> tuple:
+    from dataclasses import fields
+
+    from .mock import DEFECTS
+
+    kinds = {f.name: type(f.default) for f in fields(MockConfig) if f.name in DEFECTS}
     key, _, value = text.partition("=")
-    if key not in DEFECTS or not value:
+    if key not in kinds or not value:
         raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with KEY one of {', '.join(DEFECTS)}")
     try:
-        return key, DEFECTS[key](value)
+        return key, kinds[key](value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: {key} takes a number") from None
 
@@ -34,10 +35,9 @@ def _mock_release(args) -> int:
         rs=tuple(args.rs),
         fake_model=args.fake_model,
         fake_psf=not args.no_fake_psf,
-        fake_flux_scale=args.fake_flux_scale,
         min_fake_separation=args.min_fake_separation,
         injection_layout=args.injection_layout,
-        **dict(args.defect),
+        **{"fake_flux_scale": args.fake_flux_scale, **dict(args.defect)},
     )
     summary = make_release(cfg, args.out, workers=args.workers)
     n = sum(b["fakes"] for b in summary["bricks"])

@@ -37,10 +37,10 @@ def check_config(config, schema_path: str | Path = SCHEMA, max_errors: int = 5) 
     raise ConfigError("invalid config (schema workflow/schemas/config.schema.yaml):\n" + "\n".join(lines) + more)
 
 
-def uses_synthetic(config: dict) -> bool:
-    """True when the release lies inside ``synthetic.root``, which rule mock_release builds."""
+def uses_synthetic(config: dict, key: str = "root") -> bool:
+    """True when ``release.<key>`` lies inside ``synthetic.root``, which rule mock_release builds."""
     synthetic = Path(config["synthetic"]["root"]).resolve()
-    return Path(config["release"]["root"]).resolve().is_relative_to(synthetic)
+    return Path(config["release"][key]).resolve().is_relative_to(synthetic)
 
 
 def check_release_roots(config: dict) -> None:
@@ -51,8 +51,7 @@ def check_release_roots(config: dict) -> None:
     from .layout import chosen_regions
 
     rel = config["release"]
-    synthetic = Path(config["synthetic"]["root"]).resolve()
-    inside = {key: Path(rel[key]).resolve().is_relative_to(synthetic) for key in ("root", "injection_root")}
+    inside = {key: uses_synthetic(config, key) for key in ("root", "injection_root")}
     if inside["root"] != inside["injection_root"]:
         real, fake = ("injection_root", "root") if inside["root"] else ("root", "injection_root")
         raise ConfigError(

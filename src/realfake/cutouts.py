@@ -32,7 +32,7 @@ import pandas as pd
 from . import BANDS, FAKE, REAL, __version__, fitstiles, layout
 from .atomic import atomic_path
 from .bricks import PIXSCALE_ARCSEC
-from .catalogs import CONDITIONS, magnitudes, read_tractor
+from .catalogs import CONDITIONS, magnitudes, nearest_rows, read_tractor
 from .fitstiles import TiledImage
 from .injection import match_detections, plan_brick, read_fakes
 from .selection import select_fakes, select_real
@@ -400,12 +400,9 @@ def conditions_at(release: pd.DataFrame, x, y) -> pd.DataFrame:
     """Observing conditions (PSF size, exposures, E(B-V)) at pixel positions (x, y) of a brick: those of the
     nearest source of the release's Tractor catalogue. Fakes have no catalogue row of their own in the release;
     the nearest source saw the same exposures, within the few arcsec between them."""
-    from scipy.spatial import cKDTree
-
     if not len(release) or not len(x):
         return pd.DataFrame({c: np.full(len(x), np.nan, np.float32) for c in CONDITIONS})
-    _, nearest = cKDTree(np.column_stack([release["x"], release["y"]])).query(np.column_stack([x, y]))
-    return release[CONDITIONS].iloc[nearest].reset_index(drop=True).astype(np.float32)
+    return release[CONDITIONS].iloc[nearest_rows(release, x, y)].reset_index(drop=True).astype(np.float32)
 
 
 def _source_table(cat, brick, region, rs, label):
@@ -473,14 +470,15 @@ def brick_cutouts(plan, selection, sink, size=64, channels=DEFAULT_CHANNELS, max
             record["runs_mw_derived"] = int(cat.attrs["mw_derived"])
             label, folder, chosen = FAKE, run.coadd_dir, cat
             pre = OrderedDict(not_injected=cat.attrs["n_not_injected"])
-            if selection.get("fakes", "measured") == "measured" and run.rerun_tractor.exists():
+            measure = selection.get("fakes", "measured") == "measured"
+            if measure and run.rerun_tractor.exists():
                 chosen = measured_fakes(cat, read_tractor(None, brick, path=run.rerun_tractor), selection)
                 pre["not_detected"] = len(cat) - len(chosen)
                 keep, removed = select_fakes(chosen, selection, measured=True)
                 record["runs_measured"] = 1
                 files.append(str(run.rerun_tractor))
             else:
-                if selection.get("fakes", "measured") == "measured":
+                if measure:
                     log.warning("brick %s %s: no rerun Tractor catalogue (%s): the fakes are selected on their true "
                                 "values", brick, rs, run.rerun_tractor)
                 keep, removed = select_fakes(cat, selection, measured=False)
@@ -617,7 +615,7 @@ def make_brick_file(out, brick, release_root, injection_root, rs_list, selection
     """
     if plan is None:
         plan = plan_brick(brick, release_root, injection_root, rs_list, region, region_overlap, injection_layout)
-    why = plan.missing(release_root)
+    why = plan.missing()
     if why:
         raise CoaddError(f"brick {brick}: {why}")
     attrs = dict(brick=brick, config_hash=config_hash, selection=json.dumps(selection), region=plan.region or "",

@@ -181,14 +181,11 @@ def by_group(pred: pd.DataFrame, column: str, n_perm: int, seed: int) -> list[di
 
 def _by_brick_at_once(pred: pd.DataFrame) -> list[dict]:
     """by_group(pred, "brick") for many bricks: every brick's U statistic and its permutation variance in one pass."""
-    from scipy.stats import norm
-
     names, codes = stats.brick_codes(pred["brick"].to_numpy())
     s = stats.per_brick(pred["label"].to_numpy(int), pred["p_fake"].to_numpy(float), codes, len(names))
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = np.where(s["pairs"] > 0, s["u"] / s["pairs"], np.nan)
-        z = (s["u"] - s["pairs"] / 2) / np.sqrt(s["var_u"])
-    p = np.where((s["pairs"] > 0) & (s["var_u"] > 0), norm.sf(z), np.nan)
+    p = np.where(s["pairs"] > 0, stats.normal_test(s["u"], s["pairs"], s["var_u"])[1], np.nan)
     return [{"brick": str(b), "n_real": int(n0), "n_fake": int(n1), "bricks": 1, "auc": float(a), "p_value": float(q)}
             for b, n0, n1, a, q in zip(names, s["n0"], s["n1"], auc, p)]
 

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import BANDS
-from .catalogs import CatalogError, native, read_table
+from .catalogs import CatalogError, native, nearest_rows, read_table
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class Layout:
     one_indexed: bool  # x, y count from 1 (FITS, astrometry's radec2pixelxy) rather than 0 (Tractor's bx, by)
     ids_added: str | None = None  # a table of the ids actually injected
     not_injected: str | None = None  # a boolean column: true where a random was not injected
+    optional: tuple = ()  # common names a catalogue may lack (an id: then the row number)
 
     def path(self, template: str, root, brick: str, rs: str = "") -> Path:
         return Path(root) / template.format(aaa=brick[:3], brick=brick, rs=rs)
@@ -103,6 +104,7 @@ LAYOUTS = {
                  **_flux_columns("flux_{b}")},
         one_indexed=False,
         not_injected="collided",
+        optional=("id",),  # (the randoms are listed in id order)
     ),
 }
 LAYOUT_NAMES = tuple(LAYOUTS)
@@ -142,6 +144,11 @@ def detect_layout(root, brick: str, wanted: str = "auto") -> Layout | None:
     return found[0] if found else None
 
 
+def is_pattern(name: str) -> bool:
+    """Whether a ``release.rs`` entry is a shell pattern (``rs*``) rather than a seed folder's name."""
+    return any(ch in name for ch in "*?[")
+
+
 def choose_seeds(found: list[str], wanted) -> tuple[list[str], list[str]]:
     """(seed folders to read, names asked for that are not there) from ``release.rs``.
 
@@ -153,7 +160,7 @@ def choose_seeds(found: list[str], wanted) -> tuple[list[str], list[str]]:
         return list(found), []
     chosen, absent = [], []
     for w in wanted:
-        if any(ch in w for ch in "*?["):
+        if is_pattern(w):
             chosen += [f for f in found if fnmatch.fnmatchcase(f, w) and f not in chosen]
         elif w in found:
             chosen += [w] if w not in chosen else []
@@ -214,12 +221,12 @@ def read_fakes(run: Run, release: pd.DataFrame | None = None) -> pd.DataFrame:
     lay, path = run.layout, run.simcat
     t = read_table(path, f"{lay.name} simulation catalogue")
     cols = {c.lower(): c for c in t.dtype.names}
-    want = {k: v for k, v in lay.columns.items() if not (k == "id" and v not in cols and lay.name == "obiwan2021")}
+    want = {k: v for k, v in lay.columns.items() if v in cols or k not in lay.optional}
     missing = [v for v in want.values() if v not in cols]
     if missing:
         raise CatalogError(f"brick {run.brick} {run.rs}: {path} ({lay.name} layout) lacks columns {missing}")
     df = pd.DataFrame({k: native(t[cols[v]]) for k, v in want.items()})
-    if "id" not in df:  # (the 2021 randoms are listed in id order; a file without ids is numbered by row)
+    if "id" not in df:
         df.insert(0, "id", np.arange(len(df), dtype=np.int64))
     df["x"], df["y"] = df["x"].astype(float), df["y"].astype(float)
     if lay.one_indexed:  # everything downstream is 0-indexed like Tractor's bx, by
@@ -234,9 +241,7 @@ def read_fakes(run: Run, release: pd.DataFrame | None = None) -> pd.DataFrame:
         if release is None or not len(release):
             raise CatalogError(f"brick {run.brick} {run.rs}: {path} has no {derive} and the release's Tractor "
                                "catalogue has no source to derive them from")
-        from scipy.spatial import cKDTree
-
-        _, nearest = cKDTree(np.column_stack([release["x"], release["y"]])).query(np.column_stack([df["x"], df["y"]]))
+        nearest = nearest_rows(release, df["x"], df["y"])
         for c in derive:
             df[c] = release[c].to_numpy(float)[nearest]
         log.info("brick %s %s: %s has no %s: derived from the release (the nearest Tractor source's)", run.brick,
@@ -286,8 +291,9 @@ class BrickPlan:
     layout: str | None
     runs: list  # of Run
     absent: list  # of (rs, why): seed folders asked for (or the brick's whole injection run) not there
+    searched: list = field(default_factory=list)  # the region folders looked in
 
-    def missing(self, release_root) -> str | None:
+    def missing(self) -> str | None:
         """Why the brick's release files are absent (None when they are there), naming the paths looked at."""
         from . import layout
 
@@ -298,8 +304,6 @@ class BrickPlan:
                       (layout.tractor_file(folder, self.brick), "no Tractor catalogue")]
             absent += [f"{why} ({path})" for path, why in checks if not path.exists()]
         return "; ".join(absent) or None
-
-    searched: list = field(default_factory=list)  # the region folders looked in
 
 
 def plan_brick(brick: str, release_root, injection_root, rs="all", region: str = "both", overlap: str = "dec",
@@ -317,11 +321,10 @@ def plan_brick(brick: str, release_root, injection_root, rs="all", region: str =
     runs, absent = [], []
     if lay is None:
         where = inj if inj is not None else injection_root
-        names = [w for w in rs if not any(ch in w for ch in "*?[")] if rs != "all" else []
+        names = [w for w in rs if not is_pattern(w)] if rs != "all" else []
         absent += [(r, f"no injection run of brick {brick} under {where}") for r in names or [""]]
     else:
-        foreign = [w for w in (rs if rs != "all" else []) if not any(ch in w for ch in "*?[")
-                   and not re.fullmatch(lay.seed_re, w)]
+        foreign = [w for w in (rs if rs != "all" else []) if not is_pattern(w) and not re.fullmatch(lay.seed_re, w)]
         if foreign:
             raise LayoutError(f"brick {brick}: release.rs names {foreign}, not seed folders of the {lay.name} layout "
                               f"its runs are in ({lay.seed_re}; e.g. {lay.seed_folders(inj, brick)[:3]}); "

@@ -10,8 +10,6 @@ import re
 from pathlib import Path
 
 BRICK_RE = re.compile(r"^\d{4}[pm]\d{3}$")
-# a seed folder of any obiwan layout (injection.LAYOUTS): rs<N> and its skip_/more_ variants, file<F>_rs<R>_skip<S>
-RS_RE = re.compile(r"^((more_)?(skip_)?rs\d+|file\d+_rs\d+_skip\d+)$")
 REGIONS = ("north", "south")  # DR9: north (BASS + MzLS) and south (DECaLS); DR10: south
 # DR9 takes a brick's photometry from the north at Dec >= 32.375 (the boundary of its two regions)
 NORTH_DEC_MIN = 32.375
@@ -25,13 +23,6 @@ def check_brick(brick: str) -> str:
             f"not a brick name: {brick!r} (expected RA*10 as 4 digits, p/m, |Dec|*10 as 3 digits, e.g. 1211p060)"
         )
     return brick
-
-
-def check_rs(rs: str) -> str:
-    if not isinstance(rs, str) or not RS_RE.match(rs):
-        raise ValueError(f"not an injection seed folder: {rs!r} (expected rs<N>, skip_rs<N>, more_rs<N>, "
-                         "more_skip_rs<N> or file<F>_rs<R>_skip<S>)")
-    return rs
 
 
 def survey_bricks(root: str | Path) -> Path:
@@ -114,8 +105,10 @@ def injection_folder(injection_root: str | Path, region: str) -> Path | None:
 
 
 def coadd_dir(root: str | Path, brick: str, rs: str | None = None) -> Path:
-    d = Path(root) / "coadd" / brick[:3] / check_brick(brick)
-    return d / check_rs(rs) if rs is not None else d
+    """A release's coadd folder of ``brick``, or (``rs``) that of one seed folder of an obiwan 2018 run."""
+    if rs is not None:
+        return obiwan2018_run(root, brick, rs).coadd_dir
+    return Path(root) / "coadd" / brick[:3] / check_brick(brick)
 
 
 def coadd_name(brick: str, kind: str, band: str) -> str:
@@ -138,21 +131,34 @@ def coadd_files(root: str | Path, brick: str, rs: str | None = None) -> list[Pat
 
 
 def tractor_file(root: str | Path, brick: str, rs: str | None = None) -> Path:
-    if rs is None:
-        return Path(root) / "tractor" / brick[:3] / f"tractor-{check_brick(brick)}.fits"
-    return Path(root) / "tractor" / brick[:3] / check_brick(brick) / check_rs(rs) / f"tractor-{brick}.fits"
+    """A release's Tractor catalogue of ``brick``, or (``rs``) the rerun catalogue of an obiwan 2018 run's seed
+    folder."""
+    if rs is not None:
+        return obiwan2018_run(root, brick, rs).rerun_tractor
+    return Path(root) / "tractor" / brick[:3] / f"tractor-{check_brick(brick)}.fits"
+
+
+def obiwan2018_run(root: str | Path, brick: str, rs: str):
+    """One seed folder of an obiwan run in its 2018 layout (injection.LAYOUTS describes it, and the others)."""
+    from .injection import LAYOUTS, Run
+
+    lay = LAYOUTS["obiwan2018"]
+    if not isinstance(rs, str) or not re.fullmatch(lay.seed_re, rs):
+        raise ValueError(f"not a seed folder of obiwan's 2018 layout: {rs!r} (expected rs<N>, skip_rs<N>, more_rs<N> "
+                         "or more_skip_rs<N>)")
+    return Run(Path(root), check_brick(brick), rs, lay)
 
 
 def obiwan_dir(root: str | Path, brick: str, rs: str) -> Path:
-    return Path(root) / "obiwan" / brick[:3] / check_brick(brick) / check_rs(rs)
+    return obiwan2018_run(root, brick, rs).simcat.parent
 
 
 def simcat_file(root: str | Path, brick: str, rs: str) -> Path:
-    return obiwan_dir(root, brick, rs) / f"simcat-elg-{brick}.fits"
+    return obiwan2018_run(root, brick, rs).simcat
 
 
 def sim_ids_added_file(root: str | Path, brick: str, rs: str) -> Path:
-    return obiwan_dir(root, brick, rs) / "sim_ids_added.fits"
+    return obiwan2018_run(root, brick, rs).ids_added
 
 
 def skipped_ids_file(root: str | Path, brick: str, rs: str) -> Path:

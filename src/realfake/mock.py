@@ -73,6 +73,11 @@ def tile_dims(shape, tile: int = TILE) -> list[int]:
     return dims
 
 
+# The graded defects of the injected model: MockConfig's fields below (docs/evaluation.md, "Graded defects")
+DEFECTS = ("fake_psf_scale", "fake_flux_scale", "fake_sersic_offset", "fake_rhalf_scale", "fake_ellipticity",
+           "fake_shot_noise", "fake_invvar_scale", "fake_offset")
+
+
 @dataclass(frozen=True)
 class MockConfig:
     """What to render; every field has a config key under ``synthetic:``."""
@@ -490,12 +495,12 @@ def write_simcat(cfg, lay, root, brick, rs, wcs, mw, f) -> None:
         t["type"] = kind if lay.name == "obiwan2021" else kind[added]
     _write_table(path, t)
     if lay.name == "obiwan2018":
-        _write_table(path.parent / "sim_ids_added.fits", np.array(added, dtype=[("id", ">i8")]))
-        _write_table(path.parent / f"skippedids-elg-{brick}.fits", np.array(f["ids"][skipped], dtype=[("ids", ">i8")]))
+        _write_table(layout.sim_ids_added_file(root, brick, rs), np.array(added, dtype=[("id", ">i8")]))
+        _write_table(layout.skipped_ids_file(root, brick, rs), np.array(f["ids"][skipped], dtype=[("ids", ">i8")]))
         meta = np.zeros(1, dtype=[("brickname", "S8"), ("objtype", "S3"), ("seed", ">i8"), ("nobj", ">i4"),
                                   ("rs", "S24"), ("psf_convolved", "?"), ("model", "S8")])
         meta[0] = (brick, "elg", cfg.seed, nfake, rs, cfg.fake_psf, cfg.fake_model)
-        _write_table(path.parent / f"metacat-elg-{brick}.fits", meta)
+        _write_table(layout.metacat_file(root, brick, rs), meta)
 
 
 SIMCAT_DTYPE = np.dtype(

@@ -123,9 +123,8 @@ def permutation_test(y, score, groups, n_perm: int = 2000, seed: int = 1,
         return {**out, "auc": float("nan"), "p_value": float("nan"), "null_sd": float("nan"), "method": "none"}
     auc = float(s["u"].sum() / pairs)
     null_sd = float(np.sqrt(s["var_u"].sum()) / pairs)
-    z = (auc - 0.5) / null_sd if null_sd > 0 else 0.0
-    # (floored at 1e-300: beyond that a double underflows to 0, and "p = 0" is no probability)
-    out.update(auc=auc, null_sd=null_sd, z=float(z), p_normal=float(max(norm.sf(z), 1e-300)))
+    z, p_normal = normal_test(s["u"].sum(), pairs, s["var_u"].sum())
+    out.update(auc=auc, null_sd=null_sd, z=float(z), p_normal=float(p_normal))
     if n_perm <= 0 or len(y) * n_perm > max_work:
         return {**out, "p_value": out["p_normal"], "method": "normal approximation of the permutation distribution"}
     null = permutation_null(y, s["ranks"], codes, n_perm, seed) / pairs
@@ -133,6 +132,17 @@ def permutation_test(y, score, groups, n_perm: int = 2000, seed: int = 1,
     exceed = int(np.count_nonzero(null >= auc - 1e-12))
     return {**out, "p_value": (1 + exceed) / (1 + n_perm), "n_perm": int(n_perm),
             "method": "labels permuted within bricks (Monte Carlo)"}
+
+
+def normal_test(u, pairs, var_u):
+    """(z, one-sided p) of the stratified U against the normal approximation of its within-brick permutation
+    distribution, whose mean (pairs / 2) and variance (``var_u``) are exact; elementwise over arrays. z is 0 where
+    the variance is 0 (every score tied); p is floored at 1e-300 (beyond, a double underflows to 0, and "p = 0" is
+    no probability)."""
+    u, pairs, var_u = (np.asarray(a, float) for a in (u, pairs, var_u))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(var_u > 0, (u - pairs / 2) / np.sqrt(np.where(var_u > 0, var_u, 1)), 0.0)
+    return z, np.maximum(norm.sf(z), 1e-300)
 
 
 def permutation_null(y, ranks, codes, n_perm: int, seed: int) -> np.ndarray:
