@@ -6,6 +6,7 @@
 #   make null-test          fakes drawn like the real galaxies: must be indistinguishable
 #   make positive-control   fakes clearly wrong: must be found
 #   make null-calibration   the null test over SEEDS seeds: false-positive rate and p-value uniformity
+# make sensitivity: the run, and what it could have found (the sensitivity grid, config sensitivity:), quoted in its verdict
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,7 +17,7 @@ CONTROLS := null-test positive-control
 
 SEEDS ?= 20
 
-.PHONY: setup run test faults lint dryrun report clean null-calibration $(CONTROLS)
+.PHONY: setup run test faults lint dryrun report clean null-calibration sensitivity $(CONTROLS)
 
 setup: $(STAMP)
 
@@ -53,6 +54,17 @@ $(CONTROLS): $(STAMP)
 # the uniformity of its p-values (docs/evaluation.md, "Null calibration"); about 1.5 min a seed on 2 cores
 null-calibration: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/null_calibration.py --seeds $(SEEDS) --cores $(CORES)
+
+# the pipeline with the sensitivity grid on its own data (results/sensitivity/), the grid quoted in the verdict
+sensitivity: $(STAMP)
+	@start=$$(date +%s); \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) \
+		--configfile config/config.yaml config/presets/sensitivity.yaml && \
+	echo "sensitivity wall time: $$(( $$(date +%s) - start )) s" && \
+	echo "table and figure: $(CURDIR)/results/sensitivity/sensitivity.csv, sensitivity.png" && \
+	$(BIN)/python -c "import json, pandas as pd; \
+		print(pd.read_csv('results/sensitivity/sensitivity.csv').drop(columns=['source', 'what']).to_string(index=False)); \
+		print(json.load(open('results/evaluation/metrics.json'))['verdict'])"
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest

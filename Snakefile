@@ -19,6 +19,7 @@ include: "workflow/rules/cutouts.smk"
 include: "workflow/rules/shards.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/sensitivity.smk"
 
 
 rule all:
@@ -46,3 +47,9 @@ rule train:
 rule evaluate:
     input:
         get_final_output(),
+
+
+# The sensitivity grid alone (make sensitivity also quotes it in the verdict)
+rule sensitivity:
+    input:
+        rules.sensitivity_table.output,

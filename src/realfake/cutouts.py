@@ -593,17 +593,22 @@ def write_brick(path, stamps, sources, offedge, cuts, files, channels, attrs: di
         finish(sources, offedge, cuts, files)
 
 
-def read_sources(path) -> pd.DataFrame:
-    """The per-cutout source table of a brick file, strings decoded."""
+def read_table(path, name: str = "sources") -> pd.DataFrame:
+    """One table of a brick file (``sources``, ``offedge`` or ``cuts``), strings decoded."""
     import h5py
 
     with h5py.File(path, "r") as f:
-        rec = f["sources"][()]
+        rec = f[name][()]
     df = pd.DataFrame(rec)
     for c in df.columns:
         if df[c].dtype == object:
             df[c] = df[c].str.decode("ascii")
     return df
+
+
+def read_sources(path) -> pd.DataFrame:
+    """The per-cutout source table of a brick file, strings decoded."""
+    return read_table(path, "sources")
 
 
 def make_brick_file(out, brick, release_root, injection_root, rs_list, selection, size, channels, config_hash="",

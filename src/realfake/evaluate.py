@@ -351,7 +351,8 @@ def verdict(m: dict) -> str:
     where = ""
     if m["verdict_class"] == "distinguishable":
         where = " " + magnitude_statement(m.get("by_mag_g", [])) + " " + where_statement(m)
-    return head + body + where
+    grid = m.get("sensitivity", {}).get("sentence", "")  # what this run could have found (the sensitivity grid)
+    return head + body + where + (" " + grid if grid else "")
 
 
 def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epochs: int | None = None,

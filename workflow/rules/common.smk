@@ -7,6 +7,7 @@ from snakemake.utils import validate
 # the package's brick selection plans the run even where realfake is not installed (a bare snakemake env)
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from realfake.bricks import batch_bricks, select_bricks
+from realfake.sensitivity import scenarios, synthetic_defect
 from realfake.config import (
     ConfigError,
     check_config,
@@ -28,6 +29,9 @@ validate(config, schema="../schemas/config.schema.yaml")
 wildcard_constraints:
     batch=r"\d{3}-\d+",
     fold=r"\d+",
+    source="planted|synthetic",
+    kind="[a-z_]+",
+    size=r"\d+(\.\d+)?(e-?\d+)?",
 
 
 def uses_synthetic_release():
@@ -81,11 +85,84 @@ def batch_bricks_of(wildcards):
     return BATCHES[wildcards.batch]
 
 
+def sensitivity_in_verdict(wildcards):
+    """The sensitivity grid's summary, which the verdict quotes, when sensitivity.enabled (make sensitivity)."""
+    return (
+        ["results/sensitivity/sensitivity.json"]
+        if config["sensitivity"]["enabled"]
+        else []
+    )
+
+
 def get_final_output():
-    """Everything the evaluation draws and writes: the answer to the question."""
+    """Everything the evaluation draws and writes: the answer to the question (and the sensitivity grid)."""
     return [
         *rules.summarise_cutouts.output,
         *rules.evaluate_cnn.output,
         *rules.plot_evaluation.output,
         *rules.plot_mosaic.output,
+        *(rules.sensitivity_table.output if config["sensitivity"]["enabled"] else []),
     ]
+
+
+# The sensitivity grid (workflow/rules/sensitivity.smk)
+SENSITIVITY = config["sensitivity"]
+try:
+    SCENARIOS = scenarios(SENSITIVITY)
+except ValueError as err:
+    raise WorkflowError(str(err)) from None
+if SENSITIVITY["source"] == "synthetic" and not uses_synthetic_release():
+    raise WorkflowError(
+        "sensitivity.source: synthetic renders the defects with the built-in synthetic release, but release.root "
+        f"({config['release']['root']}) is not inside synthetic.root ({config['synthetic']['root']}): "
+        "use sensitivity.source: planted on a real release"
+    )
+SENSITIVITY_FOLDS = n_folds(
+    SENSITIVITY["folds"] or config["evaluate"]["folds"], len(BRICKS)
+)
+SENSITIVITY_FOLD_IDS = list(range(SENSITIVITY_FOLDS)) if SENSITIVITY_FOLDS >= 2 else [0]
+
+
+def scenario_cutouts(wildcards):
+    """The cutout batches of the scenario in the wildcards."""
+    return expand(
+        "results/sensitivity/{source}/{kind}/{size}/cutouts/{batch}",
+        source=wildcards.source,
+        kind=wildcards.kind,
+        size=wildcards.size,
+        batch=BATCHES,
+    )
+
+
+def scenario_folds(path):
+    """Input function: ``path`` (with {source}, {kind}, {size} and {fold}) of every fold of the scenario."""
+
+    def paths(wildcards):
+        return expand(
+            path,
+            source=wildcards.source,
+            kind=wildcards.kind,
+            size=wildcards.size,
+            fold=SENSITIVITY_FOLD_IDS,
+        )
+
+    return paths
+
+
+def synthetic_scenario_settings(wildcards):
+    """The cutout settings of a synthetic-source scenario: the run's, on the scenario's own release."""
+    release = dict(config["release"])
+    mock = f"results/sensitivity/synthetic/{wildcards.kind}/{wildcards.size}/release"
+    for key in ("root", "injection_root"):
+        rel = (
+            Path(release[key])
+            .resolve()
+            .relative_to(Path(config["synthetic"]["root"]).resolve())
+        )
+        release[key] = str(Path(mock) / rel)
+    return cutout_inputs({**config, "release": release})
+
+
+def sensitivity_metrics():
+    """Every scenario's metrics, in the order of SCENARIOS."""
+    return [f"results/sensitivity/{s}/{k}/{z}/metrics.json" for s, k, z in SCENARIOS]

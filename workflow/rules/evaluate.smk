@@ -24,6 +24,7 @@ rule evaluate_cnn:
         models=expand(rules.train_cnn.output.model, fold=FOLD_IDS),
         baseline=rules.nuisance_baseline.output[0],
         shards=rules.build_shards.output[0],
+        sensitivity=sensitivity_in_verdict,
     output:
         metrics=report(
             "results/evaluation/metrics.json",
