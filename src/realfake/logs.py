@@ -14,7 +14,8 @@ def to_file(path: str, level=logging.INFO) -> None:
     An uncaught exception is logged as one line (type and message); its traceback goes to ``<path less .log>.traceback``.
     """
     path = str(path)
-    stream = open(path, "a", buffering=1)
+    # each run's log starts fresh: a rerun after a failure says what this attempt did (a resumed training says so)
+    stream = open(path, "w", buffering=1)
     # Native libraries (TensorFlow, HDF5, cfitsio) write to file descriptor 2 directly
     os.dup2(stream.fileno(), 2)
     sys.stderr = sys.stdout = stream  # Keras progress lines too
