@@ -156,3 +156,10 @@ def test_survey_scale_shortcuts_agree_with_the_exact_statistics():
         grp = pred[pred["brick"] == brick]
         t = S.permutation_test(grp["label"], grp["p_fake"], grp["brick"], n_perm=0)
         assert many[brick]["auc"] == pytest.approx(t["auc"]) and many[brick]["p_value"] == pytest.approx(t["p_value"])
+
+
+def test_interval_is_cut_to_the_values_an_auc_can_take():
+    draws = np.random.default_rng(1).normal(0.998, 0.004, 500)
+    lo, hi = S.interval(0.998, draws, 16, bounds=(0, 1))
+    assert hi == 1.0 and 0.98 < lo < 0.998
+    assert S.interval(0.998, draws, 16)[1] > 1  # a difference of AUCs has no such bound: not cut unless asked

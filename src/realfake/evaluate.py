@@ -69,9 +69,9 @@ def clustered(y, p, bricks, n_boot: int, n_perm: int, seed: int, alpha: float = 
         "accuracy": float(np.mean(pred == y)),
         "balanced_accuracy": bacc,
         "log_loss": log_loss(y, p),
-        "ci95": {"auc": stats.interval(test["auc"], boot["auc"], g),
-                 "auc_pooled": stats.interval(auc_pooled, boot["pooled_auc"], n_bricks),
-                 "balanced_accuracy": stats.interval(bacc, boot["balanced_accuracy"], n_bricks)},
+        "ci95": {"auc": stats.interval(test["auc"], boot["auc"], g, bounds=(0, 1)),
+                 "auc_pooled": stats.interval(auc_pooled, boot["pooled_auc"], n_bricks, bounds=(0, 1)),
+                 "balanced_accuracy": stats.interval(bacc, boot["balanced_accuracy"], n_bricks, bounds=(0, 1))},
         "p_value": test["p_value"],
         "test": {k: v for k, v in test.items() if k != "auc"},
         # TPR - FPR of any fixed classifier bounds the total-variation distance from below

@@ -245,19 +245,23 @@ def brick_se(draws, n_bricks: int) -> float:
     return float(np.std(d, ddof=1) * np.sqrt(n_bricks / (n_bricks - 1)))
 
 
-def interval(estimate: float, draws, n_bricks: int, level: float = 0.95) -> list[float]:
+def interval(estimate: float, draws, n_bricks: int, level: float = 0.95, bounds=None) -> list[float]:
     """Two-sided interval: estimate -+ t(G - 1) x the bricks' bootstrap standard error (G bricks).
 
     With few bricks the bootstrap's percentile interval covers less than it says
     (0.88 for 95% at 8 bricks in tests/test_stats.py); the t quantile and the
-    G / (G - 1) factor bring it to nominal (0.95 at 8, 16 and 40 bricks)."""
+    G / (G - 1) factor bring it to nominal (0.95 at 8, 16 and 40 bricks). ``bounds``: the values the
+    quantity can take (an AUC's [0, 1]); the interval is cut to them (an AUC of 0.998 +- 0.004 is 0.994-1)."""
     from scipy.stats import t
 
     se = brick_se(draws, n_bricks)
     if not np.isfinite(se):
         return [float("nan"), float("nan")]
     q = t.ppf(0.5 + level / 2, n_bricks - 1)
-    return [float(estimate - q * se), float(estimate + q * se)]
+    lo, hi = estimate - q * se, estimate + q * se
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return [float(lo), float(hi)]
 
 
 def lower_limit(estimate: float, draws, n_bricks: int, level: float = 0.95) -> float:
