@@ -11,7 +11,8 @@ import pytest
 
 from conftest import ROOT, snakemake
 from realfake import FAKE, REAL
-from realfake.plant import add_noise, halves, perturb, plant_brick, psf_sigma_px, scale_flux, shift, widen_psf
+from realfake.plant import (add_noise, halves, match_flux_noise, perturb, plant_brick, psf_sigma_px, scale_flux,
+                            shift, widen_psf)
 from realfake.sensitivity import quote, scenarios, synthetic_defect, table
 
 CHANNELS = ["g", "ivar_g", "r", "ivar_r", "z", "ivar_z"]
@@ -32,7 +33,12 @@ def moments(img):
     return cy, cx, (img * ((yy - cy) ** 2 + (xx - cx) ** 2)).sum() / (2 * f)
 
 
-def test_psf_widening_scales_a_gaussian_psf_and_keeps_the_pixel_variance():
+def spectrum(planes) -> np.ndarray:
+    """The mean power of stamps at each discrete frequency (1 = white noise of unit variance)."""
+    return np.mean([np.abs(np.fft.fft2(p)) ** 2 for p in planes], axis=0) / planes[0].size
+
+
+def test_psf_widening_scales_a_gaussian_psf_and_keeps_the_noise_white():
     rng = np.random.default_rng(1)
     sigma_src, sigma_psf = 1.5, psf_sigma_px(1.3)  # 1.3" FWHM: 2.1 px
     img = gaussian((96, 96), np.hypot(sigma_src, sigma_psf))
@@ -40,19 +46,33 @@ def test_psf_widening_scales_a_gaussian_psf_and_keeps_the_pixel_variance():
     for f in (0.05, 0.2, 0.5):
         *_, m2 = moments(widen_psf(img, quiet, sigma_psf, f, rng))
         assert m2 == pytest.approx(sigma_src**2 + (sigma_psf * (1 + f)) ** 2, rel=0.005)
-    noise = rng.standard_normal((512, 512)).astype(np.float32) * 0.5  # ivar 4
-    out = widen_psf(noise, np.full(noise.shape, 4.0, np.float32), sigma_psf, 0.2, rng)
-    assert out.var() == pytest.approx(0.25, rel=0.02)  # the smoothed noise brought back to 1/ivar
+    # noise: still white at 1/ivar after the blur, at every frequency (the smallest blur's is the hardest case)
+    ivar = np.full((64, 64), 4.0, np.float32)
+    for f in (0.05, 0.3):
+        out = [widen_psf(rng.standard_normal((64, 64)) * 0.5, ivar, sigma_psf, f, rng) for _ in range(300)]
+        power = spectrum(out) / 0.25
+        assert power.mean() == pytest.approx(1.0, rel=0.01)
+        assert np.abs(power - 1).max() < 0.45 and np.abs(power[32, :].mean() - 1) < 0.1  # Nyquist row too
     assert widen_psf(img, quiet, sigma_psf, 0.0, rng).tobytes() == img.astype(np.float32).tobytes()
 
 
-def test_flux_scale_shows_in_the_aperture_flux_and_leaves_the_noise():
+def test_flux_scale_shows_in_the_aperture_flux_and_both_halves_get_the_same_noise():
     img = gaussian((64, 64), 2.5)
     ivar = np.ones(img.shape, np.float32)
     for s in (0.05, 0.25):
         assert scale_flux(img, ivar, 2.0, s).sum() / img.sum() == pytest.approx(1 + s, rel=1e-3)
-    noise = np.random.default_rng(2).standard_normal((64, 64)).astype(np.float32)
-    assert scale_flux(noise, ivar, 2.0, 0.25).std() / noise.std() < 1.01  # the smoothed noise adds < 1%
+    # the noise the added light brings, and the noise the other half is given: the same spectrum
+    rng = np.random.default_rng(2)
+    centre = (slice(16, 48), slice(16, 48))  # where the taper is flat (the network's crop)
+    scaled = [scale_flux(rng.standard_normal((64, 64)), ivar, 2.0, 0.3)[centre] for _ in range(400)]
+    matched = [match_flux_noise(rng.standard_normal((64, 64)), ivar, 2.0, 0.3, rng)[centre] for _ in range(400)]
+    a, b = spectrum(scaled), spectrum(matched)
+    k = np.hypot(*np.meshgrid(np.fft.fftfreq(32), np.fft.fftfreq(32)))
+    bands = [(k < 0.08), (k >= 0.08) & (k < 0.2), (k >= 0.2)]
+    assert a[bands[0]].mean() > 1.5 and a[bands[2]].mean() < 1.05  # the low frequencies gained power ...
+    for band in bands:  # ... in both halves alike
+        assert a[band].mean() == pytest.approx(b[band].mean(), rel=0.04)
+    assert np.var(scaled) == pytest.approx(np.var(matched), rel=0.02)
 
 
 def test_noise_recorded_or_not():

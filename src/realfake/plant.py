@@ -7,15 +7,15 @@ and neighbours, with no synthetic release involved (docs/evaluation.md, "Sensiti
 
 Each perturbation acts on one stamp's image planes and, where it says so, its inverse-variance planes:
 
-- ``psf``: the PSF's FWHM widened by a fraction: each band is convolved with a Gaussian of
+- ``psf``: the PSF's FWHM widened by a fraction: each band is convolved with a Gaussian K of
   sigma_p * sqrt((1 + size)^2 - 1), sigma_p the band's PSF (Gaussian of the catalogue's ``psfsize``),
-  so that a Gaussian PSF becomes one (1 + size) times wider. The blur also smooths the noise; white noise
-  is added to bring each pixel's variance back to 1/ivar (the noise then stays slightly correlated:
-  the smoothing of a real injection code's model is not, so this is a little easier to see than a
-  wrong PSF model alone).
+  so that a Gaussian PSF becomes one (1 + size) times wider. The blur takes the noise's power at each
+  frequency k down to K(k)^2; noise of power 1 - K(k)^2 is added, so that the noise stays white at
+  1/ivar per pixel and only the light's profile changes.
 - ``flux``: the source's flux scaled by 1 + size: the stamp smoothed by its PSF, times ``size``, is
-  added inside a disc tapered to zero at the stamp's edge (the light of neighbours within it scaled too);
-  smoothed first so that the noise is not scaled along with the light.
+  added inside a disc tapered to zero near the stamp's edge (flat over the central 38 pixels; the light of
+  neighbours within it is scaled too). The smoothed noise comes along with the light; the other half is
+  given noise of the same spectrum, so that the halves differ in their light only.
 - ``noise``: Gaussian noise of variance size / ivar added; the inverse variance updated to match.
 - ``noise_unrecorded``: the same noise, the inverse variance left as it was (pixels noisier than their
   inverse variance says: a missing or mis-scaled noise term of an injection code).
@@ -23,8 +23,9 @@ Each perturbation acts on one stamp's image planes and, where it says so, its in
   transform (no interpolation, which would smooth the noise); the inverse variance left in place. The
   stamp wraps around at its edges (the network's default crop sees only the central 32x32 pixels).
 
-Every random number is drawn from the seed, the brick and the source id, so the result does not
-depend on batching or on the order of the files.
+Filters act on the stamp's discrete frequencies (periodic at its edges, far outside the network's
+central crop). Every random number is drawn from the seed, the brick and the source id, so the result
+does not depend on batching or on the order of the files.
 """
 
 from __future__ import annotations
@@ -61,30 +62,38 @@ def psf_sigma_px(psfsize_arcsec: float) -> float:
     return float(psfsize_arcsec) / FWHM_PER_SIGMA / PIXSCALE
 
 
-def _gaussian(plane: np.ndarray, sigma: float) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
+def transfer(shape, sigma: float) -> np.ndarray:
+    """A Gaussian of ``sigma`` pixels as a filter on a stamp's discrete frequencies (periodic convolution)."""
+    ky = np.fft.fftfreq(shape[0])[:, None]
+    kx = np.fft.fftfreq(shape[1])[None, :]
+    return np.exp(-2.0 * np.pi**2 * sigma**2 * (ky**2 + kx**2))
 
-    return gaussian_filter(plane, sigma, mode="reflect", truncate=5.0)
+
+def _filter(plane: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    return np.fft.ifft2(np.fft.fft2(np.asarray(plane, dtype=np.float64)) * gain).real
 
 
-def _kernel_power(sigma: float) -> float:
-    """Sum of the squared weights of the Gaussian filter: the factor by which it scales white noise's variance."""
-    n = 2 * int(5.0 * sigma + 0.5) + 1
-    delta = np.zeros((n, n))
-    delta[n // 2, n // 2] = 1.0
-    return float(np.sum(_gaussian(delta, sigma) ** 2))
+def _sigma_map(ivar) -> np.ndarray:
+    has = ivar > 0
+    return np.where(has, 1.0 / np.sqrt(np.where(has, ivar, 1.0)), 0.0)
+
+
+def coloured_noise(shape, power: np.ndarray, rng) -> np.ndarray:
+    """Unit white noise filtered to the power spectrum ``power`` (per discrete frequency, 1 = white)."""
+    return _filter(rng.standard_normal(shape), np.sqrt(np.clip(power, 0.0, None)))
 
 
 def widen_psf(image, ivar, sigma_psf: float, size: float, rng) -> np.ndarray:
-    """One band's image with its PSF (1 + size) times wider; the noise brought back to 1/ivar per pixel."""
+    """One band's image with its PSF (1 + size) times wider, its noise still white at 1/ivar per pixel.
+
+    The blur K takes the noise's power at frequency k down to K(k)^2; noise of power 1 - K(k)^2 puts it back,
+    so that nothing but the light's profile changes (white noise added instead would leave the blurred half
+    with less high-frequency noise, which a network sees before any PSF: most at the smallest blurs)."""
     if size == 0:
         return np.array(image, dtype=np.float32)
-    sigma_k = sigma_psf * np.sqrt((1.0 + size) ** 2 - 1.0)
-    out = _gaussian(image.astype(np.float64), sigma_k)
-    has = ivar > 0
-    var = np.where(has, 1.0 / np.where(has, ivar, 1.0), 0.0) * (1.0 - _kernel_power(sigma_k))
-    out += rng.standard_normal(image.shape) * np.sqrt(var)
-    return np.where(has, out, image).astype(np.float32)
+    k = transfer(image.shape, sigma_psf * np.sqrt((1.0 + size) ** 2 - 1.0))
+    out = _filter(image, k) + coloured_noise(image.shape, 1.0 - k**2, rng) * _sigma_map(ivar)
+    return np.where(ivar > 0, out, image).astype(np.float32)
 
 
 def taper(shape, r_flat: float, r_zero: float) -> np.ndarray:
@@ -95,13 +104,31 @@ def taper(shape, r_flat: float, r_zero: float) -> np.ndarray:
     return 0.5 * (1.0 + np.cos(np.pi * t))
 
 
+def _flux_taper(shape) -> np.ndarray:
+    half = min(shape) / 2.0
+    return taper(shape, 0.6 * half, 0.95 * half)  # flat over the central 38 pixels: the network's crop and more
+
+
 def scale_flux(image, ivar, sigma_psf: float, size: float) -> np.ndarray:
-    """One band's image with the light around the centre scaled by 1 + size (noise left as it was)."""
+    """One band's image with the light around the centre scaled by 1 + size.
+
+    The light added is the stamp smoothed by its PSF (G), x size: its noise comes along, smoothed, so the
+    noise's power at frequency k grows to (1 + size G(k))^2; :func:`match_flux_noise` gives the other half
+    the same."""
     if size == 0:
         return np.array(image, dtype=np.float32)
-    half = min(image.shape) / 2.0
-    w = taper(image.shape, 0.6 * half, 0.95 * half)
-    out = image + size * w * _gaussian(image.astype(np.float64), sigma_psf)
+    out = image + size * _flux_taper(image.shape) * _filter(image, transfer(image.shape, sigma_psf))
+    return np.where(ivar > 0, out, image).astype(np.float32)
+
+
+def match_flux_noise(image, ivar, sigma_psf: float, size: float, rng) -> np.ndarray:
+    """One band of the unperturbed half given the noise :func:`scale_flux` adds to the other half's: power
+    (1 + size G)^2 - 1 = 2 size G + size^2 G^2, so that the halves' noise is the same and only the light differs."""
+    if size == 0:
+        return np.array(image, dtype=np.float32)
+    g = transfer(image.shape, sigma_psf)
+    extra = coloured_noise(image.shape, 2.0 * size * g + (size * g) ** 2, rng) * _sigma_map(ivar)
+    out = image + _flux_taper(image.shape) * extra
     return np.where(ivar > 0, out, image).astype(np.float32)
 
 
@@ -122,16 +149,21 @@ def shift(image, dy: float, dx: float) -> np.ndarray:
     kx = np.fft.fftfreq(image.shape[1])[None, :]
     phase = np.exp(-2j * np.pi * (ky * dy + kx * dx))
     phase[(np.abs(ky) == 0.5) | (np.abs(kx) == 0.5)] = 1.0
-    return np.fft.ifft2(np.fft.fft2(image.astype(np.float64)) * phase).real.astype(np.float32)
+    return _filter(image, phase).astype(np.float32)
 
 
-def perturb(stamp: np.ndarray, channels, kind: str, size: float, psfsize: dict, rng) -> np.ndarray:
-    """One (S, S, C) stamp perturbed by ``kind`` of ``size`` (module docstring); ``psfsize``: band -> FWHM arcsec."""
+def perturb(stamp: np.ndarray, channels, kind: str, size: float, psfsize: dict, rng, half: int = FAKE) -> np.ndarray:
+    """One (S, S, C) stamp perturbed by ``kind`` of ``size`` (module docstring); ``psfsize``: band -> FWHM arcsec.
+
+    ``half``: FAKE, the perturbed half; REAL, the other, which a perturbation that adds noise besides what it
+    means to change (``flux``) gives the same noise, and the others leave as it is."""
     if kind not in KINDS + ("none",):
         raise ValueError(f"planted defect kind must be one of {KINDS} (or none), not {kind!r}")
     channels = list(channels)
     out = stamp.copy()
     if kind == "none" or size == 0:  # the null row: the halves differ by nothing but their labels
+        return out
+    if half == REAL and kind != "flux":
         return out
     angle = rng.uniform(0.0, 2.0 * np.pi)  # drawn for every kind, so each kind's noise starts at the same point
     for band in BANDS:
@@ -143,6 +175,8 @@ def perturb(stamp: np.ndarray, channels, kind: str, size: float, psfsize: dict, 
         image = stamp[..., i]
         if kind == "psf":
             out[..., i] = widen_psf(image, ivar, psf_sigma_px(psfsize[band]), size, rng)
+        elif kind == "flux" and half == REAL:
+            out[..., i] = match_flux_noise(image, ivar, psf_sigma_px(psfsize[band]), size, rng)
         elif kind == "flux":
             out[..., i] = scale_flux(image, ivar, psf_sigma_px(psfsize[band]), size)
         elif kind in ("noise", "noise_unrecorded"):
@@ -212,12 +246,10 @@ def plant_brick(src_path, out_path, kind: str, size: float, seed: int) -> dict:
                 stamps = f["cutouts"][rows[i0 : i0 + block]]
                 for k in range(len(stamps)):
                     i = i0 + k
-                    if reals_label[i] != FAKE:
-                        continue
                     row = reals.iloc[i]
                     band_psf = {b: psf.iloc[i][f"psfsize_{b}"] for b in BANDS} if psf is not None else {}
-                    stamps[k] = perturb(stamps[k], channels, kind, size,
-                                        band_psf, source_rng(seed, row["brick"], row["id"]))
+                    stamps[k] = perturb(stamps[k], channels, kind, size, band_psf,
+                                        source_rng(seed, row["brick"], row["id"]), half=int(reals_label[i]))
                 append(stamps)
             reals = reals.assign(label=reals_label)
             finish(reals, tables["offedge"], tables["cuts"], files)
