@@ -10,9 +10,13 @@ an uninterrupted run would have seen from there (:func:`train_stream`).
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
-from .shards import load_shard, shard_files
+from .devices import require_tensorflow
+
+require_tensorflow()
+import tensorflow as tf  # noqa: E402
+
+from .shards import load_shard, shard_files  # noqa: E402
 
 # Epoch seeds: (seed * SEED_STRIDE + epoch) * 2 (+ 1 for the example shuffle); distinct for any epoch < SEED_STRIDE
 SEED_STRIDE = 1_000_003

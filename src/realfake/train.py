@@ -33,6 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from .devices import require_tensorflow
+
+require_tensorflow()  # a clear message, naming the cpu and gpu extras, instead of a bare ModuleNotFoundError later
 log = logging.getLogger(__name__)
 
 # Defaults of the optional keys of the `train:` block (as in workflow/schemas/config.schema.yaml)
