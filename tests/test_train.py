@@ -275,6 +275,76 @@ def test_tf_config_from_slurm_variables():
     assert slurm_tf_config({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
 
 
+GPU_VARS = ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_PER_TASK",
+            "SLURM_JOB_GPUS", "SLURM_STEP_GPUS")
+
+
+def test_the_variables_that_say_a_job_was_given_gpus():
+    from realfake.devices import gpus_given
+
+    assert gpus_given({"CUDA_VISIBLE_DEVICES": "0", "SLURM_JOB_ID": "7"}) == {"CUDA_VISIBLE_DEVICES": "0"}
+    assert gpus_given({"SLURM_GPUS_ON_NODE": "1", "SLURM_JOB_GPUS": "2,3", "SLURM_STEP_GPUS": "2"}) == {
+        "SLURM_GPUS_ON_NODE": "1", "SLURM_JOB_GPUS": "2,3", "SLURM_STEP_GPUS": "2"}
+    assert gpus_given({"SLURM_GPUS_PER_NODE": "a100:2"}) == {"SLURM_GPUS_PER_NODE": "a100:2"}
+    # hidden or none: CUDA's -1 and empty, SLURM's NoDevFiles and counts of 0
+    assert gpus_given({"CUDA_VISIBLE_DEVICES": "-1", "SLURM_JOB_GPUS": "NoDevFiles", "SLURM_GPUS": "0",
+                       "SLURM_GPUS_PER_NODE": "a100:0", "SLURM_STEP_GPUS": ""}) == {}
+
+
+def test_the_no_gpu_message_names_the_cause(monkeypatch):
+    import tensorflow as tf
+
+    from realfake import devices
+
+    assert devices.check_gpus(env={}) == []  # no GPU given, none required: train on the CPUs
+    with pytest.raises(devices.NoGPUError, match="^train.device is gpu, but TensorFlow sees no GPU"):
+        devices.check_gpus(require=True, env={})
+    # the CUDA build without a usable GPU (a driver problem), with the CPU build installed beside it
+    monkeypatch.setattr(tf.test, "is_built_with_cuda", lambda: True)
+    monkeypatch.setattr(devices, "tensorflow_builds", lambda: {"tensorflow": "2.21.0", "tensorflow-cpu": "2.21.0"})
+    with pytest.raises(devices.NoGPUError) as err:
+        devices.check_gpus(env={"SLURM_STEP_GPUS": "0"})
+    for part in ("SLURM_STEP_GPUS=0", "is the CUDA build", "nvidia-smi", "both builds are installed"):
+        assert part in str(err.value), part
+
+
+def test_a_job_given_gpus_that_tensorflow_cannot_see_stops_before_training(shards, tmp_path, monkeypatch):
+    """The CPU build of TensorFlow (this test environment's) in a job given a GPU: a clear error, nothing written."""
+    from realfake.devices import NoGPUError
+    from realfake.train import fit
+
+    for name in GPU_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    cfg = {"model": CONFIG["model"], "train": dict(TRAIN, epochs=1)}
+    with pytest.raises(NoGPUError) as err:
+        fit(shards, tmp_path / "run" / "model.keras", cfg, threads=2)
+    message = str(err.value)
+    for part in ("CUDA_VISIBLE_DEVICES=0", "TensorFlow sees no GPU", "rather than training on the CPUs",
+                 "CPU build", "tensorflow-cpu", "pip show", "pip install '.[gpu]'", "envs/tf-gpu.yaml"):
+        assert part in message, part
+    assert not (tmp_path / "run").exists()
+    # SLURM's variables say so too, without CUDA_VISIBLE_DEVICES
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("SLURM_JOB_GPUS", "1")
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "1")
+    with pytest.raises(NoGPUError, match="SLURM_GPUS_ON_NODE=1, SLURM_JOB_GPUS=1"):
+        fit(shards, tmp_path / "run" / "model.keras", cfg, threads=2)
+
+
+def test_a_job_given_no_gpu_trains_on_the_cpus(shards, tmp_path, monkeypatch):
+    from realfake.train import fit
+
+    for name in GPU_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # GPUs hidden: not given
+    train = dict(TRAIN, epochs=1, example_images=0, profile_batches=[100, 101])
+    fit(shards, tmp_path / "model.keras", {"model": CONFIG["model"], "train": train}, threads=2)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert (tmp_path / "model.keras").exists() and run["gpus"] == [] and run["gpu_env"] == {}
+    assert run["tensorflow_cuda_build"] is False
+
+
 def test_train_defaults_match_the_schema():
     from realfake.train import TRAIN_DEFAULTS
 

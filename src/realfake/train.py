@@ -136,6 +136,7 @@ def run_record(cfg: dict, threads: int, extra: dict | None = None) -> dict:
     import tensorflow as tf
 
     from . import __version__
+    from .devices import gpus_given
 
     pkgs = {}
     for p in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "h5py", "astropy", "fitsio", "galsim", "snakemake",
@@ -157,6 +158,8 @@ def run_record(cfg: dict, threads: int, extra: dict | None = None) -> dict:
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "thread_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(THREAD_ENV_PREFIXES)},
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "gpu_env": gpus_given(),  # the variables that say the job was given GPUs
+        "tensorflow_cuda_build": tf.test.is_built_with_cuda(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "slurm": {k: os.environ[k] for k in SLURM_VARS if k in os.environ},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -526,10 +529,13 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=()):
     import tensorflow as tf
 
     from .data import balanced_class_weights, batches_per_epoch, dataset, example_shape, train_stream, weight_files
+    from .devices import check_gpus
     from .distribute import strategy_from_environment
     from .model import FakeAUC, LearningRate, build_model
     from .shards import shard_files
 
+    # a job given GPUs that TensorFlow cannot see (the CPU build on a GPU node) stops here, before anything is written
+    check_gpus()
     # fresh Keras state: layer names, which checkpoints key on, are the same in every process
     keras.backend.clear_session()
     dist = strategy_from_environment(tcfg["distribute"], tcfg["worker_port"])
