@@ -291,6 +291,18 @@ def test_the_variables_that_say_a_job_was_given_gpus():
                        "SLURM_GPUS_PER_NODE": "a100:0", "SLURM_STEP_GPUS": ""}) == {}
 
 
+def test_train_device_auto_follows_the_jobs_gpu_request():
+    from realfake.devices import train_device
+
+    # as the SLURM executor reads a job's resources: `gpu` (the profile's *gpu-node), or a gres naming gpu
+    assert [train_device("auto", r) for r in ({"gpu": 1}, {"gres": "gpu:a100:2"}, {"gpu": "2"})] == ["gpu"] * 3
+    assert [train_device("auto", r) for r in ({}, {"gpu": 0}, {"constraint": "knl"}, {"gres": "tmp:10G"})] == \
+        ["cpu"] * 4
+    assert train_device("cpu", {"gpu": 1}) == "cpu" and train_device("gpu", {}) == "gpu"
+    with pytest.raises(ValueError, match="train.device"):
+        train_device("cuda", {})
+
+
 def test_the_no_gpu_message_names_the_cause(monkeypatch):
     import tensorflow as tf
 
@@ -330,6 +342,12 @@ def test_a_job_given_gpus_that_tensorflow_cannot_see_stops_before_training(shard
     monkeypatch.setenv("SLURM_GPUS_ON_NODE", "1")
     with pytest.raises(NoGPUError, match="SLURM_GPUS_ON_NODE=1, SLURM_JOB_GPUS=1"):
         fit(shards, tmp_path / "run" / "model.keras", cfg, threads=2)
+    # no GPU variable, but the rule resolved train.device to gpu
+    for name in GPU_VARS:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(NoGPUError, match="^train.device is gpu"):
+        fit(shards, tmp_path / "run" / "model.keras", cfg, threads=2, device="gpu")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_job_given_no_gpu_trains_on_the_cpus(shards, tmp_path, monkeypatch):

@@ -18,8 +18,8 @@ import sys
 
 INSTALL_HINT = ("realfake installs TensorFlow as an extra, one build or the other: `pip install '.[cpu]'` "
                 "(tensorflow-cpu; CPU and KNL nodes; what `make setup` installs) or `pip install '.[gpu]'` "
-                "(tensorflow[and-cuda]; a GPU node); conda users: envs/tf.yaml or envs/tf-gpu.yaml. Never both "
-                "builds in one environment: docs/install.md")
+                "(tensorflow[and-cuda]; a GPU node). With `--sdm conda`, envs/tf.yaml, or envs/tf-gpu.yaml where "
+                "train.device resolves to gpu. Never both builds in one environment: docs/install.md")
 
 
 def require_tensorflow() -> None:
@@ -27,6 +27,23 @@ def require_tensorflow() -> None:
     if importlib.util.find_spec("tensorflow") is None:
         raise ModuleNotFoundError(f"TensorFlow is not installed in this environment ({sys.prefix}). {INSTALL_HINT}",
                                   name="tensorflow")
+
+
+def train_device(setting: str, resources) -> str:
+    """``train.device`` for one train_cnn job: ``cpu`` or ``gpu`` as set; ``auto``: ``gpu`` when the job asks for GPUs
+    the way the SLURM executor reads its resources (``gpu`` > 0, or a ``gres`` naming gpu: the profile's *gpu-node).
+
+    ``resources``: the job's (Snakemake's, a mapping with ``get``). Chooses its conda environment (tf-gpu.yaml).
+    """
+    if setting in ("cpu", "gpu"):
+        return setting
+    if setting != "auto":
+        raise ValueError(f"train.device must be auto, cpu or gpu, not {setting!r}")
+    try:
+        count = int(resources.get("gpu", 0) or 0)
+    except (TypeError, ValueError):
+        count = 0
+    return "gpu" if count > 0 or "gpu" in str(resources.get("gres", "") or "") else "cpu"
 
 
 # --------------------------------------------------------------------------- GPUs given, GPUs seen
@@ -99,4 +116,5 @@ def check_gpus(require: bool = False, env=None) -> list:
     raise NoGPUError(
         f"{why}, but TensorFlow sees no GPU: stopping rather than training on the CPUs. {cause}. To train on the "
         f"GPU: in a venv, `pip uninstall -y tensorflow-cpu && pip install '.[gpu]'` (docs/install.md); with "
-        f"`--sdm conda`, envs/tf-gpu.yaml. To train on CPUs, use a CPU node (profiles/slurm: `train_cnn: *knl-node`).")
+        f"`--sdm conda`, envs/tf-gpu.yaml, which train_cnn uses where train.device resolves to gpu (profiles/slurm's "
+        f"`train_cnn: *gpu-node`, or `train.device: gpu`). To train on CPUs, use a CPU node (`train_cnn: *knl-node`).")

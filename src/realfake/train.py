@@ -49,6 +49,7 @@ TRAIN_DEFAULTS = {
     "lr_step_epochs": 10,
     "lr_step_factor": 0.1,
     "mixed_precision": "auto",
+    "device": "auto",
     "distribute": "auto",
     "worker_port": 12345,
     "inter_op_threads": 2,
@@ -514,10 +515,11 @@ class _closing:
                 log.warning("closing TensorBoard logs: %s", err)
 
 
-def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=()):
+def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=(), device: str | None = None):
     """Train the configured network on every training shard; write ``model_path`` (.keras). Resumes when it can.
 
-    ``callbacks``: extra Keras callbacks, run before the checkpoint's.
+    ``callbacks``: extra Keras callbacks, run before the checkpoint's. ``device``: ``train.device`` as the rule
+    resolved it (``cpu`` or ``gpu``); default: as configured. ``gpu``: stop if TensorFlow sees no GPU.
     """
     cfg = {"model": cfg["model"], "train": train_config(cfg["train"])}
     tcfg = cfg["train"]
@@ -535,7 +537,7 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=()):
     from .shards import shard_files
 
     # a job given GPUs that TensorFlow cannot see (the CPU build on a GPU node) stops here, before anything is written
-    check_gpus()
+    check_gpus(require=(device or tcfg["device"]) == "gpu")
     # fresh Keras state: layer names, which checkpoints key on, are the same in every process
     keras.backend.clear_session()
     dist = strategy_from_environment(tcfg["distribute"], tcfg["worker_port"])
