@@ -356,11 +356,29 @@ def test_a_job_given_no_gpu_trains_on_the_cpus(shards, tmp_path, monkeypatch):
     for name in GPU_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # GPUs hidden: not given
-    train = dict(TRAIN, epochs=1, example_images=0, profile_batches=[100, 101])
+    train = dict(TRAIN, epochs=1, example_images=0, profile_batches=[100, 101], loader_threads=2)
     fit(shards, tmp_path / "model.keras", {"model": CONFIG["model"], "train": train}, threads=2)
     run = json.loads((tmp_path / "run.json").read_text())
     assert (tmp_path / "model.keras").exists() and run["gpus"] == [] and run["gpu_env"] == {}
     assert run["tensorflow_cuda_build"] is False
+
+
+def test_loader_threads_give_the_loader_its_own_pool(shards):
+    from realfake.data import dataset, example_shape, train_stream
+
+    shape = example_shape(shards)
+    assert train_stream(shards, 8, shape, 0, 1, threads=3).options().threading.private_threadpool_size == 3
+    assert dataset(shards, "valid", 8, shape, threads=5).options().threading.private_threadpool_size == 5
+    assert not train_stream(shards, 8, shape, 0, 1).options().threading.private_threadpool_size  # tf.data's default
+
+
+def test_the_gpu_preset_on_the_default_config_is_valid():
+    from realfake.config import check_config
+
+    preset = yaml.safe_load((ROOT / "config" / "presets" / "gpu.yaml").read_text())
+    assert set(preset) == {"train"}  # training only: the rest of the run is the base config's
+    assert preset["train"] == {"batch_size": 256, "mixed_precision": "on", "loader_threads": 8}
+    check_config({**CONFIG, "train": {**CONFIG["train"], **preset["train"]}})
 
 
 def test_train_defaults_match_the_schema():

@@ -53,6 +53,7 @@ TRAIN_DEFAULTS = {
     "distribute": "auto",
     "worker_port": 12345,
     "inter_op_threads": 2,
+    "loader_threads": 0,
     "env": {},
     "example_images": 4,
     "augment": False,
@@ -573,10 +574,12 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=(), device
     elif tcfg["class_weight"] == "balanced":
         weights, class_weights = "class", balanced_class_weights(shard_dir)
         log.info("class weights (real, fake): %s", class_weights)
+    loader = tcfg["loader_threads"]
     data_kw = dict(shuffle_buffer=tcfg["shuffle_buffer"], seed=tcfg["seed"], weights=weights,
-                   class_weights=class_weights, drop_remainder=multi, augment_examples=tcfg["augment"])
+                   class_weights=class_weights, drop_remainder=multi, augment_examples=tcfg["augment"], threads=loader)
     # the validation split, when the shards have one, shows over-fitting in the training curves
-    valid = dataset(shard_dir, "valid", batch, shape, drop_remainder=multi) if shard_files(shard_dir, "valid") else None
+    valid = (dataset(shard_dir, "valid", batch, shape, drop_remainder=multi, threads=loader)
+             if shard_files(shard_dir, "valid") else None)
 
     epochs = tcfg["epochs"]
     lr = LearningRate(tcfg["learning_rate"], tcfg["lr_schedule"], total_steps=epochs * steps,
