@@ -101,7 +101,7 @@ def check_gpus(require: bool = False, env=None) -> list:
     if gpus or not (given or require):
         return gpus
     why = (f"this job was given GPUs ({', '.join(f'{k}={v}' for k, v in given.items())})" if given
-           else "train.device is gpu")
+           else "train.device is gpu (so set, or auto in a job that asks for GPUs)")
     builds = tensorflow_builds()
     installed = ", ".join(f"{k} {v}" for k, v in builds.items()) or "none found"
     if not tf.test.is_built_with_cuda():
@@ -115,6 +115,6 @@ def check_gpus(require: bool = False, env=None) -> list:
         cause += "; both builds are installed, and the one installed last overwrote the other's files"
     raise NoGPUError(
         f"{why}, but TensorFlow sees no GPU: stopping rather than training on the CPUs. {cause}. To train on the "
-        f"GPU: in a venv, `pip uninstall -y tensorflow-cpu && pip install '.[gpu]'` (docs/install.md); with "
+        f"GPU: in a venv, `pip uninstall -y tensorflow-cpu tensorflow && pip install '.[gpu]'` (docs/install.md); with "
         f"`--sdm conda`, envs/tf-gpu.yaml, which train_cnn uses where train.device resolves to gpu (profiles/slurm's "
         f"`train_cnn: *gpu-node`, or `train.device: gpu`). To train on CPUs, use a CPU node (`train_cnn: *knl-node`).")
