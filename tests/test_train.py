@@ -275,6 +275,112 @@ def test_tf_config_from_slurm_variables():
     assert slurm_tf_config({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
 
 
+GPU_VARS = ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_PER_TASK",
+            "SLURM_JOB_GPUS", "SLURM_STEP_GPUS")
+
+
+def test_the_variables_that_say_a_job_was_given_gpus():
+    from realfake.devices import gpus_given
+
+    assert gpus_given({"CUDA_VISIBLE_DEVICES": "0", "SLURM_JOB_ID": "7"}) == {"CUDA_VISIBLE_DEVICES": "0"}
+    assert gpus_given({"SLURM_GPUS_ON_NODE": "1", "SLURM_JOB_GPUS": "2,3", "SLURM_STEP_GPUS": "2"}) == {
+        "SLURM_GPUS_ON_NODE": "1", "SLURM_JOB_GPUS": "2,3", "SLURM_STEP_GPUS": "2"}
+    assert gpus_given({"SLURM_GPUS_PER_NODE": "a100:2"}) == {"SLURM_GPUS_PER_NODE": "a100:2"}
+    # hidden or none: CUDA's -1 and empty, SLURM's NoDevFiles and counts of 0
+    assert gpus_given({"CUDA_VISIBLE_DEVICES": "-1", "SLURM_JOB_GPUS": "NoDevFiles", "SLURM_GPUS": "0",
+                       "SLURM_GPUS_PER_NODE": "a100:0", "SLURM_STEP_GPUS": ""}) == {}
+
+
+def test_train_device_auto_follows_the_jobs_gpu_request():
+    from realfake.devices import train_device
+
+    # as the SLURM executor reads a job's resources: `gpu` (the profile's *gpu-node), or a gres naming gpu
+    assert [train_device("auto", r) for r in ({"gpu": 1}, {"gres": "gpu:a100:2"}, {"gpu": "2"})] == ["gpu"] * 3
+    assert [train_device("auto", r) for r in ({}, {"gpu": 0}, {"constraint": "knl"}, {"gres": "tmp:10G"})] == \
+        ["cpu"] * 4
+    assert train_device("cpu", {"gpu": 1}) == "cpu" and train_device("gpu", {}) == "gpu"
+    with pytest.raises(ValueError, match="train.device"):
+        train_device("cuda", {})
+
+
+def test_the_no_gpu_message_names_the_cause(monkeypatch):
+    import tensorflow as tf
+
+    from realfake import devices
+
+    assert devices.check_gpus(env={}) == []  # no GPU given, none required: train on the CPUs
+    with pytest.raises(devices.NoGPUError, match=r"^train.device is gpu .*, but TensorFlow sees no GPU"):
+        devices.check_gpus(require=True, env={})
+    # the CUDA build without a usable GPU (a driver problem), with the CPU build installed beside it
+    monkeypatch.setattr(tf.test, "is_built_with_cuda", lambda: True)
+    monkeypatch.setattr(devices, "tensorflow_builds", lambda: {"tensorflow": "2.21.0", "tensorflow-cpu": "2.21.0"})
+    with pytest.raises(devices.NoGPUError) as err:
+        devices.check_gpus(env={"SLURM_STEP_GPUS": "0"})
+    for part in ("SLURM_STEP_GPUS=0", "is the CUDA build", "nvidia-smi", "both builds are installed"):
+        assert part in str(err.value), part
+
+
+def test_a_job_given_gpus_that_tensorflow_cannot_see_stops_before_training(shards, tmp_path, monkeypatch):
+    """The CPU build of TensorFlow (this test environment's) in a job given a GPU: a clear error, nothing written."""
+    from realfake.devices import NoGPUError
+    from realfake.train import fit
+
+    for name in GPU_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    cfg = {"model": CONFIG["model"], "train": dict(TRAIN, epochs=1)}
+    with pytest.raises(NoGPUError) as err:
+        fit(shards, tmp_path / "run" / "model.keras", cfg, threads=2)
+    message = str(err.value)
+    for part in ("CUDA_VISIBLE_DEVICES=0", "TensorFlow sees no GPU", "rather than training on the CPUs",
+                 "CPU build", "tensorflow-cpu", "pip show", "pip install '.[gpu]'", "envs/tf-gpu.yaml"):
+        assert part in message, part
+    assert not (tmp_path / "run").exists()
+    # SLURM's variables say so too, without CUDA_VISIBLE_DEVICES
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("SLURM_JOB_GPUS", "1")
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "1")
+    with pytest.raises(NoGPUError, match="SLURM_GPUS_ON_NODE=1, SLURM_JOB_GPUS=1"):
+        fit(shards, tmp_path / "run" / "model.keras", cfg, threads=2)
+    # no GPU variable, but the rule resolved train.device to gpu
+    for name in GPU_VARS:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(NoGPUError, match="^train.device is gpu"):
+        fit(shards, tmp_path / "run" / "model.keras", cfg, threads=2, device="gpu")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_job_given_no_gpu_trains_on_the_cpus(shards, tmp_path, monkeypatch):
+    from realfake.train import fit
+
+    for name in GPU_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # GPUs hidden: not given
+    train = dict(TRAIN, epochs=1, example_images=0, profile_batches=[100, 101], loader_threads=2)
+    fit(shards, tmp_path / "model.keras", {"model": CONFIG["model"], "train": train}, threads=2)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert (tmp_path / "model.keras").exists() and run["gpus"] == [] and run["gpu_env"] == {}
+    assert run["tensorflow_cuda_build"] is False
+
+
+def test_loader_threads_give_the_loader_its_own_pool(shards):
+    from realfake.data import dataset, example_shape, train_stream
+
+    shape = example_shape(shards)
+    assert train_stream(shards, 8, shape, 0, 1, threads=3).options().threading.private_threadpool_size == 3
+    assert dataset(shards, "valid", 8, shape, threads=5).options().threading.private_threadpool_size == 5
+    assert not train_stream(shards, 8, shape, 0, 1).options().threading.private_threadpool_size  # tf.data's default
+
+
+def test_the_gpu_preset_on_the_default_config_is_valid():
+    from realfake.config import check_config
+
+    preset = yaml.safe_load((ROOT / "config" / "presets" / "gpu.yaml").read_text())
+    assert set(preset) == {"train"}  # training only: the rest of the run is the base config's
+    assert preset["train"] == {"batch_size": 256, "mixed_precision": "on", "loader_threads": 8}
+    check_config({**CONFIG, "train": {**CONFIG["train"], **preset["train"]}})
+
+
 def test_train_defaults_match_the_schema():
     from realfake.train import TRAIN_DEFAULTS
 

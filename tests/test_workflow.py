@@ -38,6 +38,39 @@ def test_slurm_profile_dry_run_needs_no_cluster(tmp_path):
     assert "train_cnn" in r.stdout + r.stderr
 
 
+# A stand-in for conda, enough for Snakemake to list the environments each job would use (it builds none)
+FAKE_CONDA = """#!/bin/sh
+case "$*" in
+  *--version*) echo "conda 25.1.1";;
+  *info*) echo '{"conda_prefix": "/nonexistent", "root_prefix": "/nonexistent", "platform": "linux-64",
+                 "conda_version": "25.1.1", "envs_dirs": [], "pkgs_dirs": [], "channels": [], "env_vars": {}}';;
+  *config*) echo '{"get": {"channel_priority": "strict"}}';;
+  *) exit 1;;
+esac
+"""
+
+
+@pytest.mark.parametrize("node,env", [("knl-node", "envs/tf.yaml"), ("gpu-node", "envs/tf-gpu.yaml")])
+def test_the_profiles_switch_picks_trainings_conda_env(tmp_path, node, env):
+    """`train_cnn: *gpu-node`, the profile's one line, makes --sdm conda train in the CUDA build of TensorFlow."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "conda").write_text(FAKE_CONDA)
+    (tmp_path / "bin" / "conda").chmod(0o755)
+    text = (ROOT / "profiles" / "slurm" / "config.yaml").read_text()
+    assert "  train_cnn: *knl-node\n" in text
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile" / "config.yaml").write_text(text.replace("train_cnn: *knl-node", f"train_cnn: *{node}"))
+    shutil.copytree(ROOT / "config", tmp_path / "work" / "config")
+    r = snakemake("-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path / "work"), "--profile",
+                  str(tmp_path / "profile"), "--sdm", "conda", "--list-conda-envs", "train", "--quiet",
+                  env=dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    envs = {Path(line.split()[0]).resolve().relative_to(ROOT).as_posix()
+            for line in r.stdout.splitlines() if line.startswith("/")}
+    assert {e for e in envs if e.startswith("envs/tf")} == {env}  # up to `train`, only train_cnn uses TensorFlow
+    assert "never awaited" not in r.stderr
+
+
 def test_lint_is_clean():
     r = snakemake("--lint")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -10,9 +10,13 @@ an uninterrupted run would have seen from there (:func:`train_stream`).
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
-from .shards import load_shard, shard_files
+from .devices import require_tensorflow
+
+require_tensorflow()
+import tensorflow as tf  # noqa: E402
+
+from .shards import load_shard, shard_files  # noqa: E402
 
 # Epoch seeds: (seed * SEED_STRIDE + epoch) * 2 (+ 1 for the example shuffle); distinct for any epoch < SEED_STRIDE
 SEED_STRIDE = 1_000_003
@@ -121,34 +125,41 @@ def epoch_dataset(shard_dir, split: str, batch_size: int, example_shape, epoch=0
     return ds
 
 
+def loader_options(threads: int = 0) -> tf.data.Options:
+    """The streams' options: several workers split every global batch between them (the shards are not files tf.data
+    can shard); ``threads`` > 0: the loader's own pool of that many threads, instead of tf.data's default of one
+    thread per CPU this process may run on (the job's where SLURM binds CPUs, the whole node's where it does not)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    if threads:
+        options.threading.private_threadpool_size = threads
+    return options
+
+
 def train_stream(shard_dir, batch_size: int, example_shape, first_epoch: int, end_epoch: int,
-                 skip_batches: int = 0, **kwargs) -> tf.data.Dataset:
+                 skip_batches: int = 0, threads: int = 0, **kwargs) -> tf.data.Dataset:
     """Epochs ``first_epoch .. end_epoch - 1`` of the training split back to back, the first ``skip_batches`` dropped.
 
     Fed to ``model.fit(steps_per_epoch=batches_per_epoch(...))``; a run resumed
     at (epoch, batch) streams exactly the batches that remain of the uninterrupted run.
+    ``threads``: the loader's threads (:func:`loader_options`).
     """
     epochs = tf.data.Dataset.range(first_epoch, end_epoch)
     ds = epochs.flat_map(lambda k: epoch_dataset(shard_dir, "train", batch_size, example_shape, epoch=k, **kwargs))
     if skip_batches:
         ds = ds.skip(skip_batches)
-    options = tf.data.Options()
-    # several workers split every global batch between them (the shards are not files tf.data can shard)
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(loader_options(threads)).prefetch(tf.data.AUTOTUNE)
 
 
 def dataset(shard_dir, split: str, batch_size: int, example_shape, shuffle_buffer: int = 0, seed: int = 1,
-            cycle_length: int = 2, drop_remainder: bool = False) -> tf.data.Dataset:
+            cycle_length: int = 2, drop_remainder: bool = False, threads: int = 0) -> tf.data.Dataset:
     """Batches of (cutout, label) from all shards of ``split`` (epoch 0's order; in shard order without shuffle)."""
     ds = epoch_dataset(shard_dir, split, batch_size, example_shape, 0, shuffle_buffer, seed, cycle_length,
                        drop_remainder=drop_remainder)
     # a known length: Keras stops after the last batch instead of warning that the input "ran out of data"
     ds = ds.apply(tf.data.experimental.assert_cardinality(batches_per_epoch(shard_dir, split, batch_size,
                                                                             drop_remainder)))
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(loader_options(threads)).prefetch(tf.data.AUTOTUNE)
 
 
 def example_shape(shard_dir, split: str = "train"):

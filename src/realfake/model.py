@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import math
 
-import keras
-from keras import layers
+from .devices import require_tensorflow
+
+require_tensorflow()  # Keras' backend here
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
 
 
 IMAGE_SCALINGS = ("asinh", "linear")

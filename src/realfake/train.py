@@ -33,6 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from .devices import require_tensorflow
+
+require_tensorflow()  # a clear message, naming the cpu and gpu extras, instead of a bare ModuleNotFoundError later
 log = logging.getLogger(__name__)
 
 # Defaults of the optional keys of the `train:` block (as in workflow/schemas/config.schema.yaml)
@@ -46,9 +49,11 @@ TRAIN_DEFAULTS = {
     "lr_step_epochs": 10,
     "lr_step_factor": 0.1,
     "mixed_precision": "auto",
+    "device": "auto",
     "distribute": "auto",
     "worker_port": 12345,
     "inter_op_threads": 2,
+    "loader_threads": 0,
     "env": {},
     "example_images": 4,
     "augment": False,
@@ -133,6 +138,7 @@ def run_record(cfg: dict, threads: int, extra: dict | None = None) -> dict:
     import tensorflow as tf
 
     from . import __version__
+    from .devices import gpus_given
 
     pkgs = {}
     for p in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "h5py", "astropy", "fitsio", "galsim", "snakemake",
@@ -154,6 +160,8 @@ def run_record(cfg: dict, threads: int, extra: dict | None = None) -> dict:
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "thread_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(THREAD_ENV_PREFIXES)},
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "gpu_env": gpus_given(),  # the variables that say the job was given GPUs
+        "tensorflow_cuda_build": tf.test.is_built_with_cuda(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "slurm": {k: os.environ[k] for k in SLURM_VARS if k in os.environ},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -508,10 +516,11 @@ class _closing:
                 log.warning("closing TensorBoard logs: %s", err)
 
 
-def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=()):
+def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=(), device: str | None = None):
     """Train the configured network on every training shard; write ``model_path`` (.keras). Resumes when it can.
 
-    ``callbacks``: extra Keras callbacks, run before the checkpoint's.
+    ``callbacks``: extra Keras callbacks, run before the checkpoint's. ``device``: ``train.device`` as the rule
+    resolved it (``cpu`` or ``gpu``); default: as configured. ``gpu``: stop if TensorFlow sees no GPU.
     """
     cfg = {"model": cfg["model"], "train": train_config(cfg["train"])}
     tcfg = cfg["train"]
@@ -523,10 +532,13 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=()):
     import tensorflow as tf
 
     from .data import balanced_class_weights, batches_per_epoch, dataset, example_shape, train_stream, weight_files
+    from .devices import check_gpus
     from .distribute import strategy_from_environment
     from .model import FakeAUC, LearningRate, build_model
     from .shards import shard_files
 
+    # a job given GPUs that TensorFlow cannot see (the CPU build on a GPU node) stops here, before anything is written
+    check_gpus(require=(device or tcfg["device"]) == "gpu")
     # fresh Keras state: layer names, which checkpoints key on, are the same in every process
     keras.backend.clear_session()
     dist = strategy_from_environment(tcfg["distribute"], tcfg["worker_port"])
@@ -562,10 +574,12 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=()):
     elif tcfg["class_weight"] == "balanced":
         weights, class_weights = "class", balanced_class_weights(shard_dir)
         log.info("class weights (real, fake): %s", class_weights)
+    loader = tcfg["loader_threads"]
     data_kw = dict(shuffle_buffer=tcfg["shuffle_buffer"], seed=tcfg["seed"], weights=weights,
-                   class_weights=class_weights, drop_remainder=multi, augment_examples=tcfg["augment"])
+                   class_weights=class_weights, drop_remainder=multi, augment_examples=tcfg["augment"], threads=loader)
     # the validation split, when the shards have one, shows over-fitting in the training curves
-    valid = dataset(shard_dir, "valid", batch, shape, drop_remainder=multi) if shard_files(shard_dir, "valid") else None
+    valid = (dataset(shard_dir, "valid", batch, shape, drop_remainder=multi, threads=loader)
+             if shard_files(shard_dir, "valid") else None)
 
     epochs = tcfg["epochs"]
     lr = LearningRate(tcfg["learning_rate"], tcfg["lr_schedule"], total_steps=epochs * steps,

@@ -8,6 +8,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from realfake.bricks import batch_bricks, select_bricks
 from realfake.sensitivity import scenarios, synthetic_defect
+from realfake.devices import train_device as resolve_device
 from realfake.config import (
     ConfigError,
     check_config,
@@ -166,3 +167,13 @@ def synthetic_scenario_settings(wildcards):
 def sensitivity_metrics():
     """Every scenario's metrics, in the order of SCENARIOS."""
     return [f"results/sensitivity/{s}/{k}/{z}/metrics.json" for s, k, z in SCENARIOS]
+
+
+def train_device(wildcards, resources):
+    """train.device for this job: auto is gpu when it asks for GPUs (profiles/slurm's `train_cnn: *gpu-node`)."""
+    return resolve_device(config["train"]["device"], resources)
+
+
+def tf_env(wildcards, params):
+    """The CUDA build of TensorFlow for a job that trains on a GPU, the CPU build otherwise."""
+    return "../../envs/tf-gpu.yaml" if params.device == "gpu" else "../../envs/tf.yaml"

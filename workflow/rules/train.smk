@@ -29,14 +29,18 @@ rule train_cnn:
     benchmark:
         "results/benchmarks/train_cnn/{fold}.tsv"
     conda:
-        "../../envs/tf.yaml"
+        tf_env
     threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
+        # not Snakemake's default from the input's size, which cannot be computed where train.device reads the
+        # resources to pick the conda env (a "coroutine was never awaited" warning); it writes a small model
+        disk_mb=1000,
     params:
         model=config["model"],
         train=config["train"],
+        device=train_device,
     script:
         "../scripts/train_cnn.py"
 

@@ -11,6 +11,6 @@ from realfake.atomic import atomic_path  # noqa: E402
 from realfake.train import fit  # noqa: E402
 
 cfg = {"model": snakemake.params.model, "train": snakemake.params.train}
-fit(snakemake.input[0], snakemake.output.model, cfg, threads=snakemake.threads)
+fit(snakemake.input[0], snakemake.output.model, cfg, threads=snakemake.threads, device=snakemake.params.device)
 with atomic_path(snakemake.output.history) as tmp:
     shutil.copyfile(Path(snakemake.output.model).parent / "history.csv", tmp)
