@@ -33,7 +33,7 @@ for k in range(n_bricks):
 # The child reports its own peak RSS (VmHWM of its address space, which exec starts afresh)
 BUILD = """
 import re, sys
-from realfake.cutouts import DEFAULT_CHANNELS
+from realfake.brickfile import DEFAULT_CHANNELS
 from realfake.shards import build
 base = int(re.search(r"VmRSS:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 s = build(sys.argv[3:], sys.argv[1], DEFAULT_CHANNELS, memory_mb=float(sys.argv[2]), split_by="example")

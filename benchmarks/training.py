@@ -52,7 +52,7 @@ REF_IMAGES_PER_S, REF_CORES, REF_GHZ, REF_FLOPS_PER_CYCLE = 45.0, 68, 1.4, 64
 
 MAKE_SHARDS = """
 import sys
-from realfake.cutouts import DEFAULT_CHANNELS
+from realfake.brickfile import DEFAULT_CHANNELS
 from realfake.mock import mock_cutout_file
 from realfake.shards import build
 out, n = sys.argv[1], int(sys.argv[2])

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from realfake.cutouts import DEFAULT_CHANNELS
+from realfake.brickfile import DEFAULT_CHANNELS
 from realfake.shards import build, shard_files
 
 
@@ -225,7 +225,7 @@ def test_bad_shard_config_is_refused(brick_files, tmp_path):
 KILLABLE = """
 import sys
 from realfake.atomic import atomic_path
-from realfake.cutouts import DEFAULT_CHANNELS
+from realfake.brickfile import DEFAULT_CHANNELS
 from realfake.shards import build
 with atomic_path(sys.argv[1], directory=True) as tmp:  # as the rule's script does
     build(sys.argv[3:], tmp, DEFAULT_CHANNELS, split_by="example", size=4, seed=6, memory_mb=float(sys.argv[2]))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from realfake.cutouts import DEFAULT_CHANNELS
+from realfake.brickfile import DEFAULT_CHANNELS
 
 ROOT = Path(__file__).parents[1]
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())

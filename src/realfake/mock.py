@@ -732,7 +732,7 @@ def clone_brick(root: str | Path, src: str, dst: str, rs_list) -> None:
 
 def mock_cutout_file(path, brick: str, n_real: int, n_fake: int, size: int = 64, seed: int = 0,
                      mag_real=(20.5, 24.5), mag_fake=(21.0, 24.0)) -> None:
-    """A per-brick cutout file (cutouts.write_brick layout) of random pixels.
+    """A per-brick cutout file (realfake.brickfile's layout) of random pixels.
 
     For tests and benchmarks of the later stages at any scale, without rendering
     a release: class counts and the g-magnitude ranges of reals and fakes are
@@ -740,7 +740,7 @@ def mock_cutout_file(path, brick: str, n_real: int, n_fake: int, size: int = 64,
     """
     import pandas as pd
 
-    from .cutouts import DEFAULT_CHANNELS, SOURCE_COLUMNS, write_brick
+    from .brickfile import DEFAULT_CHANNELS, SOURCE_COLUMNS, write_brick
 
     rng = np.random.default_rng([seed, int(brick[:4]), int(brick[5:])])
     n = n_real + n_fake

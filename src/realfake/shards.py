@@ -47,7 +47,7 @@ import pandas as pd
 from . import FAKE, REAL
 from .atomic import atomic_path
 from .catalogs import CONDITIONS
-from .cutouts import read_sources
+from .brickfile import read_sources
 
 log = logging.getLogger(__name__)
 
