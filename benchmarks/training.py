@@ -77,24 +77,24 @@ def child(mode: str, shards: str, rounds: int, threads: int, max_steps: int = 0)
     import numpy as np
     import tensorflow as tf
 
-    from realfake.data import batches_per_epoch, example_shape, train_stream
+    from realfake.data import train_stream
     from realfake.model import FakeAUC, build_model
-    from realfake.shards import shard_files
+    from realfake.shardset import ShardSet
 
     keras.utils.set_random_seed(tcfg["seed"])
     if tcfg["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     summary = json.loads((Path(shards) / "summary.json").read_text())
-    shape, batch = example_shape(shards), tcfg["batch_size"]
+    train = ShardSet.read(shards, "train")
+    shape, batch = train.example_shape, tcfg["batch_size"]
     model = build_model(cfg["model"], shape, summary["channels"], summary["normalisation"])
     model.compile(keras.optimizers.Adam(tcfg["learning_rate"]), "sparse_categorical_crossentropy",
                   metrics=["accuracy", FakeAUC(name="auc")])
-    steps = batches_per_epoch(shards, "train", batch)
-    n = sum(len(np.load(y, mmap_mode="r", allow_pickle=False)) for _, y in shard_files(shards, "train"))
+    steps, n = train.batches(batch), train.n_examples
     x = y = None
     if mode in ("both", "memory"):
-        x = np.concatenate([np.load(xp, allow_pickle=False) for xp, _ in shard_files(shards, "train")])
-        y = np.concatenate([np.load(yp, allow_pickle=False) for _, yp in shard_files(shards, "train")]).astype(np.int32)
+        x = np.concatenate([np.load(xp, allow_pickle=False) for xp in train.x])
+        y = np.concatenate([np.load(yp, allow_pickle=False) for yp in train.y]).astype(np.int32)
 
     class Clock(keras.callbacks.Callback):
         """Seconds from the end of an epoch's first batch to the end of its last one."""
@@ -112,7 +112,7 @@ def child(mode: str, shards: str, rounds: int, threads: int, max_steps: int = 0)
             else:
                 model.fit(x, y, batch_size=batch, epochs=1, shuffle=True, callbacks=[clock], verbose=0)
         else:
-            ds = train_stream(shards, batch, shape, k, k + 1, shuffle_buffer=tcfg["shuffle_buffer"],
+            ds = train_stream(train, batch, k, k + 1, shuffle_buffer=tcfg["shuffle_buffer"],
                               seed=tcfg["seed"])
             model.fit(ds, steps_per_epoch=min(steps, max_steps or steps), epochs=1, callbacks=[clock], verbose=0)
         return (clock.t1 - clock.t0, clock.c1 - clock.c0) if not max_steps else None

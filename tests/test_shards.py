@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from realfake.brickfile import DEFAULT_CHANNELS
-from realfake.shards import build, shard_files
+from realfake.shards import build
+from realfake.shardset import shard_files
 
 
 def test_shards_named_shaped_and_traceable(brick_files, tmp_path):

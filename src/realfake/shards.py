@@ -678,20 +678,3 @@ def build(brick_files, out_dir, channels, cfg: ShardConfig | dict | None = None,
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=float))
     return summary
-
-
-def load_shard(path: str | Path, mmap_mode: str | None = None) -> np.ndarray:
-    """One ``.npy`` shard, never unpickled: a file holding Python objects (or not an array at all) is refused
-    with a message naming it, before anything in it is run."""
-    try:
-        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a plain numeric .npy array, refused ({err}); "
-                         "shards are never unpickled: rebuild them with build_shards") from None
-
-
-def shard_files(shard_dir: str | Path, split: str) -> list[tuple[Path, Path]]:
-    """(x, y) file pairs of a split, in shard order."""
-    shard_dir = Path(shard_dir)
-    xs = sorted(shard_dir.glob(f"x{split}_*.npy"), key=lambda p: int(p.stem.split("_")[1]))
-    return [(x, shard_dir / ("y" + x.name[1:])) for x in xs]

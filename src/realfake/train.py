@@ -446,14 +446,15 @@ def composite(x, channels, stats, bands=("z", "r", "g")):
     return np.stack(planes, axis=-1).astype(np.float32)
 
 
-def log_example_images(log_dir, shard_dir, channels, stats, n: int) -> None:
-    """A few real and fake g/r/z composites of the first training shard, once, under ``examples/``."""
+def log_example_images(log_dir, shards, channels, stats, n: int) -> None:
+    """A few real and fake g/r/z composites of the first shard of ``shards`` (the training split, a ShardSet), once,
+    under ``examples/``."""
     import numpy as np
     import tensorflow as tf
 
-    from .shards import load_shard, shard_files
+    from .shardset import load_shard
 
-    x_path, y_path = shard_files(shard_dir, "train")[0]
+    x_path, y_path = shards.x[0], shards.y[0]
     x, y = load_shard(x_path, mmap_mode="r"), load_shard(y_path)
     if not {"g", "r", "z"} <= set(channels):
         return
@@ -531,11 +532,11 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=(), device
     import keras
     import tensorflow as tf
 
-    from .data import balanced_class_weights, batches_per_epoch, dataset, example_shape, train_stream, weight_files
+    from .data import dataset, train_stream
     from .devices import check_gpus
     from .distribute import strategy_from_environment
     from .model import FakeAUC, LearningRate, build_model
-    from .shards import shard_files
+    from .shardset import ShardSet, read_summary
 
     # a job given GPUs that TensorFlow cannot see (the CPU build on a GPU node) stops here, before anything is written
     check_gpus(require=(device or tcfg["device"]) == "gpu")
@@ -556,30 +557,31 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=(), device
     state = start_or_resume(run_dir, cfg, shard_dir, chief=dist.is_chief)
     ckpt_dir = run_dir / "checkpoints"
 
-    summary = json.loads((Path(shard_dir) / "summary.json").read_text())
+    summary = read_summary(shard_dir)
     channels, stats = summary["channels"], summary["normalisation"]
-    shape = example_shape(shard_dir)
+    train = ShardSet.read(shard_dir, "train")  # listed once, handed on
+    shape = train.example_shape
     batch = tcfg["batch_size"]
     multi = dist.kind == "multi_worker"  # every global batch is split evenly between the workers: whole batches only
-    steps = batches_per_epoch(shard_dir, "train", batch, drop_remainder=multi)
+    steps = train.batches(batch, drop_remainder=multi)
     if steps < 1:
         raise ValueError(f"fewer training examples than one batch of {batch}")
     weights = "none"
     class_weights = None
-    if weight_files(shard_dir, "train") is not None:
+    if train.weights is not None:
         weights = "shards"
         if tcfg["class_weight"] != "none":
             log.warning("train.class_weight = %s ignored: the shards carry per-example weights (w*.npy)",
                         tcfg["class_weight"])
     elif tcfg["class_weight"] == "balanced":
-        weights, class_weights = "class", balanced_class_weights(shard_dir)
+        weights, class_weights = "class", train.balanced_class_weights()
         log.info("class weights (real, fake): %s", class_weights)
     loader = tcfg["loader_threads"]
     data_kw = dict(shuffle_buffer=tcfg["shuffle_buffer"], seed=tcfg["seed"], weights=weights,
                    class_weights=class_weights, drop_remainder=multi, augment_examples=tcfg["augment"], threads=loader)
     # the validation split, when the shards have one, shows over-fitting in the training curves
-    valid = (dataset(shard_dir, "valid", batch, shape, drop_remainder=multi, threads=loader)
-             if shard_files(shard_dir, "valid") else None)
+    valid = ShardSet.read(shard_dir, "valid")
+    valid = dataset(valid, batch, drop_remainder=multi, threads=loader) if valid.x else None
 
     epochs = tcfg["epochs"]
     lr = LearningRate(tcfg["learning_rate"], tcfg["lr_schedule"], total_steps=epochs * steps,
@@ -643,14 +645,14 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=(), device
     elif dist.is_chief:
         log_graph(out_dir / "tensorboard", model, shape)
         if tcfg["example_images"]:
-            log_example_images(out_dir / "tensorboard", shard_dir, channels, stats, tcfg["example_images"])
+            log_example_images(out_dir / "tensorboard", train, channels, stats, tcfg["example_images"])
 
     t0 = time.perf_counter()
     with interrupt, _closing(tensorboard):
         if batch0 and epoch < epochs:
             # the rest of the interrupted epoch, then the following epochs
             checkpointer.position(epoch, batch0, metrics)
-            model.fit(train_stream(shard_dir, batch, shape, epoch, epoch + 1, batch0, **data_kw),
+            model.fit(train_stream(train, batch, epoch, epoch + 1, batch0, **data_kw),
                       steps_per_epoch=steps - batch0, initial_epoch=epoch, epochs=epoch + 1,
                       validation_data=valid, callbacks=callbacks, verbose=2, shuffle=False)
             epoch += 1
@@ -658,7 +660,7 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=(), device
                 epoch = epochs
         if epoch < epochs:
             checkpointer.position(epoch, 0)
-            model.fit(train_stream(shard_dir, batch, shape, epoch, epochs, 0, **data_kw), steps_per_epoch=steps,
+            model.fit(train_stream(train, batch, epoch, epochs, 0, **data_kw), steps_per_epoch=steps,
                       initial_epoch=epoch, epochs=epochs, validation_data=valid, callbacks=callbacks, verbose=2,
                       shuffle=False)
     if checkpointer.nan is not None:
