@@ -70,7 +70,7 @@ def child(mode: str, shards: str, rounds: int, threads: int, max_steps: int = 0)
     """In this (child) process: ``mode`` "both" alternates epochs of the two modes; otherwise one mode alone."""
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     tcfg = cfg["train"]
-    from realfake.train import configure_threads
+    from realfake.runtime import configure_threads
 
     configure_threads(threads, tcfg.get("inter_op_threads", 2))
     import keras

@@ -92,7 +92,8 @@ def sigterm_at(epoch: int, batch: int):
 ])
 def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(shards, uninterrupted, tmp_path, epoch,
                                                                         batch, resume_at):
-    from realfake.train import EXIT_SIGTERM, fit
+    from realfake.checkpoints import EXIT_SIGTERM
+    from realfake.train import fit
 
     cfg = {"model": CONFIG["model"], "train": TRAIN}
     model = tmp_path / "model.keras"
@@ -417,7 +418,7 @@ def test_training_imports_no_cutout_or_fits_code():
     """Training reads the shards (realfake.shardset), never the brick files: neither it nor what it imports, even
     inside its functions, loads the cutout code, the FITS readers or the FITS libraries."""
     reached = realfake_imports("realfake.train")
-    assert {"realfake.shardset", "realfake.data"} <= reached
+    assert {"realfake.shardset", "realfake.data", "realfake.callbacks"} <= reached
     assert not reached & set(NOT_IN_TRAINING), sorted(reached & set(NOT_IN_TRAINING))
     code = (f"import importlib, sys\nfor m in {sorted(reached)!r}: importlib.import_module(m)\n"
             f"print(sorted(m for m in {NOT_IN_TRAINING!r} if m in sys.modules))")
@@ -506,7 +507,7 @@ def test_two_slurm_tasks_train_one_model(shards, tmp_path):
 
 
 def test_truncating_the_history_keeps_keras_line_ends(tmp_path):
-    from realfake.train import truncate_history
+    from realfake.checkpoints import truncate_history
 
     path = tmp_path / "history.csv"
     path.write_bytes(b"epoch,loss\r\n0,0.7\r\n1,0.6\r\n2,0.5\r\n")  # as Keras' CSVLogger writes it
