@@ -428,14 +428,16 @@ def test_training_imports_no_cutout_or_fits_code():
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
 
 
-def test_train_defaults_match_the_schema():
-    from realfake.train import TRAIN_DEFAULTS
+def test_train_config_fills_in_the_schemas_defaults():
+    """The schema is the one home of the defaults: the optional train keys a caller leaves out are the schema's."""
+    from realfake.schema import schema_defaults
+    from realfake.train import train_config
 
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    props = schema["properties"]["train"]["properties"]
-    for key, value in TRAIN_DEFAULTS.items():
-        assert props[key]["default"] == value, key
-        assert key in CONFIG["train"], key
+    defaults = schema_defaults("train")
+    assert defaults["checkpoint_every_batches"] == 200 and defaults["env"] == {}
+    assert train_config({"epochs": 3, "augment": True}) == {**defaults, "epochs": 3, "augment": True}
+    assert train_config({"mixed_precision": False})["mixed_precision"] == "off"  # YAML's bare off
+    assert set(defaults) <= set(CONFIG["train"])  # config/config.yaml shows every key
 
 
 WORKER = """

@@ -38,36 +38,17 @@ from pathlib import Path
 from .checkpoints import Interrupt, build_metrics, restore, start_or_resume, truncate_history
 from .devices import require_tensorflow
 from .runtime import allocated_threads, apply_env, configure_threads, run_record, start_session, write_run_record
+from .schema import schema_defaults
 from .shardset import ShardSet, read_summary
 
 require_tensorflow()  # a clear message, naming the cpu and gpu extras, instead of a bare ModuleNotFoundError later
 log = logging.getLogger(__name__)
 
-# Defaults of the optional keys of the `train:` block (as in workflow/schemas/config.schema.yaml)
-TRAIN_DEFAULTS = {
-    "early_stopping_patience": 0,
-    "early_stopping_monitor": "val_loss",
-    "checkpoint_every_batches": 200,
-    "class_weight": "none",
-    "lr_schedule": "constant",
-    "warmup_epochs": 0,
-    "lr_step_epochs": 10,
-    "lr_step_factor": 0.1,
-    "mixed_precision": "auto",
-    "device": "auto",
-    "distribute": "auto",
-    "worker_port": 12345,
-    "inter_op_threads": 2,
-    "loader_threads": 0,
-    "env": {},
-    "example_images": 4,
-    "augment": False,
-}
-
 
 def train_config(tcfg: dict) -> dict:
-    """The ``train:`` block with the defaults of its optional keys filled in (YAML's bare on/off read as on/off)."""
-    tcfg = {**TRAIN_DEFAULTS, **tcfg}
+    """The ``train:`` block with the schema's defaults of its optional keys filled in (YAML's bare on/off read as
+    on/off)."""
+    tcfg = {**schema_defaults("train"), **tcfg}
     for key in ("mixed_precision", "distribute"):
         if isinstance(tcfg[key], bool):
             tcfg[key] = "on" if tcfg[key] else "off"
