@@ -36,7 +36,7 @@ import re, sys
 from realfake.brickfile import DEFAULT_CHANNELS
 from realfake.shards import build
 base = int(re.search(r"VmRSS:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
-s = build(sys.argv[3:], sys.argv[1], DEFAULT_CHANNELS, memory_mb=float(sys.argv[2]), split_by="example")
+s = build(sys.argv[3:], sys.argv[1], DEFAULT_CHANNELS, memory_mb=float(sys.argv[2]), split_by="example", balance="none")
 hwm = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 print(s["scatter_buckets"], s["n_examples"], hwm // 1024, base // 1024)
 """

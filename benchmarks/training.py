@@ -62,7 +62,7 @@ for k in range(-(-n // per_brick)):
     m = min(per_brick, n - k * per_brick)
     mock_cutout_file(f"{out}/{brick}.h5", brick, m // 2, m - m // 2, seed=k)
     files.append(f"{out}/{brick}.h5")
-build(files, f"{out}/shards", DEFAULT_CHANNELS, size=512, test_fraction=0.01, seed=1, split_by="example")
+build(files, f"{out}/shards", DEFAULT_CHANNELS, size=512, test_fraction=0.01, seed=1, split_by="example", balance="none")
 """
 
 
