@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/shards.py [--gb 2.0] [--memory-mb 320] [--workdir DIR]
 
-Writes brick cutout files of random pixels (64x64x6 float32, realfake.mock.mock_cutout_file)
+Writes brick cutout files of random pixels (64x64x6 float32, realfake.testing.mock_cutout_file)
 adding up to --gb, then, side by side in one run on the same disk:
   cp      `cp` of those files to a new folder, then `sync`
   shards  realfake.shards.build on them with a memory budget of --memory-mb, then `sync`
@@ -24,7 +24,7 @@ from pathlib import Path
 EXAMPLE_BYTES = 64 * 64 * 6 * 4
 MAKE_INPUT = """
 import sys
-from realfake.mock import mock_cutout_file
+from realfake.testing import mock_cutout_file
 out, n_bricks, per_brick = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 for k in range(n_bricks):
     brick = f"{1000 + k:04d}p100"

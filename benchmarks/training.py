@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/training.py [--examples 8192] [--rounds 5] [--threads N] [--workdir DIR]
 
-Writes brick cutout files of random pixels (64x64x6 float32, realfake.mock.mock_cutout_file) and
+Writes brick cutout files of random pixels (64x64x6 float32, realfake.testing.mock_cutout_file) and
 builds shards of 512 from them (realfake.shards.build), then trains the configured network
 (config/config.yaml: model, batch size, shuffle buffer, determinism) in two ways:
   memory     every training example loaded into one NumPy array, `model.fit(x, y, shuffle=True)`
@@ -53,7 +53,7 @@ REF_IMAGES_PER_S, REF_CORES, REF_GHZ, REF_FLOPS_PER_CYCLE = 45.0, 68, 1.4, 64
 MAKE_SHARDS = """
 import sys
 from realfake.brickfile import DEFAULT_CHANNELS
-from realfake.mock import mock_cutout_file
+from realfake.testing import mock_cutout_file
 from realfake.shards import build
 out, n = sys.argv[1], int(sys.argv[2])
 files, per_brick = [], 512

@@ -18,8 +18,8 @@ from realfake.atomic import Settler, settle
 from realfake.batches import BrickError, CutoutSettings, brick_files, format_summary, rebuild_brick, run_batch, summarise
 from realfake.brickfile import read_sources
 from realfake.bricks import BrickSelectionError, batch_bricks, bricks_in_box, brick_grid, select_bricks
-from realfake.mock import clone_brick
 from realfake.shards import build
+from realfake.testing import clone_brick
 
 
 def test_brick_list_file_with_comments(tmp_path):

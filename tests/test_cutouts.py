@@ -146,7 +146,7 @@ def test_tile_regions_cover_every_stamp_tile_once():
 def _retiled_release(root, brick, out, tile, compress=None):
     """The release's coadds of ``brick`` compressed again in ``tile`` tiles (with ``compress``: RICE by default),
     under ``out``; ``out``."""
-    from realfake.mock import retile
+    from realfake.testing import retile
 
     for src, dst in zip(layout.coadd_files(root / "release", brick), layout.coadd_files(out, brick)):
         retile(src, dst, tile, compress)

@@ -29,7 +29,7 @@ STEPS = 7
 
 
 def make_shards(root: Path, balance="none", n_real=20, n_fake=20) -> Path:
-    from realfake.mock import mock_cutout_file
+    from realfake.testing import mock_cutout_file
     from realfake.shards import build
 
     files = []
