@@ -136,7 +136,8 @@ def make_data(data: Path, n_bricks: int, sparse: int) -> tuple[list[str], dict[s
 
     from realfake import layout
     from realfake.bricks import brick_grid
-    from realfake.mock import MockConfig, clone_brick, make_release, retile
+    from realfake.mock import MockConfig, make_release
+    from realfake.testing import clone_brick, retile
 
     seed = data / "seed"
     if not (seed / "synthetic.json").exists():

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/shards.py [--gb 2.0] [--memory-mb 320] [--workdir DIR]
 
-Writes brick cutout files of random pixels (64x64x6 float32, realfake.mock.mock_cutout_file)
+Writes brick cutout files of random pixels (64x64x6 float32, realfake.testing.mock_cutout_file)
 adding up to --gb, then, side by side in one run on the same disk:
   cp      `cp` of those files to a new folder, then `sync`
   shards  realfake.shards.build on them with a memory budget of --memory-mb, then `sync`
@@ -24,7 +24,7 @@ from pathlib import Path
 EXAMPLE_BYTES = 64 * 64 * 6 * 4
 MAKE_INPUT = """
 import sys
-from realfake.mock import mock_cutout_file
+from realfake.testing import mock_cutout_file
 out, n_bricks, per_brick = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 for k in range(n_bricks):
     brick = f"{1000 + k:04d}p100"
@@ -33,10 +33,10 @@ for k in range(n_bricks):
 # The child reports its own peak RSS (VmHWM of its address space, which exec starts afresh)
 BUILD = """
 import re, sys
-from realfake.cutouts import DEFAULT_CHANNELS
+from realfake.brickfile import DEFAULT_CHANNELS
 from realfake.shards import build
 base = int(re.search(r"VmRSS:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
-s = build(sys.argv[3:], sys.argv[1], DEFAULT_CHANNELS, memory_mb=float(sys.argv[2]), split_by="example")
+s = build(sys.argv[3:], sys.argv[1], DEFAULT_CHANNELS, memory_mb=float(sys.argv[2]), split_by="example", balance="none")
 hwm = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 print(s["scatter_buckets"], s["n_examples"], hwm // 1024, base // 1024)
 """

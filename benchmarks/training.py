@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/training.py [--examples 8192] [--rounds 5] [--threads N] [--workdir DIR]
 
-Writes brick cutout files of random pixels (64x64x6 float32, realfake.mock.mock_cutout_file) and
+Writes brick cutout files of random pixels (64x64x6 float32, realfake.testing.mock_cutout_file) and
 builds shards of 512 from them (realfake.shards.build), then trains the configured network
 (config/config.yaml: model, batch size, shuffle buffer, determinism) in two ways:
   memory     every training example loaded into one NumPy array, `model.fit(x, y, shuffle=True)`
@@ -52,8 +52,8 @@ REF_IMAGES_PER_S, REF_CORES, REF_GHZ, REF_FLOPS_PER_CYCLE = 45.0, 68, 1.4, 64
 
 MAKE_SHARDS = """
 import sys
-from realfake.cutouts import DEFAULT_CHANNELS
-from realfake.mock import mock_cutout_file
+from realfake.brickfile import DEFAULT_CHANNELS
+from realfake.testing import mock_cutout_file
 from realfake.shards import build
 out, n = sys.argv[1], int(sys.argv[2])
 files, per_brick = [], 512
@@ -62,7 +62,7 @@ for k in range(-(-n // per_brick)):
     m = min(per_brick, n - k * per_brick)
     mock_cutout_file(f"{out}/{brick}.h5", brick, m // 2, m - m // 2, seed=k)
     files.append(f"{out}/{brick}.h5")
-build(files, f"{out}/shards", DEFAULT_CHANNELS, size=512, test_fraction=0.01, seed=1, split_by="example")
+build(files, f"{out}/shards", DEFAULT_CHANNELS, size=512, test_fraction=0.01, seed=1, split_by="example", balance="none")
 """
 
 
@@ -70,31 +70,31 @@ def child(mode: str, shards: str, rounds: int, threads: int, max_steps: int = 0)
     """In this (child) process: ``mode`` "both" alternates epochs of the two modes; otherwise one mode alone."""
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     tcfg = cfg["train"]
-    from realfake.train import configure_threads
+    from realfake.runtime import configure_threads
 
     configure_threads(threads, tcfg.get("inter_op_threads", 2))
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from realfake.data import batches_per_epoch, example_shape, train_stream
+    from realfake.data import train_stream
     from realfake.model import FakeAUC, build_model
-    from realfake.shards import shard_files
+    from realfake.shardset import ShardSet
 
     keras.utils.set_random_seed(tcfg["seed"])
     if tcfg["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     summary = json.loads((Path(shards) / "summary.json").read_text())
-    shape, batch = example_shape(shards), tcfg["batch_size"]
+    train = ShardSet.read(shards, "train")
+    shape, batch = train.example_shape, tcfg["batch_size"]
     model = build_model(cfg["model"], shape, summary["channels"], summary["normalisation"])
     model.compile(keras.optimizers.Adam(tcfg["learning_rate"]), "sparse_categorical_crossentropy",
                   metrics=["accuracy", FakeAUC(name="auc")])
-    steps = batches_per_epoch(shards, "train", batch)
-    n = sum(len(np.load(y, mmap_mode="r", allow_pickle=False)) for _, y in shard_files(shards, "train"))
+    steps, n = train.batches(batch), train.n_examples
     x = y = None
     if mode in ("both", "memory"):
-        x = np.concatenate([np.load(xp, allow_pickle=False) for xp, _ in shard_files(shards, "train")])
-        y = np.concatenate([np.load(yp, allow_pickle=False) for _, yp in shard_files(shards, "train")]).astype(np.int32)
+        x = np.concatenate([np.load(xp, allow_pickle=False) for xp in train.x])
+        y = np.concatenate([np.load(yp, allow_pickle=False) for yp in train.y]).astype(np.int32)
 
     class Clock(keras.callbacks.Callback):
         """Seconds from the end of an epoch's first batch to the end of its last one."""
@@ -112,7 +112,7 @@ def child(mode: str, shards: str, rounds: int, threads: int, max_steps: int = 0)
             else:
                 model.fit(x, y, batch_size=batch, epochs=1, shuffle=True, callbacks=[clock], verbose=0)
         else:
-            ds = train_stream(shards, batch, shape, k, k + 1, shuffle_buffer=tcfg["shuffle_buffer"],
+            ds = train_stream(train, batch, k, k + 1, shuffle_buffer=tcfg["shuffle_buffer"],
                               seed=tcfg["seed"])
             model.fit(ds, steps_per_epoch=min(steps, max_steps or steps), epochs=1, callbacks=[clock], verbose=0)
         return (clock.t1 - clock.t0, clock.c1 - clock.c0) if not max_steps else None

@@ -16,10 +16,10 @@ from conftest import assert_same_brick_file
 from realfake import layout
 from realfake.atomic import Settler, settle
 from realfake.batches import BrickError, CutoutSettings, brick_files, format_summary, rebuild_brick, run_batch, summarise
+from realfake.brickfile import read_sources
 from realfake.bricks import BrickSelectionError, batch_bricks, bricks_in_box, brick_grid, select_bricks
-from realfake.cutouts import read_sources
-from realfake.mock import clone_brick
 from realfake.shards import build
+from realfake.testing import clone_brick
 
 
 def test_brick_list_file_with_comments(tmp_path):

@@ -12,8 +12,9 @@ import pytest
 from conftest import assert_same_brick_file
 
 from realfake import layout
+from realfake.brickfile import DEFAULT_CHANNELS, read_sources
 from realfake.catalogs import CatalogError, read_tractor
-from realfake.cutouts import DEFAULT_CHANNELS, read_coadd, read_sources
+from realfake.cutouts import read_coadd
 from realfake.injection import LAYOUTS, Run, read_fakes
 from realfake.selection import select_real
 
@@ -145,7 +146,7 @@ def test_tile_regions_cover_every_stamp_tile_once():
 def _retiled_release(root, brick, out, tile, compress=None):
     """The release's coadds of ``brick`` compressed again in ``tile`` tiles (with ``compress``: RICE by default),
     under ``out``; ``out``."""
-    from realfake.mock import retile
+    from realfake.testing import retile
 
     for src, dst in zip(layout.coadd_files(root / "release", brick), layout.coadd_files(out, brick)):
         retile(src, dst, tile, compress)
@@ -339,7 +340,7 @@ def test_a_truncated_coadd_is_named_even_when_the_stamps_lie_before_the_cut(mock
 
 def test_stamps_appended_in_blocks_read_back_in_order(tmp_path):
     """brick_writer's blocks of any size, an empty one too, make one dataset of one-stamp chunks, in order."""
-    from realfake.cutouts import brick_writer
+    from realfake.brickfile import brick_writer
 
     rng = np.random.default_rng(3)
     stamps = rng.normal(size=(3000, 16, 16, 6)).astype(np.float32)
@@ -360,8 +361,8 @@ def test_every_cutout_carries_the_observing_conditions_at_its_source(brick_files
     """Reals: their Tractor row's PSF size, exposures and E(B-V); fakes: their row of the run's rerun catalogue."""
     from scipy.spatial import cKDTree
 
+    from realfake.brickfile import read_sources
     from realfake.catalogs import CONDITIONS, read_tractor
-    from realfake.cutouts import read_sources
 
     root, _ = mock_dr9
     src = read_sources(brick_files[0])

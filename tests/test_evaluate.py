@@ -125,9 +125,9 @@ def test_predictions_line_up_with_the_manifest_over_several_test_shards(tmp_path
     """Each prediction belongs to the manifest row it is written to, however many test shards there are."""
     import keras
 
-    from realfake.cutouts import DEFAULT_CHANNELS
+    from realfake.brickfile import DEFAULT_CHANNELS
     from realfake.evaluate import predict
-    from realfake.mock import mock_cutout_file
+    from realfake.testing import mock_cutout_file
     from realfake.shards import build
 
     files = [tmp_path / f"{b}.h5" for b in ("1210p060", "1212p060")]

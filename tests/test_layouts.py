@@ -42,7 +42,7 @@ def _cut(tmp_path, bricks, release_root, injection_root, **kw):
 
 
 def _sources(tmp_path, brick) -> tuple[pd.DataFrame, dict]:
-    from realfake.cutouts import read_sources
+    from realfake.brickfile import read_sources
 
     path = tmp_path / "out" / f"{brick}.h5"
     with h5py.File(path, "r") as f:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pathlib import Path
 
-from realfake.cutouts import DEFAULT_CHANNELS
+from realfake.brickfile import DEFAULT_CHANNELS
 
 CONFIG = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
 STATS = {c: {"median": 1.0 if c.startswith("ivar") else 0.0, "scale": 0.01} for c in DEFAULT_CHANNELS}

@@ -125,7 +125,7 @@ def test_halves_are_brick_balanced_and_a_function_of_identity_only():
 
 
 def test_plant_brick_on_a_real_brick_file(brick_files, tmp_path):
-    from realfake.cutouts import read_sources
+    from realfake.brickfile import read_sources
 
     path = brick_files[0]
     src = read_sources(path)

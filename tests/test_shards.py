@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from realfake.cutouts import DEFAULT_CHANNELS
-from realfake.shards import build, shard_files
+from realfake.brickfile import DEFAULT_CHANNELS
+from realfake.shards import build
+from realfake.shardset import shard_files
 
 
 def test_shards_named_shaped_and_traceable(brick_files, tmp_path):
@@ -83,7 +84,7 @@ def test_per_shard_class_counts_and_validation_split(brick_files, tmp_path):
 @pytest.fixture(scope="module")
 def many_examples(tmp_path_factory):
     """Four brick files of random 16x16 cutouts: 1200 reals (g 20.5-24.5), 800 fakes (g 21-24)."""
-    from realfake.mock import mock_cutout_file
+    from realfake.testing import mock_cutout_file
 
     d = tmp_path_factory.mktemp("many")
     files = []
@@ -127,7 +128,7 @@ def test_magnitude_matching_follows_the_fakes_histogram(many_examples, tmp_path)
 @pytest.fixture(scope="module")
 def ten_bricks(tmp_path_factory):
     """Ten brick files of random 8x8 cutouts, 20 to 65 examples each."""
-    from realfake.mock import mock_cutout_file
+    from realfake.testing import mock_cutout_file
 
     d = tmp_path_factory.mktemp("ten")
     files = [d / f"{1000 + k}p100.h5" for k in range(10)]
@@ -160,7 +161,7 @@ def test_split_by_brick_puts_each_brick_in_one_split(ten_bricks, tmp_path):
 
 
 def test_folds_of_whole_bricks_balanced_within_each_brick(ten_bricks, tmp_path):
-    from realfake.mock import mock_cutout_file
+    from realfake.testing import mock_cutout_file
 
     # an eleventh brick holding fakes only: it must drop out, named
     lone = tmp_path / "1099p100.h5"
@@ -225,7 +226,7 @@ def test_bad_shard_config_is_refused(brick_files, tmp_path):
 KILLABLE = """
 import sys
 from realfake.atomic import atomic_path
-from realfake.cutouts import DEFAULT_CHANNELS
+from realfake.brickfile import DEFAULT_CHANNELS
 from realfake.shards import build
 with atomic_path(sys.argv[1], directory=True) as tmp:  # as the rule's script does
     build(sys.argv[3:], tmp, DEFAULT_CHANNELS, split_by="example", size=4, seed=6, memory_mb=float(sys.argv[2]))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from realfake.cutouts import DEFAULT_CHANNELS
+from realfake.brickfile import DEFAULT_CHANNELS
 
 ROOT = Path(__file__).parents[1]
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -29,7 +29,7 @@ STEPS = 7
 
 
 def make_shards(root: Path, balance="none", n_real=20, n_fake=20) -> Path:
-    from realfake.mock import mock_cutout_file
+    from realfake.testing import mock_cutout_file
     from realfake.shards import build
 
     files = []
@@ -92,7 +92,8 @@ def sigterm_at(epoch: int, batch: int):
 ])
 def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(shards, uninterrupted, tmp_path, epoch,
                                                                         batch, resume_at):
-    from realfake.train import EXIT_SIGTERM, fit
+    from realfake.checkpoints import EXIT_SIGTERM
+    from realfake.train import fit
 
     cfg = {"model": CONFIG["model"], "train": TRAIN}
     model = tmp_path / "model.keras"
@@ -191,8 +192,9 @@ def test_tensorboard_events_hold_scalars_images_graph_and_profile(uninterrupted)
 
 
 def test_options_class_weights_lr_schedule_and_weight_shards(tmp_path):
-    from realfake.data import balanced_class_weights, epoch_dataset, example_shape
+    from realfake.data import epoch_dataset
     from realfake.model import LearningRate
+    from realfake.shardset import ShardSet
     from realfake.train import fit
 
     # cosine with warm-up: rises linearly over the warm-up steps, then decays to 0 at the last step
@@ -203,10 +205,10 @@ def test_options_class_weights_lr_schedule_and_weight_shards(tmp_path):
     assert np.allclose([float(step(s)) for s in (0, 9, 10, 25)], [1e-3, 1e-3, 5e-4, 2.5e-4])
 
     # 3 reals for every fake: balanced class weights, and the shards' own weights when built with balance: weights
-    unbalanced = make_shards(tmp_path / "a", n_real=30, n_fake=10)
-    w = balanced_class_weights(unbalanced)
+    unbalanced = ShardSet.read(make_shards(tmp_path / "a", n_real=30, n_fake=10), "train")
+    w = unbalanced.balanced_class_weights()
     assert w[0] < 1 < w[1]
-    ds = epoch_dataset(unbalanced, "train", 8, example_shape(unbalanced), weights="class", class_weights=w)
+    ds = epoch_dataset(unbalanced, 8, weights="class", class_weights=w)
     x, y, sw = next(iter(ds))
     assert np.allclose(sw.numpy(), np.take(w, y.numpy()))
     weighted = make_shards(tmp_path / "b", balance="weights", n_real=30, n_fake=10)
@@ -217,12 +219,13 @@ def test_options_class_weights_lr_schedule_and_weight_shards(tmp_path):
 
 
 def test_epoch_order_depends_on_the_epoch_only(shards):
-    from realfake.data import example_shape, train_stream
+    from realfake.data import train_stream
+    from realfake.shardset import ShardSet
 
-    shape = example_shape(shards)
+    train = ShardSet.read(shards, "train")
 
     def labels(first, end, skip=0):
-        return [tuple(y.numpy()) for _, y in train_stream(shards, 8, shape, first, end, skip, shuffle_buffer=16)]
+        return [tuple(y.numpy()) for _, y in train_stream(train, 8, first, end, skip, shuffle_buffer=16)]
 
     whole = labels(0, 3)
     assert len(whole) == 3 * STEPS and whole[:STEPS] != whole[STEPS : 2 * STEPS]
@@ -230,12 +233,13 @@ def test_epoch_order_depends_on_the_epoch_only(shards):
 
 
 def test_augmentation_is_a_symmetry_drawn_from_the_epoch_and_position_only(shards):
-    from realfake.data import example_shape, train_stream
+    from realfake.data import train_stream
+    from realfake.shardset import ShardSet
 
-    shape = example_shape(shards)
+    train = ShardSet.read(shards, "train")
 
     def batches(first, end, skip=0, augment=True):
-        return [x.numpy() for x, _ in train_stream(shards, 8, shape, first, end, skip, shuffle_buffer=16,
+        return [x.numpy() for x, _ in train_stream(train, 8, first, end, skip, shuffle_buffer=16,
                                                    augment_examples=augment)]
 
     plain, whole = batches(0, 2, augment=False), batches(0, 2)
@@ -364,12 +368,13 @@ def test_a_job_given_no_gpu_trains_on_the_cpus(shards, tmp_path, monkeypatch):
 
 
 def test_loader_threads_give_the_loader_its_own_pool(shards):
-    from realfake.data import dataset, example_shape, train_stream
+    from realfake.data import dataset, train_stream
+    from realfake.shardset import ShardSet
 
-    shape = example_shape(shards)
-    assert train_stream(shards, 8, shape, 0, 1, threads=3).options().threading.private_threadpool_size == 3
-    assert dataset(shards, "valid", 8, shape, threads=5).options().threading.private_threadpool_size == 5
-    assert not train_stream(shards, 8, shape, 0, 1).options().threading.private_threadpool_size  # tf.data's default
+    train, valid = ShardSet.read(shards, "train"), ShardSet.read(shards, "valid")
+    assert train_stream(train, 8, 0, 1, threads=3).options().threading.private_threadpool_size == 3
+    assert dataset(valid, 8, threads=5).options().threading.private_threadpool_size == 5
+    assert not train_stream(train, 8, 0, 1).options().threading.private_threadpool_size  # tf.data's default
 
 
 def test_the_gpu_preset_on_the_default_config_is_valid():
@@ -381,14 +386,58 @@ def test_the_gpu_preset_on_the_default_config_is_valid():
     check_config({**CONFIG, "train": {**CONFIG["train"], **preset["train"]}})
 
 
-def test_train_defaults_match_the_schema():
-    from realfake.train import TRAIN_DEFAULTS
+# What training must never import: the brick files' reader, the cutout and FITS code, and FITS libraries
+NOT_IN_TRAINING = ("realfake.brickfile", "realfake.catalogs", "realfake.cutouts", "realfake.fitstiles",
+                   "realfake.injection", "realfake.shards", "astropy", "fitsio", "galsim")
 
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    props = schema["properties"]["train"]["properties"]
-    for key, value in TRAIN_DEFAULTS.items():
-        assert props[key]["default"] == value, key
-        assert key in CONFIG["train"], key
+
+def realfake_imports(module: str) -> set[str]:
+    """The realfake modules ``module`` imports, at its top or inside a function, and theirs in turn."""
+    import ast
+
+    src, seen, todo = ROOT / "src", set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = src / (name.replace(".", "/") + ".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ("realfake" + ("." + node.module if node.module else "")) if node.level else node.module
+                found = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            todo += [f for f in found if f.startswith("realfake.") and (src / (f.replace(".", "/") + ".py")).exists()]
+    return seen
+
+
+def test_training_imports_no_cutout_or_fits_code():
+    """Training reads the shards (realfake.shardset), never the brick files: neither it nor what it imports, even
+    inside its functions, loads the cutout code, the FITS readers or the FITS libraries."""
+    reached = realfake_imports("realfake.train")
+    assert {"realfake.shardset", "realfake.data", "realfake.callbacks"} <= reached
+    assert not reached & set(NOT_IN_TRAINING), sorted(reached & set(NOT_IN_TRAINING))
+    code = (f"import importlib, sys\nfor m in {sorted(reached)!r}: importlib.import_module(m)\n"
+            f"print(sorted(m for m in {NOT_IN_TRAINING!r} if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT / "src"), TF_CPP_MIN_LOG_LEVEL="2"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
+
+
+def test_train_config_fills_in_the_schemas_defaults():
+    """The schema is the one home of the defaults: the optional train keys a caller leaves out are the schema's."""
+    from realfake.schema import schema_defaults
+    from realfake.train import train_config
+
+    defaults = schema_defaults("train")
+    assert defaults["checkpoint_every_batches"] == 200 and defaults["env"] == {}
+    assert train_config({"epochs": 3, "augment": True}) == {**defaults, "epochs": 3, "augment": True}
+    assert train_config({"mixed_precision": False})["mixed_precision"] == "off"  # YAML's bare off
+    assert set(defaults) <= set(CONFIG["train"])  # config/config.yaml shows every key
 
 
 WORKER = """
@@ -460,7 +509,7 @@ def test_two_slurm_tasks_train_one_model(shards, tmp_path):
 
 
 def test_truncating_the_history_keeps_keras_line_ends(tmp_path):
-    from realfake.train import truncate_history
+    from realfake.checkpoints import truncate_history
 
     path = tmp_path / "history.csv"
     path.write_bytes(b"epoch,loss\r\n0,0.7\r\n1,0.6\r\n2,0.5\r\n")  # as Keras' CSVLogger writes it

@@ -26,9 +26,11 @@ import pandas as pd
 
 from . import cutouts, fitstiles
 from .atomic import Settler, atomic_path, settle
+from .brickfile import DEFAULT_CHANNELS
 from .catalogs import CatalogError
 from .cutouts import CoaddError, make_brick_file
 from .injection import plan_brick
+from .schema import schema_defaults
 
 log = logging.getLogger(__name__)
 
@@ -40,41 +42,49 @@ class BrickError(RuntimeError):
     """A brick that the policy says must fail the job; the message names the brick and the reason."""
 
 
+# The schema's defaults (its one home) of the release: and cutouts: keys a cutout job reads
+_RELEASE, _CUTOUTS = schema_defaults("release"), schema_defaults("cutouts")
+
+
 @dataclass
 class CutoutSettings:
-    """Everything a cutout job needs besides the brick names (the config's release/selection/cutouts)."""
+    """Everything a cutout job needs besides the brick names (the config's release/selection/cutouts).
+
+    The defaults are the schema's; ``size`` and ``channels``, which the schema
+    requires, default to config/config.yaml's values for callers without a config.
+    """
 
     release_root: str
     injection_root: str
     rs: list | str  # "all", or names and patterns of seed folders
     selection: dict
-    region: str = "both"
-    region_overlap: str = "dec"
-    injection_layout: str = "auto"
+    region: str = _RELEASE["region"]
+    region_overlap: str = _RELEASE["region_overlap"]
+    injection_layout: str = _RELEASE["injection_layout"]
     size: int = 64
-    channels: tuple = ("g", "ivar_g", "r", "ivar_r", "z", "ivar_z")
-    max_frac_nodata: float = 0.5
-    on_missing: str = "skip"
-    on_error: str = "skip"
+    channels: tuple = DEFAULT_CHANNELS
+    max_frac_nodata: float = _CUTOUTS["max_frac_nodata"]
+    on_missing: str = _CUTOUTS["on_missing"]
+    on_error: str = _CUTOUTS["on_error"]
     config_hash: str = ""
 
     @classmethod
     def from_config(cls, config: dict, config_hash: str = "", **policy) -> "CutoutSettings":
         """From the config's release, selection and cutouts blocks; ``policy`` overrides on_missing/on_error."""
-        rel, cut = config["release"], config["cutouts"]
+        rel, cut = {**_RELEASE, **config["release"]}, {**_CUTOUTS, **config["cutouts"]}
         return cls(
             release_root=rel["root"],
             injection_root=rel["injection_root"],
             rs=rel["rs"] if rel["rs"] == "all" else list(rel["rs"]),
             selection=config["selection"],
-            region=rel.get("region", "both"),
-            region_overlap=rel.get("region_overlap", "dec"),
-            injection_layout=rel.get("injection_layout", "auto"),
+            region=rel["region"],
+            region_overlap=rel["region_overlap"],
+            injection_layout=rel["injection_layout"],
             size=cut["size"],
             channels=tuple(cut["channels"]),
-            max_frac_nodata=cut.get("max_frac_nodata", 0.5),
-            on_missing=policy.get("on_missing", cut.get("on_missing", "skip")),
-            on_error=policy.get("on_error", cut.get("on_error", "skip")),
+            max_frac_nodata=cut["max_frac_nodata"],
+            on_missing=policy.get("on_missing", cut["on_missing"]),
+            on_error=policy.get("on_error", cut["on_error"]),
             config_hash=config_hash,
         )
 

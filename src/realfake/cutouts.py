@@ -1,25 +1,11 @@
-"""Bricks to cutouts: 64x64 stamps of g, r, z images and inverse variances, one HDF5 file per brick.
+"""Bricks to cutouts: the coadds read (only the compression tiles under the stamps), the stamps cut, one brick's
+real galaxies and fakes selected and cut into its file.
 
-HDF5 layout (also written into the file's own attributes):
-
-- ``cutouts``: (N, S, S, C) float32, chunked one example per chunk; channel
-  order in the attribute ``channels``.
-- ``labels``: (N,) int8, real = 0, fake = 1.
-- ``sources``: one row per cutout (id, brick, region, rs, ra, dec, x, y,
-  fluxes, extinction-corrected magnitudes, type, size, label, frac_nodata,
-  observing conditions); a fake's are its measured values where its run has a
-  rerun Tractor catalogue.
-- ``offedge``: the sources whose cutout falls off the image, set aside.
-- ``cuts``: per catalogue, sources in, removed by each cut (for fakes: not
-  injected, not detected in the rerun catalogue, then the reals' cuts), off
-  the edge, kept; per injection run whether it was measured, its extinction
-  derived, or it was absent.
-- attributes: the brick's region, its injection layout, seed folders read and absent.
+The brick file's format, its writer and its readers are :mod:`realfake.brickfile`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections import OrderedDict
@@ -29,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import BANDS, FAKE, REAL, __version__, fitstiles, layout
-from .atomic import atomic_path
+from . import BANDS, FAKE, REAL, fitstiles, layout
+from .brickfile import DEFAULT_CHANNELS, SOURCE_COLUMNS, brick_writer
 from .bricks import PIXSCALE_ARCSEC
 from .catalogs import CONDITIONS, magnitudes, nearest_rows, read_tractor
 from .fitstiles import TiledImage
@@ -44,7 +30,6 @@ except ImportError:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHANNELS = ("g", "ivar_g", "r", "ivar_r", "z", "ivar_z")
 # The catalogue's pixel position and the WCS position of (ra, dec) must agree to this (pixels)
 WCS_TOLERANCE = 0.5
 
@@ -387,15 +372,6 @@ def cut_stamps(coadd: Coadd, iy, ix, size: int, channels, kernels=True):
     return interleave_stamps(staged, channels, np.empty((n, size, size, nc), np.float32), kernels)
 
 
-SOURCE_COLUMNS = (
-    ["id", "brick", "region", "rs", "ra", "dec", "x", "y"]
-    + [f"flux_{b}" for b in BANDS]
-    + [f"mag_{b}" for b in BANDS]
-    + ["type", "size", "label", "frac_nodata"]
-    + CONDITIONS
-)
-
-
 def conditions_at(release: pd.DataFrame, x, y) -> pd.DataFrame:
     """Observing conditions (PSF size, exposures, E(B-V)) at pixel positions (x, y) of a brick: those of the
     nearest source of the release's Tractor catalogue. Fakes have no catalogue row of their own in the release;
@@ -536,79 +512,6 @@ def _compact(stamps: np.ndarray, keep: np.ndarray) -> np.ndarray:
         if i != j:
             stamps[j] = stamps[i]
     return stamps[: int(keep.sum())]
-
-
-def _records(df: pd.DataFrame) -> np.ndarray:
-    """A DataFrame as an HDF5-friendly structured array (strings as fixed-width bytes)."""
-    cols = []
-    for c in df.columns:
-        v = df[c].to_numpy()
-        if v.dtype == object or v.dtype.kind == "U" or str(df[c].dtype) in ("string", "str"):
-            v = np.asarray(df[c].astype(str).to_numpy(), dtype="S")
-        cols.append((c, v))
-    out = np.empty(len(df), dtype=[(c, v.dtype) for c, v in cols])
-    for c, v in cols:
-        out[c] = v
-    return out
-
-
-@contextlib.contextmanager
-def brick_writer(path, size: int, channels, attrs: dict):
-    """Open one brick's HDF5 file for writing, atomically: yields (append(stamps), finish(tables...))."""
-    import h5py
-
-    shape = (size, size, len(channels))
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        # Each one-stamp chunk goes to the file in its own pwrite (96 KB for 64x64x6). Keep it so: on this
-        # project's VMs, writes of 1 MB and more into new page-cache pages took 1.4 to 10 times as long
-        # (benchmarks/cutouts.py)
-        d = f.create_dataset("cutouts", shape=(0,) + shape, maxshape=(None,) + shape, chunks=(1,) + shape,
-                             dtype="<f4")
-        d.attrs["channels"] = list(channels)
-
-        def append(stamps):
-            n = d.shape[0]
-            d.resize(n + len(stamps), axis=0)
-            # A stamp is a whole unfiltered chunk: written as it lies in memory, without HDF5's copy of it
-            # through its chunk cache (a dense brick's 300 MB: 0.10 s instead of 0.13 s)
-            stamps = np.ascontiguousarray(stamps, dtype="<f4")
-            for i, stamp in enumerate(stamps, start=n):
-                d.id.write_direct_chunk((i, 0, 0, 0), stamp)
-
-        def finish(sources, offedge, cuts, files):
-            f.create_dataset("labels", data=sources["label"].to_numpy(np.int8))
-            f.create_dataset("sources", data=_records(sources))
-            f.create_dataset("offedge", data=_records(offedge))
-            f.create_dataset("cuts", data=_records(cuts.fillna(0)))
-            f.attrs.update(channels=list(channels), cutout_size=size, pixscale_arcsec=0.262, labels="real=0, fake=1",
-                           source_files=files, code_version=__version__, layout=__doc__, **attrs)
-
-        yield append, finish
-
-
-def write_brick(path, stamps, sources, offedge, cuts, files, channels, attrs: dict):
-    """Write one brick's HDF5 file atomically from its (N, S, S, C) stamps."""
-    with brick_writer(path, stamps.shape[1], channels, attrs) as (append, finish):
-        append(stamps)
-        finish(sources, offedge, cuts, files)
-
-
-def read_table(path, name: str = "sources") -> pd.DataFrame:
-    """One table of a brick file (``sources``, ``offedge`` or ``cuts``), strings decoded."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        rec = f[name][()]
-    df = pd.DataFrame(rec)
-    for c in df.columns:
-        if df[c].dtype == object:
-            df[c] = df[c].str.decode("ascii")
-    return df
-
-
-def read_sources(path) -> pd.DataFrame:
-    """The per-cutout source table of a brick file, strings decoded."""
-    return read_table(path, "sources")
 
 
 def make_brick_file(out, brick, release_root, injection_root, rs_list, selection, size, channels, config_hash="",

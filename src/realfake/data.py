@@ -16,7 +16,7 @@ from .devices import require_tensorflow
 require_tensorflow()
 import tensorflow as tf  # noqa: E402
 
-from .shards import load_shard, shard_files  # noqa: E402
+from .shardset import ShardSet, load_shard  # noqa: E402
 
 # Epoch seeds: (seed * SEED_STRIDE + epoch) * 2 (+ 1 for the example shuffle); distinct for any epoch < SEED_STRIDE
 SEED_STRIDE = 1_000_003
@@ -31,38 +31,6 @@ def _load(x_path, y_path, w_path):
     return np.ascontiguousarray(x, dtype=np.float32), y, w
 
 
-def weight_files(shard_dir, split: str):
-    """The ``w<split>_N.npy`` weight shards, one per (x, y) pair, or None when any is missing."""
-    files = [y.with_name("w" + y.name[1:]) for _, y in shard_files(shard_dir, split)]
-    return files if files and all(f.exists() for f in files) else None
-
-
-def shard_lengths(shard_dir, split: str) -> list[int]:
-    """Examples in each shard of ``split`` (from the ``.npy`` headers only)."""
-    return [len(load_shard(y, mmap_mode="r")) for _, y in shard_files(shard_dir, split)]
-
-
-def class_counts(shard_dir, split: str = "train") -> np.ndarray:
-    """Examples per label (real = 0, fake = 1) in ``split``."""
-    counts = np.zeros(2, np.int64)
-    for _, y in shard_files(shard_dir, split):
-        counts += np.bincount(load_shard(y), minlength=2)[:2]
-    return counts
-
-
-def balanced_class_weights(shard_dir, split: str = "train") -> list[float]:
-    """``n / (2 n_c)`` per class: both classes weigh the same in the loss (1, 1 when balanced)."""
-    counts = class_counts(shard_dir, split)
-    if counts.min() == 0:
-        raise ValueError(f"train.class_weight: balanced needs both classes in the {split} split; counts {counts}")
-    return [float(counts.sum() / (2.0 * c)) for c in counts]
-
-
-def batches_per_epoch(shard_dir, split: str, batch_size: int, drop_remainder: bool = False) -> int:
-    n = sum(shard_lengths(shard_dir, split))
-    return n // batch_size if drop_remainder else -(-n // batch_size)
-
-
 def augment(x, index, epoch_seed):
     """One of the eight rotations and flips of the square (the sky has no preferred orientation), the same for
     every channel, drawn from (epoch seed, position in the epoch) only: a resumed epoch repeats it exactly."""
@@ -72,10 +40,10 @@ def augment(x, index, epoch_seed):
     return tf.cond(k[1] >= 2, lambda: tf.image.flip_left_right(x), lambda: x)
 
 
-def epoch_dataset(shard_dir, split: str, batch_size: int, example_shape, epoch=0, shuffle_buffer: int = 0,
-                  seed: int = 1, cycle_length: int = 2, weights: str = "none", class_weights=None,
-                  drop_remainder: bool = False, augment_examples: bool = False) -> tf.data.Dataset:
-    """The batches of one epoch of ``split``; ``epoch`` may be a tensor.
+def epoch_dataset(shards: ShardSet, batch_size: int, epoch=0, shuffle_buffer: int = 0, seed: int = 1,
+                  cycle_length: int = 2, weights: str = "none", class_weights=None, drop_remainder: bool = False,
+                  augment_examples: bool = False) -> tf.data.Dataset:
+    """The batches of one epoch of the split ``shards``; ``epoch`` may be a tensor.
 
     Shards are read by ``cycle_length`` interleaved readers. With a shuffle
     buffer, the shard order and the examples are shuffled with seeds derived
@@ -84,27 +52,24 @@ def epoch_dataset(shard_dir, split: str, batch_size: int, example_shape, epoch=0
     (x, y, class_weights[y]). ``augment_examples``: each example rotated and
     flipped at random (:func:`augment`), for training.
     """
-    pairs = shard_files(shard_dir, split)
-    if not pairs:
-        raise FileNotFoundError(f"no {split} shards (x{split}_N.npy) in {shard_dir}")
+    split, where = shards.split, shards.directory
+    if not shards.x:
+        raise FileNotFoundError(f"no {split} shards (x{split}_N.npy) in {where}")
     if weights == "shards":
-        wfiles = weight_files(shard_dir, split)
-        if wfiles is None:
-            raise FileNotFoundError(f"weights from shards asked for, but {shard_dir} lacks w{split}_N.npy")
-        wnames = [str(w) for w in wfiles]
+        if shards.weights is None:
+            raise FileNotFoundError(f"weights from shards asked for, but {where} lacks w{split}_N.npy")
+        wnames = [str(w) for w in shards.weights]
     else:
-        wnames = [""] * len(pairs)
-    files = tf.data.Dataset.from_tensor_slices(
-        ([str(x) for x, _ in pairs], [str(y) for _, y in pairs], wnames)
-    )
+        wnames = [""] * len(shards.x)
+    files = tf.data.Dataset.from_tensor_slices(([str(x) for x in shards.x], [str(y) for y in shards.y], wnames))
     epoch_seed = (tf.cast(seed, tf.int64) * SEED_STRIDE + tf.cast(epoch, tf.int64)) * 2
     if shuffle_buffer:
-        files = files.shuffle(len(pairs), seed=epoch_seed, reshuffle_each_iteration=False)
+        files = files.shuffle(len(shards.x), seed=epoch_seed, reshuffle_each_iteration=False)
 
     def read(x_path, y_path, w_path):
         x, y, w = tf.numpy_function(_load, [x_path, y_path, w_path], [tf.float32, tf.int32, tf.float32],
                                     stateful=False)
-        x.set_shape((None,) + tuple(example_shape))
+        x.set_shape((None,) + shards.example_shape)
         y.set_shape((None,))
         w.set_shape((None,))
         # per-example work is what streaming costs: only what is needed goes through the shuffle
@@ -136,32 +101,27 @@ def loader_options(threads: int = 0) -> tf.data.Options:
     return options
 
 
-def train_stream(shard_dir, batch_size: int, example_shape, first_epoch: int, end_epoch: int,
-                 skip_batches: int = 0, threads: int = 0, **kwargs) -> tf.data.Dataset:
-    """Epochs ``first_epoch .. end_epoch - 1`` of the training split back to back, the first ``skip_batches`` dropped.
+def train_stream(shards: ShardSet, batch_size: int, first_epoch: int, end_epoch: int, skip_batches: int = 0,
+                 threads: int = 0, **kwargs) -> tf.data.Dataset:
+    """Epochs ``first_epoch .. end_epoch - 1`` of the training split ``shards`` back to back, the first
+    ``skip_batches`` dropped.
 
-    Fed to ``model.fit(steps_per_epoch=batches_per_epoch(...))``; a run resumed
+    Fed to ``model.fit(steps_per_epoch=shards.batches(...))``; a run resumed
     at (epoch, batch) streams exactly the batches that remain of the uninterrupted run.
     ``threads``: the loader's threads (:func:`loader_options`).
     """
     epochs = tf.data.Dataset.range(first_epoch, end_epoch)
-    ds = epochs.flat_map(lambda k: epoch_dataset(shard_dir, "train", batch_size, example_shape, epoch=k, **kwargs))
+    ds = epochs.flat_map(lambda k: epoch_dataset(shards, batch_size, epoch=k, **kwargs))
     if skip_batches:
         ds = ds.skip(skip_batches)
     return ds.with_options(loader_options(threads)).prefetch(tf.data.AUTOTUNE)
 
 
-def dataset(shard_dir, split: str, batch_size: int, example_shape, shuffle_buffer: int = 0, seed: int = 1,
-            cycle_length: int = 2, drop_remainder: bool = False, threads: int = 0) -> tf.data.Dataset:
-    """Batches of (cutout, label) from all shards of ``split`` (epoch 0's order; in shard order without shuffle)."""
-    ds = epoch_dataset(shard_dir, split, batch_size, example_shape, 0, shuffle_buffer, seed, cycle_length,
-                       drop_remainder=drop_remainder)
+def dataset(shards: ShardSet, batch_size: int, shuffle_buffer: int = 0, seed: int = 1, cycle_length: int = 2,
+            drop_remainder: bool = False, threads: int = 0) -> tf.data.Dataset:
+    """Batches of (cutout, label) from all shards of the split ``shards`` (epoch 0's order; in shard order without
+    shuffle)."""
+    ds = epoch_dataset(shards, batch_size, 0, shuffle_buffer, seed, cycle_length, drop_remainder=drop_remainder)
     # a known length: Keras stops after the last batch instead of warning that the input "ran out of data"
-    ds = ds.apply(tf.data.experimental.assert_cardinality(batches_per_epoch(shard_dir, split, batch_size,
-                                                                            drop_remainder)))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(shards.batches(batch_size, drop_remainder)))
     return ds.with_options(loader_options(threads)).prefetch(tf.data.AUTOTUNE)
-
-
-def example_shape(shard_dir, split: str = "train"):
-    x, _ = shard_files(shard_dir, split)[0]
-    return load_shard(x, mmap_mode="r").shape[1:]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .shards import load_shard
+from .shardset import load_shard
 
 RADII = np.arange(0, 17)  # annulus edges of the radial profile (pixels)
 STATISTICS = {

@@ -420,14 +420,15 @@ def control_outcome(m: dict, control: str) -> tuple[bool, str]:
 
 def predict(model, shard_dir, manifest_path, batch_size: int = 256) -> pd.DataFrame:
     """The test manifest with the network's fake probability ``p_fake`` per example (a Keras model or its path)."""
-    from .data import dataset, example_shape
+    from .data import dataset
     from .model import load_model
+    from .shardset import ShardSet
 
     if isinstance(model, (str, Path)):
         model = load_model(model)
     # one reader (cycle_length=1): the examples come shard after shard, in the manifest's order; interleaved
     # readers would alternate between shards and pair each prediction with another example's row
-    ds = dataset(shard_dir, "test", batch_size, example_shape(shard_dir, "test"), cycle_length=1)
+    ds = dataset(ShardSet.read(shard_dir, "test"), batch_size, cycle_length=1)
     probs = model.predict(ds.map(lambda x, y: x), verbose=0)
     man = pd.read_csv(manifest_path)
     test = man[man["split"] == "test"].sort_values(["shard", "index"]).reset_index(drop=True)

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .shards import STATS_EXAMPLES, channel_stats, load_shard, shard_files
+from .shards import STATS_EXAMPLES, channel_stats
+from .shardset import ShardSet, load_shard, read_manifest, read_summary
 
 
 def roles(groups: list[str], fold: int) -> dict:
@@ -51,20 +52,21 @@ def make_view(shard_dir, out_dir, fold: int) -> dict:
 
 
 def _write_view(shard_dir: Path, out_dir: Path, link_from: Path, fold: int) -> dict:
-    parent = json.loads((shard_dir / "summary.json").read_text())
+    parent = read_summary(shard_dir)
     groups = parent.get("groups", ["test", "valid", "train"])
     plan = roles(groups, fold)
-    man = pd.read_csv(shard_dir / "manifest.csv", dtype={"brick": str, "region": str, "rs": str, "type": str})
+    man = read_manifest(shard_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    sets = {group: ShardSet.read(shard_dir, group) for group in groups}
     rows, counts = [], {}
     for role, sources in plan.items():
         n = 0
         for group in sources:
-            for shard, (x, y) in enumerate(shard_files(shard_dir, group)):
-                for src in (x, y, x.with_name("w" + x.name[1:])):
-                    if src.exists():
-                        link = out_dir / f"{src.name[0]}{role}_{n}.npy"
-                        link.symlink_to(os.path.relpath(src, link_from))
+            s = sets[group]
+            for shard, files in enumerate(zip(s.x, s.y, s.weights or [None] * len(s.x))):
+                for src in filter(None, files):
+                    link = out_dir / f"{src.name[0]}{role}_{n}.npy"
+                    link.symlink_to(os.path.relpath(src, link_from))
                 part = man[(man["split"] == group) & (man["shard"] == shard)].sort_values("index").copy()
                 part.insert(0, "group", group)
                 part.insert(1, "group_shard", shard)  # where the example lies in the shards built
@@ -77,7 +79,7 @@ def _write_view(shard_dir: Path, out_dir: Path, link_from: Path, fold: int) -> d
     view.to_csv(out_dir / "manifest.csv", index=False)
     if not counts["train"] or not counts["test"]:
         raise ValueError(f"fold {fold} of {shard_dir} has no {'training' if counts['test'] else 'test'} shards")
-    first = load_shard(shard_files(shard_dir, plan["train"][0])[0][0], mmap_mode="r")
+    first = load_shard(sets[plan["train"][0]].x[0], mmap_mode="r")
     summary = {
         "fold": fold,
         "groups": plan,

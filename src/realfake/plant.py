@@ -224,7 +224,7 @@ def plant_brick(src_path, out_path, kind: str, size: float, seed: int) -> dict:
     Returns the counts (brick, reals, perturbed)."""
     import h5py
 
-    from .cutouts import brick_writer, read_sources, read_table
+    from .brickfile import brick_writer, read_sources, read_table
 
     sources = read_sources(src_path)
     real = sources["label"].to_numpy() == REAL

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .shards import load_shard  # noqa: E402
+from .shardset import load_shard  # noqa: E402
 
 # The Legacy Survey viewer's colour composite: band -> (RGB plane, scale)
 RGB_SCALES = {"g": (2, 6.0), "r": (1, 3.4), "z": (0, 2.2)}

@@ -46,8 +46,9 @@ import pandas as pd
 
 from . import FAKE, REAL
 from .atomic import atomic_path
+from .brickfile import read_sources
 from .catalogs import CONDITIONS
-from .cutouts import read_sources
+from .schema import schema_defaults
 
 log = logging.getLogger(__name__)
 
@@ -94,21 +95,27 @@ META_DTYPE = np.dtype(
 MANIFEST_COLUMNS = ["split", "shard", "index"] + [n for n in META_DTYPE.names if n not in ("key", "file", "row")]
 
 
+# The schema's defaults of the shards: block (their one home)
+_DEFAULTS = schema_defaults("shards")
+
+
 @dataclass(frozen=True)
 class ShardConfig:
-    """The ``shards:`` block of the config."""
+    """The ``shards:`` block of the config. The defaults are the schema's; ``size``, ``test_fraction`` and ``seed``,
+    which the schema requires, default to the reference's values for callers without a config."""
 
     size: int = 512
     test_fraction: float = 0.2
-    validation_fraction: float = 0.0
+    validation_fraction: float = _DEFAULTS["validation_fraction"]
     seed: int = 1
     # none | brick (each brick: its majority class undersampled to its minority's count; a brick with one class
     # drops out) | undersample (the majority class, globally) | weights (per-example, in w<split>_N.npy)
-    balance: str = "none"
-    match_magnitude: bool = False  # keep reals so that their g-magnitude histogram follows the fakes'
-    match_bins: tuple = (20.0, 20.5, 21.0, 21.5, 22.0, 22.5, 23.0, 23.5, 24.0, 24.5, 25.0)
-    memory_mb: float = 2048  # bound on the memory the shuffle uses for pixels
-    split_by: str = "brick"  # brick: each brick's examples in one split | example: exact split sizes
+    balance: str = _DEFAULTS["balance"]
+    # keep reals so that their g-magnitude histogram follows the fakes'
+    match_magnitude: bool = _DEFAULTS["match_magnitude"]
+    match_bins: tuple = tuple(_DEFAULTS["match_bins"])
+    memory_mb: float = _DEFAULTS["memory_mb"]  # bound on the memory the shuffle uses for pixels
+    split_by: str = _DEFAULTS["split_by"]  # brick: each brick's examples in one split | example: exact split sizes
     # >= 2: cross-fitting, the examples in that many folds (fold<k>, of whole bricks with split_by: brick) instead
     # of train/valid/test splits; each fold is tested by a model trained on the others (realfake.folds)
     folds: int = 0
@@ -678,20 +685,3 @@ def build(brick_files, out_dir, channels, cfg: ShardConfig | dict | None = None,
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=float))
     return summary
-
-
-def load_shard(path: str | Path, mmap_mode: str | None = None) -> np.ndarray:
-    """One ``.npy`` shard, never unpickled: a file holding Python objects (or not an array at all) is refused
-    with a message naming it, before anything in it is run."""
-    try:
-        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a plain numeric .npy array, refused ({err}); "
-                         "shards are never unpickled: rebuild them with build_shards") from None
-
-
-def shard_files(shard_dir: str | Path, split: str) -> list[tuple[Path, Path]]:
-    """(x, y) file pairs of a split, in shard order."""
-    shard_dir = Path(shard_dir)
-    xs = sorted(shard_dir.glob(f"x{split}_*.npy"), key=lambda p: int(p.stem.split("_")[1]))
-    return [(x, shard_dir / ("y" + x.name[1:])) for x in xs]

@@ -15,7 +15,7 @@ from realfake.diagnostics import attribution_figure, integrated_gradients  # noq
 from realfake.evaluate import evaluate, verdict  # noqa: E402
 from realfake.model import load_model  # noqa: E402
 from realfake.plots import extremes, load_cutouts, roc_figure  # noqa: E402
-from realfake.train import configure_threads  # noqa: E402
+from realfake.runtime import configure_threads  # noqa: E402
 
 configure_threads(snakemake.threads)
 e = snakemake.params.evaluate

@@ -6,7 +6,7 @@ to_file(snakemake.log[0])
 
 from realfake.atomic import atomic_path  # noqa: E402
 from realfake.folds import predict_fold  # noqa: E402
-from realfake.train import configure_threads  # noqa: E402
+from realfake.runtime import configure_threads  # noqa: E402
 
 configure_threads(snakemake.threads)
 pred = predict_fold(snakemake.input.model, snakemake.input.shards)
