@@ -38,13 +38,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import FAKE, REAL
+from . import BANDS, FAKE, REAL
+from .bricks import PIXSCALE_ARCSEC
 
 log = logging.getLogger(__name__)
 
 KINDS = ("psf", "flux", "noise", "noise_unrecorded", "offset")
-BANDS = ("g", "r", "z")
-PIXSCALE = 0.262  # arcsec per pixel of a Legacy Survey coadd
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
@@ -59,7 +58,7 @@ def source_rng(seed: int, brick: str, source_id: int) -> np.random.Generator:
 
 def psf_sigma_px(psfsize_arcsec: float) -> float:
     """A Gaussian PSF's sigma in pixels from the catalogue's FWHM (``psfsize_<band>``, arcsec)."""
-    return float(psfsize_arcsec) / FWHM_PER_SIGMA / PIXSCALE
+    return float(psfsize_arcsec) / FWHM_PER_SIGMA / PIXSCALE_ARCSEC
 
 
 def transfer(shape, sigma: float) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .bricks import PIXSCALE_ARCSEC
 from .plant import KINDS as PLANTED_KINDS
 
 SOURCES = ("planted", "synthetic")
@@ -38,7 +39,7 @@ DESCRIBE = {
     "flux": lambda s: f"fluxes {s:.0%} too high",
     "noise": lambda s: f"noise variance {s:.0%} too high (in the inverse variance too)",
     "noise_unrecorded": lambda s: f"noise variance {s:.0%} too high, not in the inverse variance",
-    "offset": lambda s: f"centres {s:g} pixel{'s' if s != 1 else ''} ({s * 0.262:.2f}\") off",
+    "offset": lambda s: f"centres {s:g} pixel{'s' if s != 1 else ''} ({s * PIXSCALE_ARCSEC:.2f}\") off",
     "sersic": lambda s: f"a Sersic index off by {s:g}",
     "rhalf": lambda s: f"half-light radii {s:.0%} too large",
     "ellipticity": lambda s: "ellipticities drawn as distortions, not reduced shears",
