@@ -171,20 +171,23 @@ def figure(df: pd.DataFrame, path) -> None:
         ax.plot(g["size"], g["auc"], color="C0", lw=1)
         err = np.vstack([g["auc"] - g["auc_lo"], g["auc_hi"] - g["auc"]])
         ax.errorbar(g["size"], g["auc"], yerr=err, fmt="none", ecolor="C0", capsize=3)
-        for found, marker in ((True, "o"), (False, "o")):
-            s = g[g["detected"] == found]
-            ax.scatter(s["size"], s["auc"], s=40, zorder=3, edgecolor="C0",
-                       facecolor="C0" if found else "white", label="found" if found else "not found")
-        ax.plot(g["size"], g["min_detectable_auc"], color="C3", lw=0.8, ls="--", label="min. detectable AUC")
+        styles = (("found", g["detected"], "C0", "C0"),
+                  ("not found", ~g["detected"] & g["training_passed"], "C0", "white"),
+                  ("not found, training gate failed (no bound)", ~g["detected"] & ~g["training_passed"], "0.5", "white"))
+        for label, sel, edge, face in styles:
+            ax.scatter(g["size"][sel], g["auc"][sel], s=40, zorder=3, edgecolor=edge, facecolor=face, label=label)
+        ax.plot(g["size"], g["min_detectable_auc"], color="C3", lw=0.8, ls="--", label="min. detectable AUC (80% power)")
         ax.set_xlabel(TITLES.get(kind, kind))
         ax.set_ylabel("ROC AUC (95% CI)")
         ax.set_ylim(min(0.4, float(g["auc_lo"].min()) - 0.02), 1.01)
     for ax in list(axes.flat)[len(kinds):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    seen = dict(zip(labels, handles))
-    fig.legend(seen.values(), seen.keys(), loc="upper center", ncol=3, frameon=False)
+    handles, labels = {}, []
+    for ax in axes.flat:  # every style that some panel shows, once
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), frameon=False, fontsize=9)
     src = df["source"].iloc[0] if len(df) else ""
-    fig.suptitle(f"What the classifier finds, by defect size ({src}; size 0: no defect)", y=0.99, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    fig.suptitle(f"What the classifier finds, by defect size ({src} defects; size 0: no defect)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     save(fig, path)
