@@ -66,8 +66,15 @@ sensitivity: $(STAMP)
 		print(pd.read_csv('results/sensitivity/sensitivity.csv').drop(columns=['source', 'what']).to_string(index=False)); \
 		print(json.load(open('results/evaluation/metrics.json'))['verdict'])"
 
+# The SLURM path (tests/test_slurm.py) runs alongside the rest: most of its 5 minutes are waits on the executor
+# plugin's status polls, which back off by 10 s whenever no job has finished; its report follows the others'.
 test: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+	@mkdir -p .test-logs; \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest tests/test_slurm.py -p no:cacheprovider \
+		--basetemp=$$(mktemp -d /tmp/realfake-slurm-tests.XXXXXX) > .test-logs/slurm.txt 2>&1 & slurm=$$!; \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest --ignore=tests/test_slurm.py; rc=$$?; \
+	wait $$slurm; rc_slurm=$$?; echo "--- tests/test_slurm.py (run alongside) ---"; cat .test-logs/slurm.txt; \
+	test $$rc = 0 && test $$rc_slurm = 0
 
 # every stage killed (SIGKILL) and rerun, damaged releases and bad configs, a full disk, safety checks;
 # the table at the end counts the cases and the outputs lost or corrupted (must be 0)
