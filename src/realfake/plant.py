@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +39,6 @@ import pandas as pd
 
 from . import BANDS, FAKE, REAL
 from .bricks import PIXSCALE_ARCSEC
-
-log = logging.getLogger(__name__)
 
 KINDS = ("psf", "flux", "noise", "noise_unrecorded", "offset")
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -61,10 +58,14 @@ def psf_sigma_px(psfsize_arcsec: float) -> float:
     return float(psfsize_arcsec) / FWHM_PER_SIGMA / PIXSCALE_ARCSEC
 
 
+def _frequencies(shape) -> tuple[np.ndarray, np.ndarray]:
+    """A stamp's discrete frequencies (cycles per pixel), as a column and a row."""
+    return np.fft.fftfreq(shape[0])[:, None], np.fft.fftfreq(shape[1])[None, :]
+
+
 def transfer(shape, sigma: float) -> np.ndarray:
     """A Gaussian of ``sigma`` pixels as a filter on a stamp's discrete frequencies (periodic convolution)."""
-    ky = np.fft.fftfreq(shape[0])[:, None]
-    kx = np.fft.fftfreq(shape[1])[None, :]
+    ky, kx = _frequencies(shape)
     return np.exp(-2.0 * np.pi**2 * sigma**2 * (ky**2 + kx**2))
 
 
@@ -144,8 +145,7 @@ def shift(image, dy: float, dx: float) -> np.ndarray:
 
     The Nyquist row and column (even sizes) are left as they are: no fractional shift of them stays real, and
     dropping their imaginary part would take their share of the noise's power away (2% of a 64x64 stamp's)."""
-    ky = np.fft.fftfreq(image.shape[0])[:, None]
-    kx = np.fft.fftfreq(image.shape[1])[None, :]
+    ky, kx = _frequencies(image.shape)
     phase = np.exp(-2j * np.pi * (ky * dy + kx * dx))
     phase[(np.abs(ky) == 0.5) | (np.abs(kx) == 0.5)] = 1.0
     return _filter(image, phase).astype(np.float32)

@@ -63,9 +63,14 @@ BRICKS = get_bricks()
 BATCHES = batch_bricks(BRICKS, config["cutouts"]["batch_size"])
 
 
+def fold_ids(k):
+    """The folds a run trains: 0 .. k-1, or the one train/valid/test split (0) without cross-fitting."""
+    return list(range(k)) if k >= 2 else [0]
+
+
 # Cross-fitting: evaluate.folds folds of whole bricks, fewer when fewer bricks are selected (said in the verdict)
 FOLDS = n_folds(config["evaluate"]["folds"], len(BRICKS))
-FOLD_IDS = list(range(FOLDS)) if FOLDS >= 2 else [0]
+FOLD_IDS = fold_ids(FOLDS)
 FOLDS_RECORD = {
     "k": FOLDS,
     "requested": config["evaluate"]["folds"],
@@ -121,22 +126,12 @@ if SENSITIVITY["source"] == "synthetic" and not uses_synthetic_release():
 SENSITIVITY_FOLDS = n_folds(
     SENSITIVITY["folds"] or config["evaluate"]["folds"], len(BRICKS)
 )
-SENSITIVITY_FOLD_IDS = list(range(SENSITIVITY_FOLDS)) if SENSITIVITY_FOLDS >= 2 else [0]
+SENSITIVITY_FOLD_IDS = fold_ids(SENSITIVITY_FOLDS)
 
 
-def scenario_cutouts(wildcards):
-    """The cutout batches of the scenario in the wildcards."""
-    return expand(
-        "results/sensitivity/{source}/{kind}/{size}/cutouts/{batch}",
-        source=wildcards.source,
-        kind=wildcards.kind,
-        size=wildcards.size,
-        batch=BATCHES,
-    )
-
-
-def scenario_folds(path):
-    """Input function: ``path`` (with {source}, {kind}, {size} and {fold}) of every fold of the scenario."""
+def scenario_paths(path, **more):
+    """Input function: ``path`` (with {source}, {kind}, {size}) of the scenario in the wildcards, expanded over
+    ``more`` (its batches, its folds)."""
 
     def paths(wildcards):
         return expand(
@@ -144,7 +139,7 @@ def scenario_folds(path):
             source=wildcards.source,
             kind=wildcards.kind,
             size=wildcards.size,
-            fold=SENSITIVITY_FOLD_IDS,
+            **more,
         )
 
     return paths

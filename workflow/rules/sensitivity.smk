@@ -52,7 +52,9 @@ use rule make_cutouts as sensitivity_make_cutouts with:
 
 use rule build_shards as sensitivity_build_shards with:
     input:
-        scenario_cutouts,
+        scenario_paths(
+            "results/sensitivity/{source}/{kind}/{size}/cutouts/{batch}", batch=BATCHES
+        ),
     output:
         directory("results/sensitivity/{source}/{kind}/{size}/shards"),
     log:
@@ -107,14 +109,17 @@ use rule nuisance_baseline as sensitivity_nuisance_baseline with:
 
 use rule evaluate_cnn as sensitivity_evaluate with:
     input:
-        predictions=scenario_folds(
-            "results/sensitivity/{source}/{kind}/{size}/folds/{fold}/predictions.csv"
+        predictions=scenario_paths(
+            "results/sensitivity/{source}/{kind}/{size}/folds/{fold}/predictions.csv",
+            fold=SENSITIVITY_FOLD_IDS,
         ),
-        histories=scenario_folds(
-            "results/sensitivity/{source}/{kind}/{size}/folds/{fold}/history.csv"
+        histories=scenario_paths(
+            "results/sensitivity/{source}/{kind}/{size}/folds/{fold}/history.csv",
+            fold=SENSITIVITY_FOLD_IDS,
         ),
-        models=scenario_folds(
-            "results/sensitivity/{source}/{kind}/{size}/folds/{fold}/model/model.keras"
+        models=scenario_paths(
+            "results/sensitivity/{source}/{kind}/{size}/folds/{fold}/model/model.keras",
+            fold=SENSITIVITY_FOLD_IDS,
         ),
         baseline=rules.sensitivity_nuisance_baseline.output[0],
         shards=rules.sensitivity_build_shards.output[0],
