@@ -1,6 +1,6 @@
 """The one thing pyproject.toml cannot say without a warning: the stamp-cutting kernels (src/realfake/_stamps.c).
 
-Optional: without a C compiler the install goes on, and realfake.cutouts cuts with numpy instead (the same
+Optional: without a C compiler the install goes on, and realfake.stamps cuts with numpy instead (the same
 stamps, bit for bit; cutting takes about twice as long).
 """
 

@@ -64,7 +64,7 @@ if reader.endswith("kept") or reader == "tiles":  # the stage's allocator settin
     from realfake.batches import keep_freed_memory
     assert keep_freed_memory()
 if reader == "tiles":
-    from realfake.cutouts import PlaneBuffers
+    from realfake.coadds import PlaneBuffers
     from realfake.fitstiles import TiledImage
     buffers = PlaneBuffers()
 stamp = np.ones((64, 64, 6), np.float32)
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     import yaml
 
     from realfake import layout
-    from realfake.cutouts import _stamps
+    from realfake.stamps import _stamps
 
     kernels = "numpy (realfake._stamps not built)" if _stamps is None else "the C kernels (realfake._stamps)"
     bricks, variants = make_data(args.data, args.bricks, args.sparse)

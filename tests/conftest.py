@@ -41,7 +41,8 @@ def selection():
 
 @pytest.fixture(scope="session")
 def brick_files(mock_dr9, selection, tmp_path_factory):
-    from realfake.cutouts import DEFAULT_CHANNELS, make_brick_file
+    from realfake.brickfile import DEFAULT_CHANNELS
+    from realfake.cutouts import make_brick_file
 
     root, cfg = mock_dr9
     out = tmp_path_factory.mktemp("cutouts")

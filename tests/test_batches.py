@@ -172,13 +172,13 @@ def test_rebuilding_one_brick_replaces_its_rows_only(mock_dr9, selection, tmp_pa
 
 def test_without_the_c_kernels_a_job_says_so_and_writes_the_same_files(mock_dr9, selection, tmp_path, monkeypatch,
                                                                        caplog):
-    from realfake import cutouts
+    from realfake import stamps
 
     pytest.importorskip("realfake._stamps")
     root, cfg = mock_dr9
     s = _settings(root, cfg, selection)
     run_batch(list(cfg.bricks), tmp_path / "c", s)
-    monkeypatch.setattr(cutouts, "_stamps", None)
+    monkeypatch.setattr(stamps, "_stamps", None)
     with caplog.at_level("WARNING", logger="realfake.batches"):
         run_batch(list(cfg.bricks), tmp_path / "numpy", s)
     assert "realfake._stamps (C) was not built" in caplog.text

@@ -14,7 +14,7 @@ from conftest import assert_same_brick_file
 from realfake import layout
 from realfake.brickfile import DEFAULT_CHANNELS, read_sources
 from realfake.catalogs import CatalogError, read_tractor
-from realfake.cutouts import read_coadd
+from realfake.coadds import read_coadd
 from realfake.injection import LAYOUTS, Run, read_fakes
 from realfake.selection import select_real
 
@@ -122,7 +122,7 @@ def test_no_cutout_is_centred_on_missing_data_real_or_fake(brick_files):
 
 
 def test_tile_regions_cover_every_stamp_tile_once():
-    from realfake.cutouts import tile_regions
+    from realfake.coadds import tile_regions
 
     rng = np.random.default_rng(1)
     iy, ix = rng.integers(0, 3600 - 64, 40), rng.integers(0, 3600 - 64, 40)
@@ -166,7 +166,8 @@ def test_reading_only_the_tiles_under_the_stamps_gives_the_same_stamps(mock_dr9,
     import fitsio
     from astropy.io import fits
 
-    from realfake.cutouts import cut_stamps, stamp_origins
+    from realfake.coadds import stamp_origins
+    from realfake.stamps import cut_stamps
     from realfake.fitstiles import TiledImage
 
     root, _ = mock_dr9
@@ -190,7 +191,7 @@ def test_reading_only_the_tiles_under_the_stamps_gives_the_same_stamps(mock_dr9,
 
 
 def test_pixels_without_data_are_zeroed_and_counted_per_stamp():
-    from realfake.cutouts import clean_stamps
+    from realfake.stamps import clean_stamps
 
     stamps = np.ones((3, 6, 8, 8), np.float32)  # channel-first
     c = list(DEFAULT_CHANNELS)
@@ -207,7 +208,7 @@ def test_pixels_without_data_are_zeroed_and_counted_per_stamp():
 
 
 def test_stamps_are_cut_channels_last_in_the_configured_order(mock_dr9):
-    from realfake.cutouts import cut_stamps
+    from realfake.stamps import cut_stamps
 
     root, _ = mock_dr9
     coadd = read_coadd(root / "release", "1210p060")
@@ -229,9 +230,9 @@ def test_stamps_are_cut_channels_last_in_the_configured_order(mock_dr9):
                     reason="no C compiler: the install falls back to numpy")
 def test_the_c_kernels_are_built_where_a_compiler_is():
     """setup.py builds them optionally (an install without a compiler falls back to numpy): here they must be."""
-    from realfake import cutouts
+    from realfake import stamps
 
-    assert cutouts._stamps is not None, "realfake._stamps was not built: pip install -e . -v shows why"
+    assert stamps._stamps is not None, "realfake._stamps was not built: pip install -e . -v shows why"
 
 
 @pytest.mark.parametrize("size", [64, 8, 5], ids=["64", "8", "odd 5 (the kernel's scalar tail)"])
@@ -240,7 +241,8 @@ def test_the_c_kernels_are_built_where_a_compiler_is():
 def test_the_c_kernels_cut_what_numpy_cuts_bit_for_bit(mock_dr9, size, channels):
     """Every way a pixel can lack data (invvar 0, negative, NaN or inf; image NaN or inf), in a corner, the centre
     and a whole stamp: the stamps, their fraction without data and their centre flag agree exactly."""
-    from realfake.cutouts import cut_stamps, stamp_origins
+    from realfake.coadds import stamp_origins
+    from realfake.stamps import cut_stamps
 
     pytest.importorskip("realfake._stamps")
     root, _ = mock_dr9
@@ -286,18 +288,19 @@ def test_planes_read_in_parts_into_a_reused_buffer_give_the_stamps_of_whole_plan
     """The job's one buffer for planes read in parts holds the last plane's pixels outside the parts: stamps never
     see them (the buffer is filled with NaN first, and the coadd retiled in 32x32 tiles so that it is read in
     parts)."""
-    from realfake import cutouts
+    from realfake import stamps
+    from realfake.coadds import stamp_origins
 
     root, _ = mock_dr9
     brick = "1210p060"
     _retiled_release(root, brick, tmp_path, [32, 32])
     x, y = _two_stamps_inside(root, brick)
-    cutouts._BUFFERS.get("plane", (256, 256), np.float32)[...] = np.nan
-    [(index, staged, _, files)] = cutouts.coadd_stamps(layout.coadd_dir(tmp_path, brick), brick, x, y, 64,
-                                                             list(DEFAULT_CHANNELS))
-    assert np.isnan(cutouts._BUFFERS.get("plane", (256, 256), np.float32)).mean() > 0.2  # read in parts
+    stamps._BUFFERS.get("plane", (256, 256), np.float32)[...] = np.nan
+    [(index, staged, _, files)] = stamps.coadd_stamps(layout.coadd_dir(tmp_path, brick), brick, x, y, 64,
+                                                      list(DEFAULT_CHANNELS))
+    assert np.isnan(stamps._BUFFERS.get("plane", (256, 256), np.float32)).mean() > 0.2  # read in parts
     whole = read_coadd(tmp_path, brick)
-    iy, ix, on = cutouts.stamp_origins(x, y, 64, whole.shape)
+    iy, ix, on = stamp_origins(x, y, 64, whole.shape)
     assert index.tolist() == [0, 1] and len(files) == 6
     for c, name in enumerate(DEFAULT_CHANNELS):
         for k in range(2):
@@ -307,16 +310,16 @@ def test_planes_read_in_parts_into_a_reused_buffer_give_the_stamps_of_whole_plan
 def test_a_coadd_with_more_stamps_than_staged_at_once_is_read_in_passes(mock_dr9, selection, tmp_path, monkeypatch,
                                                                           brick_files):
     """The bound on staged memory: room for 7 stamps at a time gives the brick file of a single pass."""
-    from realfake import cutouts
+    from realfake import stamps
+    from realfake.cutouts import make_brick_file
 
     root, cfg = mock_dr9
     read = []
-    iter_planes = cutouts.iter_planes
-    monkeypatch.setattr(cutouts, "iter_planes", lambda *a, **k: read.append(a[:2]) or iter_planes(*a, **k))
-    monkeypatch.setattr(cutouts, "STAGED_BYTES", 7 * 64 * 64 * 6 * 4)
+    iter_planes = stamps.iter_planes
+    monkeypatch.setattr(stamps, "iter_planes", lambda *a, **k: read.append(a[:2]) or iter_planes(*a, **k))
+    monkeypatch.setattr(stamps, "STAGED_BYTES", 7 * 64 * 64 * 6 * 4)
     path = tmp_path / "1210p060.h5"
-    cutouts.make_brick_file(path, "1210p060", root / "release", root / "injection", cfg.rs, selection, 64,
-                            DEFAULT_CHANNELS)
+    make_brick_file(path, "1210p060", root / "release", root / "injection", cfg.rs, selection, 64, DEFAULT_CHANNELS)
     assert_same_brick_file(path, brick_files[0])
     with h5py.File(path) as passes, h5py.File(brick_files[0]) as one:
         assert len(one["cutouts"]) > 7
@@ -325,7 +328,7 @@ def test_a_coadd_with_more_stamps_than_staged_at_once_is_read_in_passes(mock_dr9
 
 
 def test_a_truncated_coadd_is_named_even_when_the_stamps_lie_before_the_cut(mock_dr9, tmp_path):
-    from realfake.cutouts import CoaddError
+    from realfake.coadds import CoaddError
 
     root, _ = mock_dr9
     brick = "1210p060"

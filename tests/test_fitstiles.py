@@ -264,7 +264,8 @@ def test_without_fitstiles_a_brick_is_cut_identically_by_astropys_reader(fresh_c
                                                                         selection, brick_files, tmp_path):
     from conftest import assert_same_brick_file
 
-    from realfake.cutouts import DEFAULT_CHANNELS, make_brick_file
+    from realfake.brickfile import DEFAULT_CHANNELS
+    from realfake.cutouts import make_brick_file
 
     root, cfg = mock_dr9
     monkeypatch.setattr(fresh_check, "_codecs", _failing_codecs("other pixels"))
@@ -282,8 +283,10 @@ def test_a_codec_error_on_a_good_file_is_not_called_damage(fresh_check, monkeypa
     pixels, the same stamps, with a warning and a note in its attributes; a really damaged tile is still named."""
     from conftest import assert_same_brick_file
 
-    from realfake import cutouts, layout
-    from realfake.cutouts import CoaddError, DEFAULT_CHANNELS, make_brick_file, read_coadd
+    from realfake import coadds, layout
+    from realfake.brickfile import DEFAULT_CHANNELS
+    from realfake.coadds import CoaddError, read_coadd
+    from realfake.cutouts import make_brick_file
 
     root, cfg = mock_dr9
     assert fresh_check.decoder().private
@@ -293,9 +296,9 @@ def test_a_codec_error_on_a_good_file_is_not_called_damage(fresh_check, monkeypa
         raise RuntimeError("CFITSIO: decompression error")  # (what astropy's codec raises is its CfitsioException)
 
     monkeypatch.setattr(fresh_check, "_codecs", lambda: (failing, unquantize))
-    monkeypatch.setattr(cutouts, "PUBLIC_READS", [])
+    monkeypatch.setattr(coadds, "PUBLIC_READS", [])
     path = tmp_path / "1210p060.h5"
-    with caplog.at_level("WARNING", logger="realfake.cutouts"):
+    with caplog.at_level("WARNING", logger="realfake.coadds"):
         make_brick_file(path, "1210p060", root / "release", root / "injection", cfg.rs, selection, 64,
                         DEFAULT_CHANNELS)
     assert_same_brick_file(path, brick_files[0])

@@ -3,10 +3,10 @@
  * gather:     copy the size x size windows of one plane into one channel of channel-first stamps
  * interleave: channel-first (n, 6, S, S) stamps -> channels-last (n, S, S, 6), pixels without data zeroed
  *
- * realfake.cutouts calls them after checking dtypes, shapes and bounds; counts, sizes, lengths and
+ * realfake.stamps calls them after checking dtypes, shapes and bounds; counts, sizes, lengths and
  * bounds are checked here again (without overflow), so that a wrong call raises instead of reading or
  * writing out of bounds. Built by pip as an optional
- * extension: without a C compiler, realfake.cutouts falls back to numpy with the same results.
+ * extension: without a C compiler, realfake.stamps falls back to numpy with the same results.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -91,7 +91,7 @@ done:
     return ret;
 }
 
-/* A band has data where its invvar is > 0 and finite and its image finite (realfake.cutouts.clean_stamps) */
+/* A band has data where its invvar is > 0 and finite and its image finite (realfake.stamps.clean_stamps) */
 static inline int has_data(float image, float invvar)
 {
     return invvar > 0 && invvar < INFINITY && isfinite(image);
@@ -195,7 +195,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_stamps", "Stamp cutting kernels for realfake.cutouts",
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_stamps", "Stamp cutting kernels for realfake.stamps",
                                     -1, methods};
 
 PyMODINIT_FUNC PyInit__stamps(void) { return PyModule_Create(&module); }

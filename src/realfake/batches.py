@@ -24,11 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import cutouts, fitstiles
+from . import fitstiles, stamps
 from .atomic import Settler, atomic_path, settle
 from .brickfile import DEFAULT_CHANNELS
 from .catalogs import CatalogError
-from .cutouts import CoaddError, make_brick_file
+from .coadds import CoaddError
+from .cutouts import make_brick_file
 from .injection import plan_brick
 from .schema import schema_defaults
 
@@ -148,7 +149,7 @@ def run_batch(bricks, out_dir, s: CutoutSettings, workers: int = 1) -> tuple[pd.
     bricks = list(bricks)
     t0, records = time.time(), []
     workers = max(1, min(workers, len(bricks)))
-    if cutouts._stamps is None:
+    if stamps._stamps is None:
         log.warning("realfake._stamps (C) was not built at install: stamps are cut with numpy, the same stamps "
                     "about 0.1 s slower per full-size brick (pip install -e . -v shows why it was not built)")
     # fitstiles' start-up check, once for the job (its warning, if any, once in the log), handed to the workers

@@ -26,7 +26,7 @@ file (astropy's reader is used: the same pixels, more slowly), the job's log
 says so once, and ``decoder().note`` (written into each brick file's
 attributes) says which reader was used and why. An error raised while decoding
 a file is for the caller to check with astropy's reader before calling the
-file damaged (realfake.cutouts does).
+file damaged (realfake.coadds does).
 """
 
 from __future__ import annotations
