@@ -65,7 +65,7 @@ def main(argv=None) -> int:
 
     from realfake import layout
     from realfake.bricks import brick_grid, bricks_in_box
-    from realfake.mock import write_survey_bricks
+    from realfake.mockfiles import write_survey_bricks
 
     tmp = Path(tempfile.mkdtemp(prefix="realfake-dag-"))
     try:

@@ -153,7 +153,8 @@ def test_cli_help_and_bad_brick(capsys):
 
 def test_control_options_change_only_what_they_say(tmp_path):
     """fake_model real + wide separation (the null test), fake_flux_scale (a positive control)."""
-    from realfake.mock import PIXSCALE_ARCSEC, MockConfig, make_release
+    from realfake.bricks import PIXSCALE_ARCSEC
+    from realfake.mock import MockConfig, make_release
 
     brick = "1210p060"
     base = dict(bricks=(brick,), image_size=256, seed=5)

@@ -76,7 +76,7 @@ def retile(src: str | Path, dst: str | Path, tile, compress: str | None = None) 
     """
     import fitsio
 
-    from .mock import IMAGE_COMPRESSION, INVVAR_COMPRESSION, _write_image
+    from .mockfiles import IMAGE_COMPRESSION, INVVAR_COMPRESSION, write_image
 
     src = Path(src)
     data, hdr = fitsio.read(str(src), ext=1, header=True)
@@ -85,4 +85,4 @@ def retile(src: str | Path, dst: str | Path, tile, compress: str | None = None) 
     if compress is not None:
         comp = {**comp, "compress": compress}
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    _write_image(dst, data, header, comp, tile=list(tile))
+    write_image(dst, data, header, comp, tile=list(tile))
