@@ -1,24 +1,32 @@
-"""Benchmark of the shard stage: bytes written per second against a plain `cp`, and peak memory.
+"""Benchmark of the shard stage: bytes written per second against a plain `cp`, wall time with 1, 2 and 4
+parallel jobs, and the peak memory of each job.
 
-    .venv/bin/python benchmarks/shards.py [--gb 2.0] [--memory-mb 320] [--workdir DIR]
+    .venv/bin/python benchmarks/shards.py [--gb 2.0] [--memory-mb 320] [--jobs 1 2 4] [--batches 8] [--workdir DIR]
 
-Writes brick cutout files of random pixels (64x64x6 float32, realfake.testing.mock_cutout_file)
-adding up to --gb, then, side by side in one run on the same disk:
+Writes brick cutout files of random pixels (64x64x6 float32, realfake.testing.mock_cutout_file) adding up to
+--gb, then, side by side in one run on the same disk:
   cp      `cp` of those files to a new folder, then `sync`
-  shards  realfake.shards.build on them with a memory budget of --memory-mb, then `sync`
-Both are timed as whole child processes; the shard build's peak RSS comes from wait4().
-Goal (issue 6): shards throughput >= 0.5 x cp, and peak RSS bounded by the budget, not the data.
+  J jobs  the shard stage as the rules run it, each step a child process: plan_shards (one), scatter_shards
+          (one per batch of brick files, --batches of them), gather_shards (--parts of them) and build_shards
+          (one), with at most J of them running at once (`snakemake --cores J`, or J free SLURM slots), then
+          `sync`; the same batches and parts for every J, so only the parallelism changes
+Every J must give the same bytes (checked); the peak RSS of each job comes from its own /proc VmHWM.
+Goals: issue 6, shards (1 job) >= 0.5 x cp and peak RSS bounded by the budget, not the data; issue 24, wall time
+falling with the number of jobs. With J above the machine's cores (or its disk's bandwidth) the jobs queue for
+them: the speed-up is bounded by min(J, cores), and by the disk once the jobs are I/O-bound.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 EXAMPLE_BYTES = 64 * 64 * 6 * 4
@@ -30,28 +38,74 @@ for k in range(n_bricks):
     brick = f"{1000 + k:04d}p100"
     mock_cutout_file(f"{out}/{brick}.h5", brick, per_brick // 2, per_brick - per_brick // 2, seed=k)
 """
-# The child reports its own peak RSS (VmHWM of its address space, which exec starts afresh)
-BUILD = """
+# One job of the shard stage, as its rule's script runs it; it reports its own peak RSS (VmHWM of its address
+# space, which exec starts afresh) and the RSS of the interpreter and libraries before the work
+JOB = """
 import re, sys
 from realfake.brickfile import DEFAULT_CHANNELS
-from realfake.shards import build
-base = int(re.search(r"VmRSS:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
-s = build(sys.argv[3:], sys.argv[1], DEFAULT_CHANNELS, memory_mb=float(sys.argv[2]), split_by="example", balance="none")
-hwm = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
-print(s["scatter_buckets"], s["n_examples"], hwm // 1024, base // 1024)
+from realfake.shardplan import ShardConfig, ShardPlan, make_plan
+from realfake.shards import assemble, gather, scatter
+def rss(key):
+    return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) // 1024
+base = rss("VmRSS")
+step, args = sys.argv[1], sys.argv[2:]
+if step == "plan":
+    cfg = ShardConfig(memory_mb=float(args[2]), split_by="example", balance="none")
+    make_plan(args[3:], DEFAULT_CHANNELS, cfg, parts=int(args[1])).write(args[0])
+else:
+    plan = ShardPlan.read(args[0])
+    if step == "scatter":
+        scatter(plan, args[2:], args[1])
+    elif step == "gather":
+        gather(plan, args[3:], int(args[1]), args[2])
+    else:
+        print(assemble(plan, args[2:], args[1])["scatter_buckets"])
+print(rss("VmHWM"), base)
 """
 
 
-def run(cmd) -> tuple[float, str]:
-    """Wall seconds and stdout of a child process, its `sync` included."""
+def child(*args) -> tuple[int, int, str]:
+    """Peak and base RSS (MB) of one job, and what else it printed."""
+    r = subprocess.run([sys.executable, "-c", JOB, *map(str, args)], capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"the {args[0]} job failed:\n{r.stderr[-2000:]}")
+    out = r.stdout.split()
+    return int(out[-2]), int(out[-1]), " ".join(out[:-2])
+
+
+def shard_stage(work: Path, files: list, memory_mb: float, jobs: int, batches: int, parts: int) -> dict:
+    """The stage's jobs with at most ``jobs`` at once: wall seconds per step, peak RSS, bytes and their hash."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    plan, wall, peaks = work / "plan.json", {}, []
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
+    peaks.append(child("plan", plan, parts, memory_mb, *files)[:2])
+    wall["plan"] = time.perf_counter() - t0
+    scatter_dirs = [work / f"scatter{k}" for k in range(batches)]
+    part_dirs = [work / f"gather{k}" for k in range(parts)]
+    steps = {
+        "scatter": [("scatter", plan, d, *files[k * len(files) // batches : (k + 1) * len(files) // batches])
+                    for k, d in enumerate(scatter_dirs)],
+        "gather": [("gather", plan, k, d, *scatter_dirs) for k, d in enumerate(part_dirs)],
+    }
+    with ThreadPoolExecutor(jobs) as pool:
+        for step, calls in steps.items():
+            t = time.perf_counter()
+            peaks += [r[:2] for r in pool.map(lambda c: child(*c), calls)]
+            wall[step] = time.perf_counter() - t
+    t = time.perf_counter()
+    peak, base, nb = child("assemble", plan, work / "shards", *part_dirs)
+    peaks.append((peak, base))
     subprocess.run(["sync"], check=True)
-    return time.perf_counter() - t0, out
-
-
-def du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    wall["assemble"] = time.perf_counter() - t
+    wall["total"] = time.perf_counter() - t0
+    out = work / "shards"
+    digest = hashlib.sha256()
+    for f in sorted(out.iterdir()):
+        digest.update(f.name.encode() + f.read_bytes())
+    return {"wall": wall, "peak": max(p for p, _ in peaks), "over_base": max(p - b for p, b in peaks),
+            "bytes": sum(f.stat().st_size for f in out.glob("[xy]*.npy")), "sha256": digest.hexdigest(),
+            "buckets": int(nb)}
 
 
 def main(argv=None) -> int:
@@ -59,6 +113,9 @@ def main(argv=None) -> int:
     p.add_argument("--gb", type=float, default=2.0, help="input size in GB [%(default)s]")
     p.add_argument("--memory-mb", type=float, default=320, help="shards.memory_mb budget [%(default)s]")
     p.add_argument("--bricks", type=int, default=16, help="brick files the input is spread over [%(default)s]")
+    p.add_argument("--jobs", type=int, nargs="+", default=[1, 2, 4], help="parallel jobs to compare [1 2 4]")
+    p.add_argument("--batches", type=int, default=8, help="scatter jobs (cutout batches) [%(default)s]")
+    p.add_argument("--parts", type=int, default=4, help="gather jobs (shards.gather_jobs) [%(default)s]")
     p.add_argument("--workdir", default=None, help="folder on the disk to measure [a temporary folder]")
     a = p.parse_args(argv)
 
@@ -67,33 +124,44 @@ def main(argv=None) -> int:
         per_brick = int(a.gb * 1e9 / EXAMPLE_BYTES / a.bricks)
         inputs = work / "cutouts"
         inputs.mkdir()
-        run([sys.executable, "-c", MAKE_INPUT, str(inputs), str(a.bricks), str(per_brick)])
+        subprocess.run([sys.executable, "-c", MAKE_INPUT, str(inputs), str(a.bricks), str(per_brick)], check=True)
         files = sorted(map(str, inputs.glob("*.h5")))
 
-        t_cp, _ = run(["cp", "-r", str(inputs), str(work / "copy")])
-        bytes_cp = du(work / "copy")
+        t0 = time.perf_counter()
+        subprocess.run(["cp", "-r", str(inputs), str(work / "copy")], check=True)
+        subprocess.run(["sync"], check=True)
+        t_cp = time.perf_counter() - t0
+        bytes_cp = sum(f.stat().st_size for f in (work / "copy").rglob("*") if f.is_file())
         shutil.rmtree(work / "copy")
-        t_sh, out = run([sys.executable, "-c", BUILD, str(work / "shards"), str(a.memory_mb), *files])
-        nb, n, rss_sh, rss_base = map(int, out.split())
-        bytes_sh = sum(f.stat().st_size for f in (work / "shards").glob("[xy]*.npy"))
+        runs = {j: shard_stage(work / f"jobs{j}", files, a.memory_mb, j, a.batches, a.parts) for j in a.jobs}
 
-        mbps_cp, mbps_sh = bytes_cp / t_cp / 1e6, bytes_sh / t_sh / 1e6
-        print(f"disk: {os.statvfs(work).f_frsize} B blocks under {work}")
-        print(f"input: {a.bricks} brick files, {n} examples, {bytes_cp / 1e9:.2f} GB; memory budget {a.memory_mb:.0f} MB "
-              f"({bytes_cp / 2**20 / a.memory_mb:.1f}x smaller than the data), {nb} scatter buckets")
+        first = runs[a.jobs[0]]
+        print(f"disk: {os.statvfs(work).f_frsize} B blocks under {work}; {os.cpu_count()} cores")
+        print(f"input: {a.bricks} brick files, {bytes_cp / 1e9:.2f} GB; memory budget {a.memory_mb:.0f} MB per job "
+              f"({bytes_cp / 2**20 / a.memory_mb:.1f}x smaller than the data), {first['buckets']} scatter buckets; "
+              f"{a.batches} scatter jobs, {a.parts} gather jobs")
         print()
-        print(f"| {'step':<7} | {'bytes written':>13} | {'wall s':>7} | {'MB/s':>7} | {'peak RSS MB':>11} |")
-        print(f"| {'-' * 7} | {'-' * 13}:| {'-' * 6}:| {'-' * 6}:| {'-' * 10}:|")
-        print(f"| {'cp':<7} | {bytes_cp:>13,} | {t_cp:>7.1f} | {mbps_cp:>7.0f} | {'':>11} |")
-        print(f"| {'shards':<7} | {bytes_sh:>13,} | {t_sh:>7.1f} | {mbps_sh:>7.0f} | {rss_sh:>11} |")
+        cols = ["plan", "scatter", "gather", "assemble", "total"]
+        print("| step | " + " | ".join(f"{c} s" for c in cols) + " | MB/s | speed-up | peak RSS MB (over base) |")
+        print("| --- | " + " | ".join("---:" for _ in cols) + " | ---: | ---: | ---: |")
+        print(f"| cp | | | | | {t_cp:.1f} | {bytes_cp / t_cp / 1e6:.0f} | | |")
+        for j, r in runs.items():
+            w = r["wall"]
+            print(f"| {j} job{'s' if j > 1 else ''} | " + " | ".join(f"{w[c]:.1f}" for c in cols)
+                  + f" | {r['bytes'] / w['total'] / 1e6:.0f} | {first['wall']['total'] / w['total']:.2f}"
+                  + f" | {r['peak']} ({r['over_base']}) |")
         print()
-        ratio = mbps_sh / mbps_cp
-        print(f"throughput ratio shards/cp: {ratio:.2f} (goal >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})")
-        print(f"peak RSS {rss_sh} MB = {rss_base} MB of interpreter and libraries + {rss_sh - rss_base} MB "
-              f"({(rss_sh - rss_base) / a.memory_mb:.2f} x the budget)")
+        same = len({r["sha256"] for r in runs.values()}) == 1
+        print(f"shards byte-identical for {', '.join(map(str, runs))} jobs: {'yes' if same else 'NO'}")
+        ratio = (first["bytes"] / first["wall"]["total"]) / (bytes_cp / t_cp)
+        print(f"throughput ratio shards ({a.jobs[0]} job)/cp: {ratio:.2f} (goal >= 0.5: "
+              f"{'met' if ratio >= 0.5 else 'NOT met'})")
+        over = max(r["over_base"] for r in runs.values())
+        print(f"largest peak RSS of a job above its interpreter and libraries: {over} MB "
+              f"({over / a.memory_mb:.2f} x the budget)")
+        return 0 if same else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def test_out_of_core_gives_the_same_bytes_whatever_the_memory_budget(brick_files
     for name, content in _bytes(tmp_path / "small").items():
         if name != "summary.json":
             assert content == _bytes(tmp_path / "large")[name], name
-    assert not (tmp_path / "small" / ".buckets").exists()
+    assert not (tmp_path / "small" / ".shuffle").exists()
     other = build(brick_files, tmp_path / "seed5", DEFAULT_CHANNELS, split_by="example", size=4, seed=5)
     assert other["n_examples"] == small["n_examples"]
     assert (tmp_path / "seed5" / "manifest.csv").read_bytes() != (tmp_path / "small" / "manifest.csv").read_bytes()
@@ -135,6 +135,31 @@ def ten_bricks(tmp_path_factory):
     for k, f in enumerate(files):
         mock_cutout_file(f, f.stem, 10 + 3 * k, 10 + 2 * k, size=8, seed=k)
     return files
+
+
+@pytest.mark.parametrize("split", [dict(split_by="example", validation_fraction=0.1), dict(folds=3)],
+                         ids=["split by example", "folds of whole bricks"])
+@pytest.mark.parametrize("batches, parts", [(3, 2), (4, 7), (10, 60)])
+def test_the_same_bytes_whatever_the_number_of_scatter_and_gather_jobs(ten_bricks, tmp_path, split, batches, parts):
+    # 0.2 MB: about 27 examples a bucket, shards of 16 across bucket and job boundaries; 60 jobs leave some idle
+    kw = dict(size=16, seed=4, memory_mb=0.2, **split)
+    one = build(ten_bricks, tmp_path / "one", DEFAULT_CHANNELS, **kw)
+    many = build(ten_bricks, tmp_path / "many", DEFAULT_CHANNELS, batches=batches, parts=parts, **kw)
+    assert one["scatter_buckets"] > 6
+    assert _bytes(tmp_path / "one") == _bytes(tmp_path / "many")
+
+
+def test_jobs_refuse_a_plan_they_were_not_made_with(ten_bricks, tmp_path):
+    from realfake.shardplan import ShardConfig, make_plan
+    from realfake.shards import gather, scatter
+
+    plan = make_plan(ten_bricks[:5], DEFAULT_CHANNELS, ShardConfig(size=16, memory_mb=0.2, folds=2), parts=2)
+    with pytest.raises(ValueError, match=f"{ten_bricks[7]}: brick file not in the shard plan"):
+        scatter(plan, ten_bricks[7:8], tmp_path / "s")
+    scatter(plan, ten_bricks[:5], tmp_path / "s")
+    other = make_plan(ten_bricks, DEFAULT_CHANNELS, ShardConfig(size=16, memory_mb=0.2, folds=2), parts=2)
+    with pytest.raises(ValueError, match="the scatter is out of date"):
+        gather(other, [tmp_path / "s"], 0, tmp_path / "g")
 
 
 def test_split_by_brick_puts_each_brick_in_one_split(ten_bricks, tmp_path):

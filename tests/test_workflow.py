@@ -128,7 +128,8 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     stats = json.loads((w / "results" / "evaluation" / "image_statistics.json").read_text())
     assert set(stats) == {"concentration", "asymmetry", "noise_chi", "neighbours"}
     assert {len(m[f"by_{k}"]) > 0 for k in ("mag_g", "rz", "size")} == {True}
-    for log in ("mock_release", "summarise_cutouts", "cutouts/121-0", "build_shards", "fold_shards/0", "train_cnn/0",
+    for log in ("mock_release", "summarise_cutouts", "cutouts/121-0", "shards/plan", "shards/scatter/121-0",
+                "shards/gather/1", "shards/build", "fold_shards/0", "train_cnn/0",
                 "predict_fold/1", "nuisance_baseline", "evaluate_cnn", "plot_evaluation", "plot_mosaic"):
         assert (w / "logs" / f"{log}.log").exists()
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .shards import STATS_EXAMPLES, channel_stats
+from .shardwriter import STATS_EXAMPLES, channel_stats
 from .shardset import ShardSet, load_shard, read_manifest, read_summary
 
 

@@ -235,9 +235,9 @@ def test_only_empty_bricks_stop_the_shards_with_a_clear_error(reference, record,
     res = snakemake(run, "shards", "--cores", "2")
     assert res.rc != 0 and TRACEBACK not in res.out, res.explain()
     assert "no cutouts in any of the 1 brick files: nothing to shard" in res.out, res.explain()
-    assert "logs/build_shards.log" in res.out
+    assert "logs/shards/plan.log" in res.out
     assert not (run / "results" / "shards").exists()
-    record(note="build_shards: no cutouts in any of the 1 brick files: nothing to shard")
+    record(note="plan_shards: no cutouts in any of the 1 brick files: nothing to shard")
 
 
 # --------------------------------------------------------------------------- refused when the run is planned

@@ -4,6 +4,7 @@ leaves nothing half-written; with space again, a rerun completes with shards equ
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import subprocess
 
@@ -35,7 +36,8 @@ def test_full_disk_fails_cleanly_and_a_rerun_with_space_completes(reference, rec
         assert res.rc != 0, res.explain()
         assert TRACEBACK not in res.out, res.explain()
         assert "no space left on the device" in res.out and "results" in res.out, res.explain()
-        assert "Error in rule build_shards" in res.out and "logs/build_shards.log" in res.out, res.explain()
+        assert re.search(r"Error in rule (plan|scatter|gather|build)_shards", res.out), res.explain()
+        assert "logs/shards/" in res.out, res.explain()
         line = next(ln for ln in res.out.splitlines() if "no space left" in ln)
         record(note=f"{size} MB tmpfs: " + line[:160])
         present = check_present(ref, run, ["results/shards", "results/cutouts"])

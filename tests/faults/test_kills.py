@@ -28,8 +28,8 @@ STAGES = {
     "mock_release": (["mock_release"], "resources/synthetic", ["resources/synthetic"], ["resources", "results", "logs"]),
     "make_cutouts": (["make_cutouts"], "cutouts", ["results/cutouts"], ["results/cutouts", "results/shards",
                                                                         "results/folds", "results/evaluation"]),
-    "build_shards": (["build_shards"], "shards", ["results/shards"], ["results/shards", "results/folds",
-                                                                      "results/evaluation"]),
+    "build_shards": (["plan_shards", "scatter_shards", "gather_shards", "build_shards"], "shards", ["results/shards"],
+                     ["results/shuffle", "results/shards", "results/folds", "results/evaluation"]),
     "train_cnn": (["train_cnn"], "train", MODELS, ["results/folds", "results/evaluation"]),
     # the same, killed after the first epoch's checkpoint: the rerun must resume from it, to the same weights
     "train_cnn_resume": (["train_cnn"], "train", MODELS, ["results/folds", "results/evaluation"]),

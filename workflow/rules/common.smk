@@ -30,6 +30,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 wildcard_constraints:
     batch=r"\d{3}-\d+",
     fold=r"\d+",
+    part=r"\d+",
     source="planted|synthetic",
     kind="[a-z_]+",
     size=r"\d+(\.\d+)?(e-?\d+)?",

@@ -50,19 +50,69 @@ use rule make_cutouts as sensitivity_make_cutouts with:
         config_hash=lambda w: config_hash(synthetic_scenario_settings(w)),
 
 
-use rule build_shards as sensitivity_build_shards with:
+use rule plan_shards as sensitivity_plan_shards with:
     input:
         scenario_paths(
             "results/sensitivity/{source}/{kind}/{size}/cutouts/{batch}", batch=BATCHES
         ),
     output:
+        "results/sensitivity/{source}/{kind}/{size}/shuffle/plan.json",
+    log:
+        "logs/sensitivity/{source}/{kind}/{size}/shards/plan.log",
+    benchmark:
+        "results/benchmarks/sensitivity/{source}/{kind}/{size}/shards/plan.tsv"
+    params:
+        shards=config["shards"],
+        folds=SENSITIVITY_FOLDS if SENSITIVITY_FOLDS >= 2 else 0,
+        channels=config["cutouts"]["channels"],
+
+
+use rule scatter_shards as sensitivity_scatter_shards with:
+    input:
+        plan=rules.sensitivity_plan_shards.output[0],
+        cutouts="results/sensitivity/{source}/{kind}/{size}/cutouts/{batch}",
+    output:
+        temp(
+            directory(
+                "results/sensitivity/{source}/{kind}/{size}/shuffle/scatter/{batch}"
+            )
+        ),
+    log:
+        "logs/sensitivity/{source}/{kind}/{size}/shards/scatter/{batch}.log",
+    benchmark:
+        "results/benchmarks/sensitivity/{source}/{kind}/{size}/shards/scatter/{batch}.tsv"
+
+
+use rule gather_shards as sensitivity_gather_shards with:
+    input:
+        plan=rules.sensitivity_plan_shards.output[0],
+        scatter=scenario_paths(
+            "results/sensitivity/{source}/{kind}/{size}/shuffle/scatter/{batch}",
+            batch=BATCHES,
+        ),
+    output:
+        temp(
+            directory(
+                "results/sensitivity/{source}/{kind}/{size}/shuffle/gather/{part}"
+            )
+        ),
+    log:
+        "logs/sensitivity/{source}/{kind}/{size}/shards/gather/{part}.log",
+    benchmark:
+        "results/benchmarks/sensitivity/{source}/{kind}/{size}/shards/gather/{part}.tsv"
+
+
+use rule build_shards as sensitivity_build_shards with:
+    input:
+        plan=rules.sensitivity_plan_shards.output[0],
+        parts=scenario_paths(
+            "results/sensitivity/{source}/{kind}/{size}/shuffle/gather/{part}",
+            part=range(config["shards"]["gather_jobs"]),
+        ),
+    output:
         directory("results/sensitivity/{source}/{kind}/{size}/shards"),
     log:
-        "logs/sensitivity/{source}/{kind}/{size}/build_shards.log",
-    benchmark:
-        "results/benchmarks/sensitivity/{source}/{kind}/{size}/build_shards.tsv"
-    params:
-        folds=SENSITIVITY_FOLDS if SENSITIVITY_FOLDS >= 2 else 0,
+        "logs/sensitivity/{source}/{kind}/{size}/shards/build.log",
 
 
 use rule fold_shards as sensitivity_fold_shards with:

@@ -1,13 +1,13 @@
-"""Rule build_shards: global shuffle, train/test split, .npy shards, manifest and statistics."""
+"""Rule build_shards: the gather jobs' shards in one directory (hard links), the manifest and the summary."""
 
 from realfake.logs import to_file
 
 to_file(snakemake.log[0])
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.batches import brick_files  # noqa: E402
-from realfake.shards import ShardConfig, build  # noqa: E402
+from realfake.shardplan import ShardPlan  # noqa: E402
+from realfake.shards import assemble  # noqa: E402
 
-cfg = ShardConfig.from_config({**snakemake.params.shards, "folds": snakemake.params.folds})
+plan = ShardPlan.read(snakemake.input.plan)
 with atomic_path(snakemake.output[0], directory=True) as tmp:
-    build(brick_files(snakemake.input), tmp, snakemake.params.channels, cfg)
+    assemble(plan, snakemake.input.parts, tmp)

@@ -1,0 +1,12 @@
+"""Rule plan_shards: the census of the brick files, matching and balancing, the split of each brick, the buckets."""
+
+from realfake.logs import to_file
+
+to_file(snakemake.log[0])
+
+from realfake.batches import brick_files  # noqa: E402
+from realfake.shardplan import ShardConfig, make_plan  # noqa: E402
+
+cfg = ShardConfig.from_config({**snakemake.params.shards, "folds": snakemake.params.folds})
+plan = make_plan(brick_files(snakemake.input), snakemake.params.channels, cfg, snakemake.params.shards["gather_jobs"])
+plan.write(snakemake.output[0])

@@ -1,0 +1,14 @@
+"""Rule scatter_shards: one cutout batch's kept examples, grouped by scatter bucket."""
+
+from realfake.logs import to_file
+
+to_file(snakemake.log[0])
+
+from realfake.atomic import atomic_path  # noqa: E402
+from realfake.batches import brick_files  # noqa: E402
+from realfake.shardplan import ShardPlan  # noqa: E402
+from realfake.shards import scatter  # noqa: E402
+
+plan = ShardPlan.read(snakemake.input.plan)
+with atomic_path(snakemake.output[0], directory=True) as tmp:
+    scatter(plan, brick_files([snakemake.input.cutouts]), tmp)
