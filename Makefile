@@ -46,7 +46,7 @@ $(CONTROLS): $(STAMP)
 		--configfile config/config.yaml config/presets/$@.yaml && \
 	echo "$@ wall time: $$(( $$(date +%s) - start )) s" && \
 	echo "figures and metrics: $(CURDIR)/runs/$@/results/evaluation/" && \
-	$(BIN)/python -c "import json, sys; from realfake.evaluate import control_outcome; \
+	$(BIN)/python -c "import json, sys; from realfake.verdict import control_outcome; \
 		m = json.load(open('runs/$@/results/evaluation/metrics.json')); ok, line = control_outcome(m, '$@'); \
 		print(m['verdict']); print(line); sys.exit(not ok)"
 

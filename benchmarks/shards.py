@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -41,13 +42,14 @@ for k in range(n_bricks):
 # One job of the shard stage, as its rule's script runs it; it reports its own peak RSS (VmHWM of its address
 # space, which exec starts afresh) and the RSS of the interpreter and libraries before the work
 JOB = """
-import re, sys
+import re, sys, time
+t0 = time.perf_counter()
 from realfake.brickfile import DEFAULT_CHANNELS
 from realfake.shardplan import ShardConfig, ShardPlan, make_plan
 from realfake.shards import assemble, gather, scatter
 def rss(key):
     return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) // 1024
-base = rss("VmRSS")
+base, started = rss("VmRSS"), time.perf_counter() - t0
 step, args = sys.argv[1], sys.argv[2:]
 if step == "plan":
     cfg = ShardConfig(memory_mb=float(args[2]), split_by="example", balance="none")
@@ -59,27 +61,32 @@ else:
     elif step == "gather":
         gather(plan, args[3:], int(args[1]), args[2])
     else:
-        print(assemble(plan, args[2:], args[1])["scatter_buckets"])
-print(rss("VmHWM"), base)
+        assemble(plan, args[2:], args[1])
+print(started, rss("VmHWM"), base)
 """
 
 
-def child(*args) -> tuple[int, int, str]:
-    """Peak and base RSS (MB) of one job, and what else it printed."""
-    r = subprocess.run([sys.executable, "-c", JOB, *map(str, args)], capture_output=True, text=True)
-    if r.returncode:
-        sys.exit(f"the {args[0]} job failed:\n{r.stderr[-2000:]}")
-    out = r.stdout.split()
-    return int(out[-2]), int(out[-1]), " ".join(out[:-2])
+def child(*args) -> tuple[int, int, float, float]:
+    """Peak and base RSS (MB) of one job, its CPU seconds (user + system) and its start-up seconds (imports)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", JOB, *map(str, args)], stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        if os.waitstatus_to_exitcode(status):
+            err.seek(0)
+            sys.exit(f"the {args[0]} job failed:\n{err.read()[-2000:]}")
+        out.seek(0)
+        started, peak, base = out.read().split()[-3:]
+    return int(peak), int(base), usage.ru_utime + usage.ru_stime, float(started)
 
 
 def shard_stage(work: Path, files: list, memory_mb: float, jobs: int, batches: int, parts: int) -> dict:
-    """The stage's jobs with at most ``jobs`` at once: wall seconds per step, peak RSS, bytes and their hash."""
+    """The stage's jobs with at most ``jobs`` at once: wall seconds per step, CPU and start-up seconds summed over
+    the jobs, peak RSS, bytes and their hash."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    plan, wall, peaks = work / "plan.json", {}, []
+    plan, wall, done = work / "plan.json", {}, []
     t0 = time.perf_counter()
-    peaks.append(child("plan", plan, parts, memory_mb, *files)[:2])
+    done.append(child("plan", plan, parts, memory_mb, *files))
     wall["plan"] = time.perf_counter() - t0
     scatter_dirs = [work / f"scatter{k}" for k in range(batches)]
     part_dirs = [work / f"gather{k}" for k in range(parts)]
@@ -91,11 +98,10 @@ def shard_stage(work: Path, files: list, memory_mb: float, jobs: int, batches: i
     with ThreadPoolExecutor(jobs) as pool:
         for step, calls in steps.items():
             t = time.perf_counter()
-            peaks += [r[:2] for r in pool.map(lambda c: child(*c), calls)]
+            done += pool.map(lambda c: child(*c), calls)
             wall[step] = time.perf_counter() - t
     t = time.perf_counter()
-    peak, base, nb = child("assemble", plan, work / "shards", *part_dirs)
-    peaks.append((peak, base))
+    done.append(child("assemble", plan, work / "shards", *part_dirs))
     subprocess.run(["sync"], check=True)
     wall["assemble"] = time.perf_counter() - t
     wall["total"] = time.perf_counter() - t0
@@ -103,9 +109,10 @@ def shard_stage(work: Path, files: list, memory_mb: float, jobs: int, batches: i
     digest = hashlib.sha256()
     for f in sorted(out.iterdir()):
         digest.update(f.name.encode() + f.read_bytes())
-    return {"wall": wall, "peak": max(p for p, _ in peaks), "over_base": max(p - b for p, b in peaks),
+    return {"wall": wall, "peak": max(d[0] for d in done), "over_base": max(d[0] - d[1] for d in done),
+            "cpu": sum(d[2] for d in done), "startup": sum(d[3] for d in done),
             "bytes": sum(f.stat().st_size for f in out.glob("[xy]*.npy")), "sha256": digest.hexdigest(),
-            "buckets": int(nb)}
+            "buckets": json.loads((work / "plan.json").read_text())["buckets"]}
 
 
 def main(argv=None) -> int:
@@ -138,18 +145,21 @@ def main(argv=None) -> int:
         first = runs[a.jobs[0]]
         print(f"disk: {os.statvfs(work).f_frsize} B blocks under {work}; {os.cpu_count()} cores")
         print(f"input: {a.bricks} brick files, {bytes_cp / 1e9:.2f} GB; memory budget {a.memory_mb:.0f} MB per job "
-              f"({bytes_cp / 2**20 / a.memory_mb:.1f}x smaller than the data), {first['buckets']} scatter buckets; "
+              f"({bytes_cp / 2**20 / a.memory_mb:.1f}x smaller than the data), {sum(nb for _, _, nb in first['buckets'])} scatter buckets; "
               f"{a.batches} scatter jobs, {a.parts} gather jobs")
         print()
         cols = ["plan", "scatter", "gather", "assemble", "total"]
-        print("| step | " + " | ".join(f"{c} s" for c in cols) + " | MB/s | speed-up | peak RSS MB (over base) |")
-        print("| --- | " + " | ".join("---:" for _ in cols) + " | ---: | ---: | ---: |")
-        print(f"| cp | | | | | {t_cp:.1f} | {bytes_cp / t_cp / 1e6:.0f} | | |")
+        print("| step | " + " | ".join(f"{c} s" for c in cols) + " | MB/s | speed-up | CPU s | start-up s "
+              "| peak RSS MB (over base) |")
+        print("| --- | " + " | ".join("---:" for _ in cols) + " | ---: | ---: | ---: | ---: | ---: |")
+        print(f"| cp | | | | | {t_cp:.1f} | {bytes_cp / t_cp / 1e6:.0f} | | | | |")
         for j, r in runs.items():
             w = r["wall"]
             print(f"| {j} job{'s' if j > 1 else ''} | " + " | ".join(f"{w[c]:.1f}" for c in cols)
                   + f" | {r['bytes'] / w['total'] / 1e6:.0f} | {first['wall']['total'] / w['total']:.2f}"
-                  + f" | {r['peak']} ({r['over_base']}) |")
+                  + f" | {r['cpu']:.1f} | {r['startup']:.1f} | {r['peak']} ({r['over_base']}) |")
+        print("CPU s: user + system of all the jobs; start-up s: their imports (Python, numpy, pandas, h5py), paid "
+              "once a job whatever its size")
         print()
         same = len({r["sha256"] for r in runs.values()}) == 1
         print(f"shards byte-identical for {', '.join(map(str, runs))} jobs: {'yes' if same else 'NO'}")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, snakemake
-from realfake.evaluate import CONTROLS, control_outcome
+from realfake.verdict import CONTROLS, control_outcome
 from realfake.selection import select_fakes, select_real
 
 

@@ -180,7 +180,7 @@ def _band(ax, lo, hi, y, ylo, yhi, color, label):
 def binned_figure(metrics: dict, path: str | Path) -> None:
     """Brick-stratified AUC with 95% bands against g magnitude, r - z colour, size and depth; bins whose
     Holm-corrected test rejects are marked."""
-    from .evaluate import BINNED
+    from . import BINNED
 
     keys = [k for k in BINNED if metrics.get(f"by_{k}")]
     ncol = min(3, max(1, len(keys)))

@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
 from realfake.diagnostics import attribution_figure, integrated_gradients  # noqa: E402
-from realfake.evaluate import evaluate, verdict  # noqa: E402
+from realfake.evaluate import evaluate  # noqa: E402
 from realfake.model import load_model  # noqa: E402
 from realfake.plots import extremes, load_cutouts, roc_figure  # noqa: E402
 from realfake.runtime import configure_threads  # noqa: E402
@@ -30,11 +30,10 @@ histories = {int(Path(h).parent.name): pd.read_csv(h, na_values=["NA"]) for h in
 baseline = pred["p_fake_baseline"] if pred["p_fake_baseline"].notna().all() else None
 if baseline is None:
     logging.getLogger("realfake").warning("the baseline scored only some test examples: left out of the verdict")
+# the sensitivity grid of this run (sensitivity.enabled): quoted in the verdict
+grid = json.loads(Path(snakemake.input.sensitivity[0]).read_text()) if snakemake.input.sensitivity else None
 metrics = evaluate(pred, e, histories, snakemake.params.epochs, baseline, snakemake.params.folds,
-                   snakemake.params.monitor)
-if snakemake.input.sensitivity:  # the sensitivity grid of this run (sensitivity.enabled): quoted in the verdict
-    metrics["sensitivity"] = json.loads(Path(snakemake.input.sensitivity[0]).read_text())
-    metrics["verdict"] = verdict(metrics)
+                   snakemake.params.monitor, grid)
 logging.getLogger("realfake").info(metrics["verdict"])
 
 # attribution: each example explained by the model that scored it

@@ -1,0 +1,220 @@
+"""The verdict: which of three answers the metrics of a run give, why, and the paragraph that says so.
+
+- ``distinguishable``: the test rejects "no difference" at ``alpha`` and the AUC's interval lies above 0.5;
+- ``no_difference_detected``: it does not, the network was trained to capacity (:func:`training_gate`) and
+  the folds were independent; worded as a bound, never as "the populations are the same";
+- ``inconclusive``: anything else (the network did not learn, did not converge, memorised its bricks; the AUC
+  lies below 0.5; the test and the interval disagree; the split shares bricks), with what to change.
+
+It also holds the built-in controls and what their verdicts must be.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import BINNED
+
+VERDICTS = ("distinguishable", "no_difference_detected", "inconclusive")
+
+
+def where_statement(m: dict) -> str:
+    """Per binned column, how many of its bins survive Holm's correction, and which when not all do."""
+    parts = []
+    for k, names in m.get("where", {}).items():
+        n = len(m[f"by_{k}"])
+        parts.append(f"{BINNED[k]}: all {n} bins" if len(names) == n else f"{BINNED[k]}: {', '.join(names)}")
+    return ("Bins where the network separates the classes (Holm-corrected over all bins): " + "; ".join(parts) + "."
+            if parts else "No bin of magnitude, colour, size or observing conditions separates the classes after Holm's "
+            "correction.")
+
+
+# More bricks than this: the per-brick p-values are the normal approximation of each brick's permutation
+# distribution (exact mean and variance), computed for all bricks at once
+
+
+def magnitude_statement(bins: list[dict]) -> str:
+    """Where in g magnitude the network separates the populations (bins whose Holm-corrected test rejects)."""
+    if not bins:
+        return ""
+    sep = [b for b in bins if b.get("significant")]
+    if not sep:
+        return "In no g-magnitude bin does the AUC differ from 0.5 after Holm's correction."
+    if len(sep) == len(bins):
+        return "The AUC exceeds 0.5 in every g-magnitude bin (Holm-corrected)."
+    hi_sep, lo_not = max(b["hi"] for b in sep), min(b["lo"] for b in bins if not b.get("significant"))
+    best = max(sep, key=lambda b: b["auc"])
+    if hi_sep <= lo_not:
+        return (f"Separable brighter than g = {hi_sep:.1f} (AUC up to {best['auc']:.2f} at g {best['lo']:.1f}-"
+                f"{best['hi']:.1f}); no difference detected fainter.")
+    ranges = ", ".join(f"{b['lo']:.1f}-{b['hi']:.1f}" for b in sep)
+    return f"Separable in the g-magnitude bins {ranges} (AUC up to {best['auc']:.2f}); no difference detected elsewhere."
+
+
+# --------------------------------------------------------------------------- was the network trained to capacity?
+
+
+def training_gate(histories: dict, epochs: int, gate: dict, monitor: str = "val_loss") -> dict:
+    """Did each fold's network learn, converge and generalise? From its ``history.csv`` (one row per epoch).
+
+    - learned: over the last ``gate.last_epochs`` epochs, training loss below ln 2 - ``gate.min_loss_drop`` or
+      training AUC above ``gate.min_train_auc``;
+    - converged: early stopping fired (fewer epochs than ``epochs``) at a best epoch other than the first, or the
+      training loss changed by less than ``gate.max_loss_change`` (relative) over the last epochs;
+    - generalises: at the kept epoch (best ``monitor``, as early stopping chose it), training AUC minus validation
+      AUC at most ``gate.max_auc_gap``, and the validation loss did not rise from the first epoch while the
+      training loss fell (memorised bricks).
+    """
+    folds, reasons = [], []
+    k = int(gate["last_epochs"])
+    for fold, h in sorted(histories.items()):
+        h = h.reset_index(drop=True)
+        last = h.tail(k)
+        loss, auc = float(last["loss"].mean()), float(last["auc"].mean()) if "auc" in h else float("nan")
+        learned = bool(loss < math.log(2) - gate["min_loss_drop"] or auc > gate["min_train_auc"])
+        has_val = "val_loss" in h and h["val_loss"].notna().any()
+        if has_val and monitor in h and h[monitor].notna().any():
+            best = int(h[monitor].idxmax() if monitor == "val_auc" else h[monitor].idxmin())
+        else:
+            best = len(h) - 1
+        stopped_early = len(h) < epochs
+        ref = h["loss"].iloc[max(0, len(h) - 1 - k)]
+        change = float(abs(h["loss"].iloc[-1] - ref) / ref) if ref else float("nan")
+        memorised = bool(has_val and len(h) > 2 and int(h["val_loss"].idxmin()) == 0
+                         and h["val_loss"].iloc[-1] > h["val_loss"].iloc[0] and h["loss"].iloc[-1] < h["loss"].iloc[0])
+        converged = bool((stopped_early and best > 0) or (len(h) > k and change < gate["max_loss_change"]))
+        gap = float(h["auc"].iloc[best] - h["val_auc"].iloc[best]) if has_val and "val_auc" in h else float("nan")
+        generalises = bool(has_val and np.isfinite(gap) and gap <= gate["max_auc_gap"] and not memorised)
+        row = {"fold": fold, "epochs_run": len(h), "stopped_early": stopped_early, "best_epoch": best + 1,
+               "train_loss": loss, "train_auc": auc, "loss_change": change,
+               "val_auc_at_best": float(h["val_auc"].iloc[best]) if has_val and "val_auc" in h else float("nan"),
+               "auc_gap": gap, "learned": learned, "converged": converged, "generalises": generalises,
+               "memorised": memorised}
+        folds.append(row)
+        name = f"fold {fold}"
+        if not learned:
+            reasons.append(f"{name}: the network did not learn (training loss {loss:.4f} against ln 2 = 0.6931, "
+                           f"training AUC {auc:.3f} over the last {k} epochs)")
+        if memorised:
+            reasons.append(f"{name}: the validation loss rose from the first epoch while the training loss fell: "
+                           "the network memorised its training bricks")
+        elif not has_val:
+            reasons.append(f"{name}: no validation split, so generalisation cannot be checked")
+        elif not generalises:
+            reasons.append(f"{name}: training AUC exceeds validation AUC by {gap:.3f} (> {gate['max_auc_gap']})")
+        if not converged and len(h) <= k:
+            reasons.append(f"{name}: only {len(h)} epoch(s), too few to tell whether training converged")
+        elif not converged:
+            reasons.append(f"{name}: not converged (training loss still changing by {change:.1%} over the last "
+                           f"{k} epochs, and early stopping did not fire)")
+    passed = bool(folds) and all(f["learned"] and f["converged"] and f["generalises"] for f in folds)
+    return {"passed": passed, "folds": folds, "reasons": reasons, "thresholds": dict(gate)}
+
+
+# --------------------------------------------------------------------------- the verdict
+
+
+def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
+    """The verdict class and its reasons (plain sentences), from the metrics."""
+    lo, hi = m["ci95"]["auc"]
+    p, mda = m["p_value"], m["power"]["min_detectable_auc"]
+    gate, folds = m.get("training"), m.get("folds", {})
+    reasons = []
+    if folds.get("note"):
+        reasons.append(folds["note"])
+    if not np.isfinite(m["auc"]) or m["bricks_with_both_classes"] < 2:
+        reasons.append(f"only {m['bricks_with_both_classes']} brick(s) of the test examples hold both classes: "
+                       "no brick-level inference is possible; select more bricks")
+        return "inconclusive", reasons
+    if p < alpha and lo > 0.5:
+        reasons.append(f"labels permuted within bricks reject 'no difference' (p = {p:.2g} < {alpha}) and the AUC's "
+                       "interval lies above 0.5")
+        if m["tv_lower_limit95"] > 0:
+            reasons.append(f"the two populations differ by a total-variation distance of at least "
+                           f"{m['tv_lower_limit95']:.3f} (one-sided 95% lower limit)")
+        if gate is not None and not gate["passed"]:
+            reasons.append("the network was not trained to capacity (" + "; ".join(gate["reasons"]) +
+                           "): the true difference may be larger than this run shows")
+        return "distinguishable", reasons
+    if hi < 0.5:
+        reasons.append(f"the AUC lies below 0.5 (95% CI {lo:.3f}-{hi:.3f}): no real difference makes a classifier "
+                       "anti-correlated with the truth on bricks it never saw; suspect a fluctuation of few bricks, "
+                       "or a network that learned brick-level features (class shares) that reverse between folds")
+        return "inconclusive", reasons
+    if p < alpha or lo > 0.5:
+        reasons.append(f"the test and the interval disagree (p = {p:.2g}, AUC 95% CI {lo:.3f}-{hi:.3f}): "
+                       "marginal; more bricks are needed to decide")
+        return "inconclusive", reasons
+    blockers = []
+    if folds.get("split_by") == "example":
+        blockers.append("the examples were split by example, not by brick: the test and training examples share "
+                        "sky, depth and PSF; set shards.split_by: brick")
+    if gate is None:
+        blockers.append("no training history was given: whether the network learned is unknown")
+    elif not gate["passed"]:
+        blockers.extend(gate["reasons"])
+        blockers.append("to change: more bricks (examples), more epochs (train.epochs, early_stopping_patience), "
+                        "another learning rate or model (model.name), as the failing check suggests")
+    if not np.isfinite(mda):
+        blockers.append("the power of the test could not be computed")
+    base = m.get("baseline")
+    if base and base["p_value"] < alpha and m["excess_over_baseline"]["ci95"][1] < 0:
+        blockers.append(f"a classifier of catalogue quantities alone separates the classes (AUC {base['auc']:.3f}, "
+                        f"p = {base['p_value']:.2g}) better than the network: the network has not learned what its "
+                        "pixels show (magnitudes and sizes are in them), so it was not trained to capacity")
+    if blockers:
+        reasons.append(f"no difference detected (p = {p:.2g}), but that cannot be read as a bound: " +
+                       "; ".join(blockers))
+        return "inconclusive", reasons
+    reasons.append(f"no difference detected: p = {p:.2g}; the AUC is below {m['power']['auc_upper_limit95']:.3f} "
+                   "at 95% (one-sided)")
+    reasons.append(f"this run would have found a difference of AUC >= {mda:.3f} (80% power at alpha = {alpha}), "
+                   f"i.e. a total-variation distance of about {m['power']['min_detectable_tv_binormal']:.2f} "
+                   "(binormal scores); smaller differences may exist")
+    return "no_difference_detected", reasons
+
+
+def verdict(m: dict) -> str:
+    """One paragraph written from the numbers and the verdict class."""
+    lo, hi = m["ci95"]["auc"]
+    head = (f"{m['verdict_class'].upper().replace('_', ' ')}. On {m['n']} test examples ({m['n_real']} real, "
+            f"{m['n_fake']} fake) in {m['bricks']} bricks, each scored by a model that never saw its brick "
+            f"({m.get('folds', {}).get('k', 1)} folds), the brick-stratified ROC AUC is {m['auc']:.3f} "
+            f"(95% CI {lo:.3f}-{hi:.3f}; p = {m['p_value']:.2g}, labels permuted within bricks). ")
+    if "baseline" in m:
+        b = m["baseline"]
+        d, (dlo, dhi) = m["excess_over_baseline"]["difference"], m["excess_over_baseline"]["ci95"]
+        head += (f"A classifier of catalogue quantities alone (magnitudes, colours, size, depth, PSF, exposures, "
+                 f"E(B-V)) reaches AUC "
+                 f"{b['auc']:.3f} (95% CI {b['ci95']['auc'][0]:.3f}-{b['ci95']['auc'][1]:.3f}, p = {b['p_value']:.2g}): "
+                 + (f"the pixels add {d:+.3f} (95% CI {dlo:+.3f} to {dhi:+.3f}). " if dlo > 0 else
+                    f"the network does {'worse' if dhi < 0 else 'no better'} than that ({d:+.3f}, 95% CI {dlo:+.3f} to "
+                    f"{dhi:+.3f}){': it has not learned what the catalogue already shows' if dhi < 0 else ''}. "))
+    body = " ".join(r[0].upper() + r[1:] + "." for r in m["verdict_reasons"])
+    where = ""
+    if m["verdict_class"] == "distinguishable":
+        where = " " + magnitude_statement(m.get("by_mag_g", [])) + " " + where_statement(m)
+    grid = m.get("sensitivity", {}).get("sentence", "")  # what this run could have found (the sensitivity grid)
+    return head + body + where + (" " + grid if grid else "")
+
+
+# The built-in controls (config/presets/<name>.yaml) and what their metrics must show
+CONTROLS = {
+    # one run at alpha = 0.05 rejects a true null once in twenty: the null calibration measures that rate
+    "null-test": "the verdict is not 'distinguishable'",
+    "positive-control": "the verdict is 'distinguishable' with the AUC's 95% interval above 0.8",
+}
+
+
+def control_outcome(m: dict, control: str) -> tuple[bool, str]:
+    """Whether a control run's metrics (``metrics.json``) came out as they must (:data:`CONTROLS`), and a line
+    saying so with the numbers."""
+    if control not in CONTROLS:
+        raise ValueError(f"control must be one of {sorted(CONTROLS)}, not {control!r}")
+    (lo, hi), p, kind = m["ci95"]["auc"], m["p_value"], m["verdict_class"]
+    ok = kind != "distinguishable" if control == "null-test" else kind == "distinguishable" and lo > 0.8
+    numbers = (f"{kind}: AUC {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}), permutation p = {p:.2g}, {m['n']} test "
+               f"examples in {m['bricks']} bricks")
+    return ok, f"{control} {'passed' if ok else 'FAILED'}: {numbers}; required: {CONTROLS[control]}"
