@@ -195,11 +195,16 @@ def _pwrite_all(f, arr: np.ndarray, offset: int) -> None:
 # --------------------------------------------------------------------------- gather
 
 
+def scatter_offsets(scatter_dir) -> np.ndarray:
+    """Where each bucket starts in a scatter job's output, in examples (one more entry than buckets)."""
+    return np.load(Path(scatter_dir) / SCATTER_INDEX, allow_pickle=False)
+
+
 def bucket_counts(scatter_dirs, nb: int) -> np.ndarray:
     """The kept examples of every bucket, summed over the scatter jobs."""
     total = np.zeros(nb, dtype=np.int64)
     for d in scatter_dirs:
-        offsets = np.load(Path(d) / SCATTER_INDEX)
+        offsets = scatter_offsets(d)
         if len(offsets) != nb + 1:
             raise ValueError(f"{d}: scattered into {len(offsets) - 1} buckets, the plan has {nb}: "
                              "the scatter is out of date, make it again")
@@ -224,8 +229,7 @@ def read_bucket(scatter_dirs, bucket: int, example_shape):
     in key order. The pixels are read straight into one array and not reordered here, which would need a second
     bucket-sized copy."""
     example_bytes = int(np.prod(example_shape)) * 4
-    spans = [(Path(d), *(int(v) for v in np.load(Path(d) / SCATTER_INDEX)[bucket : bucket + 2]))
-             for d in scatter_dirs]
+    spans = [(Path(d), *(int(v) for v in scatter_offsets(d)[bucket : bucket + 2])) for d in scatter_dirs]
     spans = [(d, lo, hi) for d, lo, hi in spans if hi > lo]
     meta = np.empty(sum(hi - lo for _, lo, hi in spans), dtype=META_DTYPE)
     x = np.empty((len(meta),) + tuple(example_shape), dtype="<f4")
@@ -308,7 +312,7 @@ def assemble(plan: ShardPlan, part_dirs, out_dir) -> dict:
                 shutil.copyfileobj(part, manifest)
             per_shard += json.loads((d / PART_SHARDS).read_text())
             if (d / PART_SAMPLE).exists():
-                sample = np.load(d / PART_SAMPLE)
+                sample = np.load(d / PART_SAMPLE, allow_pickle=False)
             for f in sorted(d.glob("[xyw]*.npy")):
                 _link(f, out_dir / f.name)
     n = plan.n_examples
