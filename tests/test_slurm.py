@@ -2,15 +2,21 @@
 
 tests/slurm/local_cluster.sh starts munged, slurmctld and slurmd on localhost (partitions cpu,
 knl and gpu). The profile is used as written, except for what a 2-core node cannot give: the
-training job's cores and memory, and the status poll's start-up delay.
+training job's cores and memory, and the status poll's start-up delay. One fold's training is
+run again as two SLURM tasks that the train_cnn job starts itself (train.tasks_per_node: 2).
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -127,3 +133,92 @@ def test_a_failed_job_is_reported_with_its_slurm_log_and_a_rerun_completes(slurm
     r = snakemake(*args, "--rerun-incomplete", cwd=run, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (run / "results" / "cutouts" / "121-1" / "1212p060.h5").exists()
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("localhost", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("localhost", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+def _weights(model) -> dict:
+    """Every array of a saved model's weights (model.weights.h5 inside the .keras zip), by its path."""
+    import h5py
+
+    with zipfile.ZipFile(model) as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as f:
+        found = {}
+        f.visititems(lambda name, obj: found.update({name: obj[()]}) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+@pytest.fixture(scope="module")
+def two_tasks(slurm_run, tmp_path_factory):
+    """Fold 0's train_cnn again, with train.tasks_per_node: 2 (one CPU each on the 2-core node), through the same
+    profile, in a copy of the finished run without that model; beside it, the by-hand path of the same training: two
+    processes with the variables `srun -n 2` gives its tasks (tests/test_train.py's two-worker test)."""
+    work, profile = slurm_run
+    run = tmp_path_factory.mktemp("slurm_tasks") / "run"
+    shutil.copytree(work, run, symlinks=True, ignore=shutil.ignore_patterns("slurm_logs", "profile"))
+    shutil.rmtree(run / "results" / "folds" / "0" / "model")
+    cfg = yaml.safe_load((run / "config" / "config.yaml").read_text())
+    # a global batch of 10, 5 per task: whole batches (30 training examples), as several workers need
+    cfg["train"].update(nodes=1, tasks_per_node=2, batch_size=10, worker_port=_free_port_pair())
+    # in the same key order: Snakemake compares a rule's params as written, and would rerun the rules before training
+    (run / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    profile = dict(profile, **{"set-resources": dict(profile["set-resources"])})
+    profile["set-resources"]["train_cnn"] = dict(profile["set-resources"]["train_cnn"], cpus_per_task=1)
+    (run.parent / "profile").mkdir()
+    (run.parent / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+
+    from realfake.config import load_config
+
+    resolved = load_config(run / "config" / "config.yaml")  # the defaults filled in, as Snakemake does
+    by_hand = json.dumps({"model": resolved["model"], "train": dict(resolved["train"], worker_port=_free_port_pair())})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TF_CONFIG"))}
+    env.update(PYTHONPATH=str(ROOT / "src"), TF_CPP_MIN_LOG_LEVEL="2", SLURM_NTASKS="2", SLURM_JOB_NODELIST="localhost",
+               SLURM_TASKS_PER_NODE="2")
+    hand = run.parent / "by_hand"
+    hand.mkdir()
+    workers = [subprocess.Popen([sys.executable, "-m", "realfake.train", "--shards", str(run / "results" / "folds" / "0"
+                                 / "shards"), "--model", str(hand / "model.keras"), "--config", by_hand, "--threads",
+                                 "1"], env=dict(env, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank)),
+                                stdout=open(hand / f"worker{rank}.log", "w"), stderr=subprocess.STDOUT)
+               for rank in (0, 1)]
+    try:  # both at once: the SLURM job spends most of its time waiting on the executor's polls
+        r = snakemake("-s", str(ROOT / "Snakefile"), "--directory", str(run), "--profile", str(run.parent / "profile"),
+                      "results/folds/0/model/model.keras", cwd=run, timeout=900)
+        codes = [w.wait(timeout=600) for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:] + (run / "logs" / "train_cnn" / "0.log").read_text()
+    assert codes == [0, 0], [(hand / f"worker{k}.log").read_text()[-3000:] for k in (0, 1)]
+    return run, hand
+
+
+def test_two_slurm_tasks_started_by_the_train_cnn_job_train_the_by_hand_model(two_tasks):
+    run, hand = two_tasks
+    jobs = _jobs(run)
+    assert list(jobs["rule"]) == ["train_cnn"] and (jobs["state"] == "COMPLETED").all()  # only that job was run
+    job = jobs["job"].iloc[0]
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "NumTasks=2" in out and "NumNodes=1" in out, out  # sbatch asked SLURM for the two tasks
+    record = json.loads((run / "results" / "folds" / "0" / "model" / "run.json").read_text())
+    assert record["distribution"]["kind"] == "multi_worker" and record["distribution"]["replicas"] == 2
+    assert record["slurm"]["SLURM_JOB_ID"] == job and record["slurm"]["SLURM_STEP_NUM_TASKS"] == "2"  # the job's srun
+    log = (run / "logs" / "train_cnn" / "0.log").read_text()
+    assert re.search(r"^0: ", log, re.M) and re.search(r"^1: ", log, re.M)  # lines of both tasks, labelled by srun
+    # the same model as the by-hand path, exactly
+    ours, theirs = _weights(run / "results" / "folds" / "0" / "model" / "model.keras"), _weights(hand / "model.keras")
+    assert ours.keys() == theirs.keys() and len(ours) > 0
+    for name in ours:
+        assert np.array_equal(ours[name], theirs[name]), name
+    assert (run / "results" / "folds" / "0" / "history.csv").read_text() == (hand / "history.csv").read_text()

@@ -279,6 +279,48 @@ def test_tf_config_from_slurm_variables():
     assert slurm_tf_config({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
 
 
+def test_tensorflows_slurm_cluster_resolver_cannot_serve(monkeypatch):
+    """Why realfake.distribute builds the cluster itself (its docstring): TensorFlow's SlurmClusterResolver orders the
+    workers by host name, not as SLURM numbers the tasks, and fails on a node without GPUs. When this test fails, a
+    TensorFlow release has fixed that: hand the cluster to the resolver instead."""
+    import tensorflow as tf
+
+    from realfake.distribute import slurm_tf_config
+
+    env = {"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "node[9-10]",
+           "SLURM_STEP_TASKS_PER_NODE": "1(x2)"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    resolver = tf.distribute.cluster_resolver.SlurmClusterResolver
+    with pytest.raises(ValueError, match="must not be zero"):  # a CPU node: no GPU to give each task
+        resolver(port_base=4000, gpus_per_node=0).cluster_spec()
+    # with a GPU count made up for it: task 0 runs on node9 (SLURM's order), the resolver puts worker 0 on node10
+    spec = resolver(port_base=4000, gpus_per_node=1, gpus_per_task=1, auto_set_gpu=False).cluster_spec()
+    assert spec.as_dict()["worker"] == ["node10:4000", "node9:4000"]
+    assert slurm_tf_config(env, port=4000)["cluster"]["worker"] == ["node9:4000", "node10:4000"]
+
+
+def test_slurm_tasks_of_the_train_cnn_job():
+    """train.nodes x train.tasks_per_node: the SLURM executor's resources (none for one task) and the job's srun."""
+    from realfake.distribute import srun_command, start_tasks, task_resources
+
+    assert task_resources({"nodes": 1, "tasks_per_node": 1}) == task_resources({}) == {}
+    assert task_resources({"nodes": 4, "tasks_per_node": 1}) == {"nodes": 4, "tasks": 4, "mpi": "srun",
+                                                                 "tasks_per_gpu": 0}
+    assert task_resources({"nodes": 2, "tasks_per_node": 2}) == {"nodes": 2, "tasks_per_node": 2, "mpi": "srun",
+                                                                 "tasks_per_gpu": 0}
+    with pytest.raises(ValueError, match="distribute"):
+        task_resources({"nodes": 2, "distribute": "off"})
+    assert srun_command(["python", "-m", "realfake.train"], 2, 2, 34) == [
+        "srun", "--nodes=2", "--ntasks=4", "--ntasks-per-node=2", "--cpus-per-task=34", "--kill-on-bad-exit=1",
+        "--label", "python", "-m", "realfake.train"]
+    # outside a SLURM job there is nothing to start the tasks in: said at once, nothing trained
+    cfg = {"model": CONFIG["model"], "train": dict(TRAIN, nodes=2)}
+    with pytest.raises(RuntimeError, match="inside a SLURM job"):
+        start_tasks("shards", "model.keras", cfg, 1, launcher="no-such-srun")
+
+
 GPU_VARS = ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_PER_TASK",
             "SLURM_JOB_GPUS", "SLURM_STEP_GPUS")
 

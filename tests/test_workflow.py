@@ -36,6 +36,22 @@ def test_slurm_profile_dry_run_needs_no_cluster(tmp_path):
     r = snakemake("-s", str(ROOT / "Snakefile"), "--directory", str(work), "-n", "--profile", str(ROOT / "profiles" / "slurm"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "train_cnn" in r.stdout + r.stderr
+    assert "mpi=" not in r.stdout + r.stderr  # one training task: the job is started as every other
+
+
+def test_slurm_profile_dry_run_asks_for_the_training_tasks(tmp_path):
+    """train.nodes x train.tasks_per_node > 1: the train_cnn job asks SLURM for them (the executor plugin's task
+    resources) and is run as it is (mpi), to start them itself with srun; the other jobs are as before."""
+    work = tmp_path / "work"
+    shutil.copytree(ROOT / "config", work / "config")
+    (tmp_path / "tasks.yaml").write_text("train: {nodes: 2, tasks_per_node: 2}\n")
+    r = snakemake("-s", str(ROOT / "Snakefile"), "--directory", str(work), "-n", "--profile", str(ROOT / "profiles" / "slurm"),
+                  "--configfile", str(work / "config" / "config.yaml"), str(tmp_path / "tasks.yaml"), "--until", "train_cnn")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    jobs = (r.stdout + r.stderr).split("\nrule ")[1:]
+    train = [j for j in jobs if j.startswith("train_cnn:")]
+    assert train and all("nodes=2, tasks_per_node=2, mpi=srun, tasks_per_gpu=0" in j for j in train), train[:1]
+    assert not any("mpi=" in j for j in jobs if not j.startswith("train_cnn:"))
 
 
 # A stand-in for conda, enough for Snakemake to list the environments each job would use (it builds none)

@@ -12,6 +12,31 @@
 Only the chief (worker 0) writes the model, checkpoints and logs; other workers
 write theirs to a temporary directory (the Keras multi-worker convention).
 Nothing here imports TensorFlow at module level.
+
+The tasks: ``train.nodes`` x ``train.tasks_per_node`` (:func:`task_resources`) are the
+``train_cnn`` job's SLURM resources, and the job starts its tasks itself with ``srun``
+(:func:`srun_command`, :func:`start_tasks`); one task (the default) asks for nothing more.
+
+Why not ``tf.distribute.cluster_resolver.SlurmClusterResolver`` (TensorFlow 2.21, checked).
+It reads the same variables (``SLURM_PROCID``, ``SLURM_STEP_NUM_TASKS``,
+``SLURM_STEP_NODELIST``, ``SLURM_STEP_TASKS_PER_NODE``; no ``scontrol``) and numbers the
+ports the same way (``port_base`` + the task's rank on its node), but it cannot serve here:
+
+1. It orders the workers by host name as a string (``sorted(...)`` in ``cluster_spec``),
+   while SLURM numbers the tasks (``SLURM_PROCID``) in the node list's order. For nodes
+   ``node[9-10]`` it gives ``['node10:p', 'node9:p']`` and task 0, which runs on node9, is
+   told to be node10: names without zero padding put a worker's address on another
+   worker's node. :func:`slurm_tf_config` keeps SLURM's order.
+2. It sizes GPUs on CPU nodes too: with no ``gpus_per_node`` it runs ``nvidia-smi``
+   (FileNotFoundError on a node without it), and ``gpus_per_node=0`` fails with
+   "range() arg 3 must not be zero" (tensorflow/tensorflow#56894, closed unfixed); it
+   would also rewrite ``CUDA_VISIBLE_DEVICES`` unless ``auto_set_gpu=False``.
+3. It reads the step variables of ``os.environ`` only (:func:`slurm_tf_config` also takes the
+   job's, and a mapping, which the tests use) and expands one bracket group per host name
+   only (``r[1-2]n[1-2]`` is "Invalid hostlist format"; :func:`expand_nodelist` expands it).
+
+``tests/test_train.py`` pins these facts: when a TensorFlow release fixes them, the test
+says so and this module can hand the cluster spec to the resolver.
 """
 
 from __future__ import annotations
@@ -20,6 +45,10 @@ import json
 import logging
 import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -100,6 +129,76 @@ def slurm_tf_config(env=None, port: int = 12345) -> dict | None:
     workers = [f"{node}:{port + k}" for node, n in zip(nodes, per_node) for k in range(n)]
     return {"cluster": {"worker": workers}, "task": {"type": "worker", "index": int(env["SLURM_PROCID"])}}
 
+
+def task_layout(tcfg: dict) -> tuple[int, int]:
+    """(nodes, tasks per node) that train one model: ``train.nodes`` and ``train.tasks_per_node`` (default 1, 1)."""
+    nodes, per_node = int(tcfg.get("nodes", 1)), int(tcfg.get("tasks_per_node", 1))
+    if nodes < 1 or per_node < 1:
+        raise ValueError(f"train.nodes ({nodes}) and train.tasks_per_node ({per_node}) must be at least 1")
+    if nodes * per_node > 1 and tcfg.get("distribute") in ("off", False):
+        raise ValueError(f"train.nodes x train.tasks_per_node = {nodes * per_node} tasks need train.distribute: "
+                         "auto (with off, each task would train a model of its own into the same files)")
+    return nodes, per_node
+
+
+def task_resources(tcfg: dict) -> dict:
+    """The ``train_cnn`` job's SLURM resources for its tasks; ``{}`` for one task, so that job is the same as before.
+
+    For the official executor plugin (snakemake-executor-plugin-slurm 2.8): ``mpi`` makes
+    the job step run the rule as it is, not inside ``srun -n1`` (slurm-jobstep 0.6.1), so
+    the rule's own ``srun`` starts the tasks, and makes sbatch ask for them: one task per
+    node as ``--nodes=N --ntasks=N`` (``tasks``; the plugin refuses ``tasks_per_node`` of 1
+    for an ``mpi`` job), several as ``--nodes=N --ntasks-per-node=K`` (``tasks_per_node``;
+    it refuses ``tasks`` and ``tasks_per_node`` together). ``tasks_per_gpu: 0`` keeps a
+    GPU job from being given ``--ntasks-per-gpu=<tasks>``.
+    """
+    nodes, per_node = task_layout(tcfg)
+    if nodes * per_node == 1:
+        return {}
+    layout = {"tasks_per_node": per_node} if per_node > 1 else {"tasks": nodes}
+    return {"nodes": nodes, **layout, "mpi": "srun", "tasks_per_gpu": 0}
+
+
+def srun_command(argv: list[str], nodes: int, tasks_per_node: int, cpus_per_task: int,
+                 launcher: str = "srun") -> list[str]:
+    """``srun`` starting ``argv`` as ``nodes`` x ``tasks_per_node`` tasks of ``cpus_per_task`` CPUs each.
+
+    Every count is given: the SLURM executor's job step hands the rule an environment
+    without the allocation's ``SLURM_*`` variables (only the job's id and name), so ``srun``
+    would otherwise start one task. ``--kill-on-bad-exit``: a failed task ends the others,
+    which would wait for it in their all-reduce; ``--label``: each log line says its task.
+    """
+    return [*shlex.split(launcher), f"--nodes={nodes}", f"--ntasks={nodes * tasks_per_node}",
+            f"--ntasks-per-node={tasks_per_node}", f"--cpus-per-task={cpus_per_task}", "--kill-on-bad-exit=1",
+            "--label", *argv]
+
+
+def start_tasks(shard_dir, model_path, cfg: dict, cpus_per_task: int, device: str | None = None,
+                launcher: str = "srun") -> None:
+    """Train ``cfg`` as ``train.nodes`` x ``train.tasks_per_node`` SLURM tasks, each ``python -m realfake.train``.
+
+    Inside a SLURM job (the SLURM profile's ``train_cnn`` job, or an ``salloc``); their
+    output goes to this process's standard error (the rule's log), each line labelled
+    with its task. RuntimeError when they fail or when there is no allocation to start them in.
+    """
+    nodes, per_node = task_layout(cfg["train"])
+    if "SLURM_JOB_ID" not in os.environ or not shutil.which(shlex.split(launcher)[0]):
+        raise RuntimeError(
+            f"train.nodes x train.tasks_per_node = {nodes * per_node} tasks are started with {launcher} inside a "
+            "SLURM job: run with --profile profiles/slurm (or inside an salloc allocation), or set both to 1")
+    argv = [sys.executable, "-m", "realfake.train", "--shards", str(shard_dir), "--model", str(model_path),
+            "--config", json.dumps({"model": cfg["model"], "train": cfg["train"]}), "--threads", str(cpus_per_task)]
+    if device:
+        argv += ["--device", device]
+    cmd = srun_command(argv, nodes, per_node, cpus_per_task, launcher)
+    log.info("starting %d training tasks: %s", nodes * per_node, " ".join(cmd[:-len(argv)] + argv[:3]))
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    done = subprocess.run(cmd, stdout=sys.stderr.fileno(), check=False)
+    if done.returncode:
+        raise RuntimeError(f"the {nodes * per_node} training tasks failed ({launcher} exit status "
+                           f"{done.returncode}): their lines above, labelled with the task")
 
 @dataclass
 class Distribution:

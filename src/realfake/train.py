@@ -256,20 +256,26 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=(), device
 
 
 def main(argv=None) -> int:
-    """``python -m realfake.train``: the rule's training outside Snakemake, e.g. one ``srun`` task per worker."""
+    """``python -m realfake.train``: the rule's training outside Snakemake, e.g. one ``srun`` task per worker (the
+    ``train_cnn`` rule starts its tasks so, with ``--config``, when ``train.nodes`` x ``train.tasks_per_node`` > 1)."""
     import argparse
+    import json
 
     import yaml
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--shards", required=True, help="shard directory (results/shards)")
     p.add_argument("--model", required=True, help="output model (results/model/model.keras)")
-    p.add_argument("--configfile", required=True, help="config with model: and train: blocks")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--configfile", help="config with model: and train: blocks")
+    given.add_argument("--config", help="the same as JSON text")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads per task [all cores]")
+    p.add_argument("--device", choices=("cpu", "gpu"), help="train.device as resolved (gpu: stop if TensorFlow "
+                                                          "sees no GPU) [train.device]")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = yaml.safe_load(Path(a.configfile).read_text())
-    fit(a.shards, a.model, {"model": cfg["model"], "train": cfg["train"]}, threads=a.threads)
+    cfg = json.loads(a.config) if a.config else yaml.safe_load(Path(a.configfile).read_text())
+    fit(a.shards, a.model, {"model": cfg["model"], "train": cfg["train"]}, threads=a.threads, device=a.device)
     return 0
 
 

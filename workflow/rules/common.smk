@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from realfake.bricks import batch_bricks, select_bricks
 from realfake.sensitivity import scenarios, synthetic_defect
 from realfake.devices import train_device as resolve_device
+from realfake.distribute import task_resources
 from realfake.config import (
     ConfigError,
     check_config,
@@ -173,3 +174,11 @@ def train_device(wildcards, resources):
 def tf_env(wildcards, params):
     """The CUDA build of TensorFlow for a job that trains on a GPU, the CPU build otherwise."""
     return "../../envs/tf-gpu.yaml" if params.device == "gpu" else "../../envs/tf.yaml"
+
+
+# train.nodes x train.tasks_per_node > 1: the SLURM resources of train_cnn's tasks, which its job starts itself with
+# srun (realfake.distribute.task_resources); one task: none, and the job is what it always was
+try:
+    TRAIN_TASKS = task_resources(config["train"])
+except ValueError as err:
+    raise WorkflowError(str(err)) from None

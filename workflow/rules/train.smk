@@ -32,6 +32,9 @@ rule train_cnn:
         tf_env
     threads: 2
     resources:
+        # several tasks (train.nodes x train.tasks_per_node): nodes, tasks or tasks_per_node, and mpi, with which
+        # the SLURM executor runs the script as it is and the script starts the tasks with srun
+        **TRAIN_TASKS,
         mem_mb=8000,
         runtime=240,
         # not Snakemake's default from the input's size, which cannot be computed where train.device reads the

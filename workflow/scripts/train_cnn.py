@@ -1,16 +1,35 @@
-"""Rule train_cnn: train the configured network on one fold's training shards."""
+"""Rule train_cnn: train the configured network on one fold's training shards.
+
+One task, in this process; several (train.nodes x train.tasks_per_node > 1), as SLURM tasks started here with srun,
+each a `python -m realfake.train` worker of one MultiWorkerMirroredStrategy (realfake.distribute.start_tasks).
+"""
 
 from realfake.logs import to_file
 
 to_file(snakemake.log[0])
 
+import os  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.train import fit  # noqa: E402
+from realfake.distribute import task_layout  # noqa: E402
 
 cfg = {"model": snakemake.params.model, "train": snakemake.params.train}
-fit(snakemake.input[0], snakemake.output.model, cfg, threads=snakemake.threads, device=snakemake.params.device)
+nodes, per_node = task_layout(cfg["train"])
+if nodes * per_node > 1:
+    from realfake.distribute import start_tasks
+
+    # each task gets the job's CPUs per task: the profile's cpus_per_task as sbatch was given it (else the rule's
+    # threads, which the executor gives sbatch), or the CPUs per task of the salloc around a plain snakemake
+    cpus = snakemake.resources.get("cpus_per_task") or 0
+    if cpus <= 0:
+        cpus = int(os.environ.get("SLURM_CPUS_PER_TASK") or snakemake.threads)
+    start_tasks(snakemake.input[0], snakemake.output.model, cfg, cpus_per_task=cpus,
+                device=snakemake.params.device, launcher=snakemake.resources.get("mpi", "srun"))
+else:
+    from realfake.train import fit
+
+    fit(snakemake.input[0], snakemake.output.model, cfg, threads=snakemake.threads, device=snakemake.params.device)
 with atomic_path(snakemake.output.history) as tmp:
     shutil.copyfile(Path(snakemake.output.model).parent / "history.csv", tmp)
