@@ -419,6 +419,18 @@ def test_loader_threads_give_the_loader_its_own_pool(shards):
     assert not train_stream(train, 8, 0, 1).options().threading.private_threadpool_size  # tf.data's default
 
 
+def test_the_loader_benchmark_runs(tmp_path):
+    """benchmarks/loader.py at its smallest (one core, one timed epoch, ~25 s): its tables, not its numbers."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "loader.py"), "--examples", "1024", "--epochs", "1",
+                        "--cores", "1", "--batches", "256", "--workdir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for line in ("| cold, one-epoch stream |", "goal, batch 256, warm, 1 core(s):", "| + augmentation: the loader",
+                 "| float16, tf.cast", "| np.load (the loader's reader)    | float32 |", "page cache after a drop:"):
+        assert line in r.stdout, line
+    assert list(tmp_path.iterdir()) == []  # its shards removed
+
+
 def test_the_gpu_preset_on_the_default_config_is_valid():
     from realfake.config import check_config
 
