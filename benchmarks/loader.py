@@ -302,8 +302,8 @@ def child_stages(shards: str, batch: int, epochs: int, f16: str) -> dict:
         del it
 
     # decoding 16-bit pixels back into float32, one shard at a time
-    x16 = np.load(f16)
-    bf = (np.load(train.x[0]).view(np.uint32) >> 16).astype(np.uint16).view(tf.bfloat16.as_numpy_dtype)
+    x16 = np.load(f16, allow_pickle=False)
+    bf = (np.load(train.x[0], allow_pickle=False).view(np.uint32) >> 16).astype(np.uint16).view(tf.bfloat16.as_numpy_dtype)
 
     def per_image(fn, reps=5):
         fn()
@@ -317,7 +317,7 @@ def child_stages(shards: str, batch: int, epochs: int, f16: str) -> dict:
         "float16, tf.cast": per_image(lambda: tf.cast(h, tf.float32)),
         "bfloat16, tf.cast": per_image(lambda: tf.cast(b, tf.float32)),
         "float16, numpy astype": per_image(lambda: x16.astype(np.float32)),
-        "float32, copy (memcpy)": per_image(lambda: np.load(train.x[0], mmap_mode="r").copy()),
+        "float32, copy (memcpy)": per_image(lambda: np.load(train.x[0], mmap_mode="r", allow_pickle=False).copy()),
     }
     out["n"] = n
     return out
@@ -386,7 +386,7 @@ def main(argv=None) -> int:
         (work / "f16").mkdir()
         f16s = []
         for x in xs:
-            np.save(work / "f16" / x.name, np.load(x).astype(np.float16))
+            np.save(work / "f16" / x.name, np.load(x, allow_pickle=False).astype(np.float16))
             f16s.append(work / "f16" / x.name)
         subprocess.run(["sync"], check=True)
 
