@@ -436,7 +436,7 @@ def test_the_gpu_preset_on_the_default_config_is_valid():
 
     preset = yaml.safe_load((ROOT / "config" / "presets" / "gpu.yaml").read_text())
     assert set(preset) == {"train"}  # training only: the rest of the run is the base config's
-    assert preset["train"] == {"batch_size": 256, "mixed_precision": "on", "loader_threads": 8}
+    assert preset["train"] == {"batch_size": 256, "mixed_precision": "on", "loader_threads": 12}
     check_config({**CONFIG, "train": {**CONFIG["train"], **preset["train"]}})
 
 
