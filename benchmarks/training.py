@@ -50,20 +50,7 @@ import yaml
 ROOT = Path(__file__).parents[1]
 REF_IMAGES_PER_S, REF_CORES, REF_GHZ, REF_FLOPS_PER_CYCLE = 45.0, 68, 1.4, 64
 
-MAKE_SHARDS = """
-import sys
-from realfake.brickfile import DEFAULT_CHANNELS
-from realfake.testing import mock_cutout_file
-from realfake.shards import build
-out, n = sys.argv[1], int(sys.argv[2])
-files, per_brick = [], 512
-for k in range(-(-n // per_brick)):
-    brick = f"{1000 + k:04d}p100"
-    m = min(per_brick, n - k * per_brick)
-    mock_cutout_file(f"{out}/{brick}.h5", brick, m // 2, m - m // 2, seed=k)
-    files.append(f"{out}/{brick}.h5")
-build(files, f"{out}/shards", DEFAULT_CHANNELS, size=512, test_fraction=0.01, seed=1, split_by="example", balance="none")
-"""
+MAKE_SHARDS = "import sys; from realfake.testing import mock_shards; mock_shards(sys.argv[1], int(sys.argv[2]))"
 
 
 def child(mode: str, shards: str, rounds: int, threads: int, max_steps: int = 0) -> dict:

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import zipfile
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, snakemake
+from realfake.testing import free_port_pair
 
 CLUSTER = ROOT / "tests" / "slurm" / "local_cluster.sh"
 STATE = os.environ.get("REALFAKE_SLURM_DIR", "/tmp/realfake-slurm")
@@ -135,19 +135,6 @@ def test_a_failed_job_is_reported_with_its_slurm_log_and_a_rerun_completes(slurm
     assert (run / "results" / "cutouts" / "121-1" / "1212p060.h5").exists()
 
 
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("localhost", 0))
-            port = a.getsockname()[1]
-            try:
-                b.bind(("localhost", port + 1))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no two consecutive free ports")
-
-
 def _weights(model) -> dict:
     """Every array of a saved model's weights (model.weights.h5 inside the .keras zip), by its path."""
     import h5py
@@ -169,7 +156,7 @@ def two_tasks(slurm_run, tmp_path_factory):
     shutil.rmtree(run / "results" / "folds" / "0" / "model")
     cfg = yaml.safe_load((run / "config" / "config.yaml").read_text())
     # a global batch of 10, 5 per task: whole batches (30 training examples), as several workers need
-    cfg["train"].update(nodes=1, tasks_per_node=2, batch_size=10, worker_port=_free_port_pair())
+    cfg["train"].update(nodes=1, tasks_per_node=2, batch_size=10, worker_port=free_port_pair())
     # in the same key order: Snakemake compares a rule's params as written, and would rerun the rules before training
     (run / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     profile = dict(profile, **{"set-resources": dict(profile["set-resources"])})
@@ -180,7 +167,7 @@ def two_tasks(slurm_run, tmp_path_factory):
     from realfake.config import load_config
 
     resolved = load_config(run / "config" / "config.yaml")  # the defaults filled in, as Snakemake does
-    by_hand = json.dumps({"model": resolved["model"], "train": dict(resolved["train"], worker_port=_free_port_pair())})
+    by_hand = json.dumps({"model": resolved["model"], "train": dict(resolved["train"], worker_port=free_port_pair())})
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TF_CONFIG"))}
     env.update(PYTHONPATH=str(ROOT / "src"), TF_CPP_MIN_LOG_LEVEL="2", SLURM_NTASKS="2", SLURM_JOB_NODELIST="localhost",
                SLURM_TASKS_PER_NODE="2")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from realfake.brickfile import DEFAULT_CHANNELS
+from realfake.testing import free_port_pair
 
 ROOT = Path(__file__).parents[1]
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -503,19 +503,6 @@ shards, model, cfg, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys
 m = fit(shards, model, cfg, threads=1)
 np.savez(out, *m.get_weights(), iterations=int(m.optimizer.iterations.numpy()))
 """
-
-
-def free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("localhost", 0))
-            port = a.getsockname()[1]
-            try:
-                b.bind(("localhost", port + 1))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no two consecutive free ports")
 
 
 def test_two_slurm_tasks_train_one_model(shards, tmp_path):

@@ -1,10 +1,11 @@
-"""Fixtures for the tests and benchmarks: bricks cloned from a synthetic release, coadds retiled or recompressed, and
-brick files of random pixels. None of the pipeline uses them (the synthetic release itself is realfake.mock)."""
+"""Fixtures for the tests and benchmarks: bricks cloned from a synthetic release, coadds retiled or recompressed,
+brick files and shards of random pixels, free ports. None of the pipeline uses them (the synthetic release itself is realfake.mock)."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,33 @@ def retile(src: str | Path, dst: str | Path, tile, compress: str | None = None) 
         comp = {**comp, "compress": compress}
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     write_image(dst, data, header, comp, tile=list(tile))
+
+
+def mock_shards(out, n: int, per_brick: int = 512) -> list[str]:
+    """``n`` examples of random pixels in brick files of ``per_brick`` under ``out``, and their shards of 512 in
+    ``out/shards`` (split by example, 1% test, no balancing); returns the brick files."""
+    from .shards import build
+
+    files = []
+    for k in range(-(-n // per_brick)):
+        brick = f"{1000 + k:04d}p100"
+        m = min(per_brick, n - k * per_brick)
+        mock_cutout_file(f"{out}/{brick}.h5", brick, m // 2, m - m // 2, seed=k)
+        files.append(f"{out}/{brick}.h5")
+    build(files, f"{out}/shards", DEFAULT_CHANNELS, size=512, test_fraction=0.01, seed=1, split_by="example",
+          balance="none")
+    return files
+
+
+def free_port_pair() -> int:
+    """A port ``p`` with ``p`` and ``p + 1`` free on localhost (two training workers' ports)."""
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("localhost", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("localhost", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two consecutive free ports")
