@@ -8,6 +8,7 @@ scatter and gather job of the shuffle (realfake.shards) reads, so that they all 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -186,6 +187,11 @@ class ShardPlan:
     @property
     def n_examples(self) -> int:
         return sum(self.census.n_kept.values())
+
+    @property
+    def digest(self) -> str:
+        """A short hash of the plan: what a scatter job records and a gather job checks."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     def part_buckets(self, part: int) -> range:
         """The buckets of gather job ``part`` (0-based): a contiguous range, the ranges of equal length +- 1."""

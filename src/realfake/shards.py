@@ -127,7 +127,8 @@ def ivar_medians(x: np.ndarray, channels) -> dict:
 
 
 # A scatter job's output: its examples' pixels and manifest rows grouped by bucket, and where each bucket starts
-SCATTER_PIXELS, SCATTER_META, SCATTER_INDEX = "pixels.f4", "meta.bin", "index.npy"
+# and the digest of the plan it followed
+SCATTER_PIXELS, SCATTER_META, SCATTER_INDEX, SCATTER_PLAN = "pixels.f4", "meta.bin", "index.npy", "plan.sha256"
 
 
 def scatter(plan: ShardPlan, brick_files, out_dir) -> dict:
@@ -182,6 +183,8 @@ def scatter(plan: ShardPlan, brick_files, out_dir) -> dict:
         fm.write(np.ascontiguousarray(meta_all[np.argsort(bucket_all, kind="stable")]).data)
     with atomic_path(out_dir / SCATTER_INDEX) as tmp:
         np.save(tmp, offsets, allow_pickle=False)
+    with atomic_path(out_dir / SCATTER_PLAN) as tmp:
+        Path(tmp).write_text(plan.digest + "\n")
     return counts
 
 
@@ -200,15 +203,15 @@ def scatter_offsets(scatter_dir) -> np.ndarray:
     return np.load(Path(scatter_dir) / SCATTER_INDEX, allow_pickle=False)
 
 
-def bucket_counts(scatter_dirs, nb: int) -> np.ndarray:
-    """The kept examples of every bucket, summed over the scatter jobs."""
-    total = np.zeros(nb, dtype=np.int64)
+def bucket_counts(plan: ShardPlan, scatter_dirs) -> np.ndarray:
+    """The kept examples of every bucket, summed over the scatter jobs, each checked to follow ``plan``."""
+    total = np.zeros(plan.n_buckets, dtype=np.int64)
     for d in scatter_dirs:
-        offsets = scatter_offsets(d)
-        if len(offsets) != nb + 1:
-            raise ValueError(f"{d}: scattered into {len(offsets) - 1} buckets, the plan has {nb}: "
+        followed = (Path(d) / SCATTER_PLAN).read_text().strip()
+        if followed != plan.digest:
+            raise ValueError(f"{d}: scattered by another shard plan ({followed}, not {plan.digest}): "
                              "the scatter is out of date, make it again")
-        total += np.diff(offsets)
+        total += np.diff(scatter_offsets(d))
     return total
 
 
@@ -255,7 +258,7 @@ def gather(plan: ShardPlan, scatter_dirs, part: int, out_dir) -> list:
     """Pass 2, for gather job ``part``: the shards that start in its buckets' key range, with their manifest rows
     (``manifest.part.csv``), class counts (``shards.json``) and, for the job holding it, the normalisation
     sample; one bucket in memory at a time. Returns the shards' class counts."""
-    counts = bucket_counts(scatter_dirs, plan.n_buckets)
+    counts = bucket_counts(plan, scatter_dirs)
     sizes = group_sizes(plan, counts)
     starts = np.concatenate([[0], np.cumsum(counts)])
     mine = plan.part_buckets(part)
