@@ -53,13 +53,13 @@ base, started = rss("VmRSS"), time.perf_counter() - t0
 step, args = sys.argv[1], sys.argv[2:]
 if step == "plan":
     cfg = ShardConfig(memory_mb=float(args[2]), split_by="example", balance="none")
-    make_plan(args[3:], DEFAULT_CHANNELS, cfg, parts=int(args[1])).write(args[0])
+    make_plan(args[3:], DEFAULT_CHANNELS, cfg).write(args[0])
 else:
     plan = ShardPlan.read(args[0])
     if step == "scatter":
         scatter(plan, args[2:], args[1])
     elif step == "gather":
-        gather(plan, args[3:], int(args[1]), args[2])
+        gather(plan, args[4:], int(args[1]), int(args[2]), args[3])
     else:
         assemble(plan, args[2:], args[1])
 print(started, rss("VmHWM"), base)
@@ -93,7 +93,7 @@ def shard_stage(work: Path, files: list, memory_mb: float, jobs: int, batches: i
     steps = {
         "scatter": [("scatter", plan, d, *files[k * len(files) // batches : (k + 1) * len(files) // batches])
                     for k, d in enumerate(scatter_dirs)],
-        "gather": [("gather", plan, k, d, *scatter_dirs) for k, d in enumerate(part_dirs)],
+        "gather": [("gather", plan, k, parts, d, *scatter_dirs) for k, d in enumerate(part_dirs)],
     }
     with ThreadPoolExecutor(jobs) as pool:
         for step, calls in steps.items():

@@ -151,15 +151,23 @@ def test_the_same_bytes_whatever_the_number_of_scatter_and_gather_jobs(ten_brick
 
 def test_jobs_refuse_a_plan_they_were_not_made_with(ten_bricks, tmp_path):
     from realfake.shardplan import ShardConfig, make_plan
-    from realfake.shards import gather, scatter
+    from realfake.shards import assemble, gather, scatter
 
-    plan = make_plan(ten_bricks[:5], DEFAULT_CHANNELS, ShardConfig(size=16, memory_mb=0.2, folds=2), parts=2)
+    cfg = ShardConfig(size=16, memory_mb=0.2, folds=2)
+    plan = make_plan(ten_bricks[:5], DEFAULT_CHANNELS, cfg)
     with pytest.raises(ValueError, match=f"{ten_bricks[7]}: brick file not in the shard plan"):
         scatter(plan, ten_bricks[7:8], tmp_path / "s")
-    scatter(plan, ten_bricks[:5], tmp_path / "s")
-    other = make_plan(ten_bricks, DEFAULT_CHANNELS, ShardConfig(size=16, memory_mb=0.2, folds=2), parts=2)
-    with pytest.raises(ValueError, match="the scatter is out of date"):
-        gather(other, [tmp_path / "s"], 0, tmp_path / "g")
+    scatter(plan, ten_bricks[:3], tmp_path / "s")
+    with pytest.raises(ValueError, match="a scatter job is missing or out of date"):
+        gather(plan, [tmp_path / "s"], 0, 2, tmp_path / "g")
+    scatter(plan, ten_bricks[3:5], tmp_path / "s2")
+    other = make_plan(ten_bricks, DEFAULT_CHANNELS, cfg)
+    with pytest.raises(ValueError, match=f"{tmp_path / 's'}: scattered by another shard plan"):
+        gather(other, [tmp_path / "s", tmp_path / "s2"], 0, 2, tmp_path / "g")
+    gather(plan, [tmp_path / "s", tmp_path / "s2"], 0, 1, tmp_path / "g")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'g'}: gathered by another shard plan"):
+        assemble(other, [tmp_path / "g"], tmp_path / "out")
+    assert assemble(plan, [tmp_path / "g"], tmp_path / "out")["n_examples"] == plan.n_examples
 
 
 def test_split_by_brick_puts_each_brick_in_one_split(ten_bricks, tmp_path):

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -165,7 +166,6 @@ def split_sizes(n: int, cfg: ShardConfig) -> dict:
     return {"test": n_test, "valid": n_valid, "train": n - n_test - n_valid}
 
 
-
 # --------------------------------------------------------------------------- the plan
 
 
@@ -178,7 +178,6 @@ class ShardPlan:
     census: Census
     buckets: dict  # split (None with split_by: example) -> (first bucket, number of buckets)
     channels: tuple
-    parts: int  # gather jobs: the buckets are dealt to them in contiguous ranges
 
     @property
     def n_buckets(self) -> int:
@@ -188,17 +187,18 @@ class ShardPlan:
     def n_examples(self) -> int:
         return sum(self.census.n_kept.values())
 
-    @property
+    @cached_property
     def digest(self) -> str:
-        """A short hash of the plan: what a scatter job records and a gather job checks."""
+        """A short hash of the plan (computed once: a plan of 300,000 bricks is tens of MB of JSON): what a
+        scatter job records and the gather jobs and the assembly check."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
-    def part_buckets(self, part: int) -> range:
-        """The buckets of gather job ``part`` (0-based): a contiguous range, the ranges of equal length +- 1."""
-        if not 0 <= part < self.parts:
-            raise ValueError(f"gather part {part} outside 0..{self.parts - 1}")
+    def part_buckets(self, part: int, parts: int) -> range:
+        """The buckets of gather job ``part`` of ``parts`` (0-based): contiguous ranges of equal length +- 1."""
+        if not 0 <= part < parts:
+            raise ValueError(f"gather part {part} outside 0..{parts - 1}")
         nb = self.n_buckets
-        return range(part * nb // self.parts, (part + 1) * nb // self.parts)
+        return range(part * nb // parts, (part + 1) * nb // parts)
 
     def file_index(self, path) -> int:
         index = getattr(self, "_file_index", None)
@@ -230,8 +230,8 @@ class ShardPlan:
         census = {f.name: getattr(c, f.name) for f in fields(Census)}
         census["p_match"] = None if c.p_match is None else [float(v) for v in c.p_match]
         return json.dumps({"config": asdict(self.config), "census": census, "channels": list(self.channels),
-                           "buckets": [[s, first, nb] for s, (first, nb) in self.buckets.items()],
-                           "parts": self.parts}, indent=1, default=float)
+                           "buckets": [[s, first, nb] for s, (first, nb) in self.buckets.items()]}, indent=1,
+                          default=float)
 
     @classmethod
     def from_json(cls, text: str) -> "ShardPlan":
@@ -242,7 +242,7 @@ class ShardPlan:
                            "p_match": None if c["p_match"] is None else np.array(c["p_match"], dtype=np.float64),
                            "undersample": None if c["undersample"] is None else tuple(c["undersample"])})
         return cls(ShardConfig.from_config(d["config"]), counted, {s: (first, nb) for s, first, nb in d["buckets"]},
-                   tuple(d["channels"]), d["parts"])
+                   tuple(d["channels"]))
 
     def write(self, path) -> None:
         with atomic_path(path) as tmp:
@@ -256,11 +256,9 @@ class ShardPlan:
             raise ValueError(f"{path}: not a readable shard plan ({e})") from e
 
 
-def make_plan(brick_files, channels, cfg: ShardConfig, parts: int = 1) -> ShardPlan:
+def make_plan(brick_files, channels, cfg: ShardConfig) -> ShardPlan:
     """The census of the brick files, the split of each brick and the scatter buckets; checks that the examples
-    and the memory budget allow shards at all."""
-    if parts < 1:
-        raise ValueError(f"shards.gather_jobs must be >= 1, not {parts}")
+    and the memory budget allow shards at all. The number of gather jobs is not part of it (nor of the bytes)."""
     c = census(brick_files, cfg)
     n = sum(c.n_kept.values())
     if n == 0:
@@ -276,8 +274,7 @@ def make_plan(brick_files, channels, cfg: ShardConfig, parts: int = 1) -> ShardP
     if cfg.size * example_bytes > cfg.memory_mb * 2**20 * SHARD_SHARE:
         raise ValueError(f"shards.memory_mb = {cfg.memory_mb} is too small for shards of {cfg.size} examples "
                          f"({cfg.size * example_bytes / 2**20:.0f} MB each; need at least {1 / SHARD_SHARE:.0f}x that)")
-    plan = ShardPlan(cfg, c, bucket_layout(c, cfg, example_bytes), tuple(channels), parts)
-    log.info("%d examples (%d real, %d fake) from %d brick files; %d scatter buckets for %d MB, gathered by %d "
-             "job(s); split by %s", n, c.n_kept[REAL], c.n_kept[FAKE], len(c.files), plan.n_buckets,
-             cfg.memory_mb, parts, cfg.split_by)
+    plan = ShardPlan(cfg, c, bucket_layout(c, cfg, example_bytes), tuple(channels))
+    log.info("%d examples (%d real, %d fake) from %d brick files; %d scatter buckets for %d MB; split by %s",
+             n, c.n_kept[REAL], c.n_kept[FAKE], len(c.files), plan.n_buckets, cfg.memory_mb, cfg.split_by)
     return plan

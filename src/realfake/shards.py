@@ -40,8 +40,10 @@ of the training split.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import mmap
 import os
 import shutil
 from dataclasses import asdict
@@ -161,6 +163,9 @@ def scatter(plan: ShardPlan, brick_files, out_dir) -> dict:
         for k, path in enumerate(files):
             with h5py.File(path, "r") as f:
                 d, done = f["cutouts"], 0
+                if len(metas[k]) and d.shape[0] <= int(metas[k]["row"][-1]):
+                    raise ValueError(f"{path}: {d.shape[0]} cutouts for more source rows: a damaged brick file, "
+                                     "cut that brick again")
                 src_rows = metas[k]["row"]
                 for i0 in range(0, int(src_rows[-1]) + 1 if len(src_rows) else 0, chunk):
                     rows = src_rows[(src_rows >= i0) & (src_rows < i0 + chunk)]
@@ -178,6 +183,9 @@ def scatter(plan: ShardPlan, brick_files, out_dir) -> dict:
                         cursor[bb] += int(j.sum())
                     done += len(rows)
             log.info("scattered %s (%d/%d): %d examples kept", Path(path).name, k + 1, len(files), len(metas[k]))
+    if not np.array_equal(cursor, offsets[1:]):
+        raise RuntimeError(f"scatter of {len(files)} brick file(s) into {out_dir}: the pixels written do not fill "
+                           "the buckets counted from the source tables")
     meta_all = np.concatenate(metas) if metas else np.zeros(0, META_DTYPE)
     with atomic_path(out_dir / SCATTER_META) as tmp, open(tmp, "wb") as fm:
         fm.write(np.ascontiguousarray(meta_all[np.argsort(bucket_all, kind="stable")]).data)
@@ -198,21 +206,52 @@ def _pwrite_all(f, arr: np.ndarray, offset: int) -> None:
 # --------------------------------------------------------------------------- gather
 
 
-def scatter_offsets(scatter_dir) -> np.ndarray:
-    """Where each bucket starts in a scatter job's output, in examples (one more entry than buckets)."""
-    return np.load(Path(scatter_dir) / SCATTER_INDEX, allow_pickle=False)
+class _Mapped:
+    """A file of fixed-size rows mapped read-only (no file descriptor kept), whose pages are handed back after each
+    read: they are the page cache's, and would otherwise count in the job's RSS as the buckets go by."""
+
+    def __init__(self, path: Path, dtype, row_shape, n: int):
+        self.path, self.dtype, self.row_shape = path, np.dtype(dtype), tuple(row_shape)
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.row_shape))
+        if path.stat().st_size < n * self.row_bytes:
+            raise ValueError(f"{path}: {path.stat().st_size} bytes, shorter than the {n} rows its index says: the "
+                             "scatter output is damaged, make it again")
+        with open(path, "rb") as f:
+            self.map = mmap.mmap(f.fileno(), n * self.row_bytes, access=mmap.ACCESS_READ)
+
+    def read_into(self, out: np.ndarray, lo: int, hi: int) -> None:
+        start, stop = lo * self.row_bytes, hi * self.row_bytes
+        out[...] = np.frombuffer(self.map, dtype=self.dtype, count=(stop - start) // self.dtype.itemsize,
+                                 offset=start).reshape(out.shape)
+        first = start - start % mmap.PAGESIZE
+        self.map.madvise(mmap.MADV_DONTNEED, first, stop - first)
 
 
-def bucket_counts(plan: ShardPlan, scatter_dirs) -> np.ndarray:
-    """The kept examples of every bucket, summed over the scatter jobs, each checked to follow ``plan``."""
-    total = np.zeros(plan.n_buckets, dtype=np.int64)
-    for d in scatter_dirs:
-        followed = (Path(d) / SCATTER_PLAN).read_text().strip()
+class ScatterOutput:
+    """One scatter job's output, opened once by a gather job: its bucket offsets, and its manifest rows and pixels
+    mapped, checked to follow ``plan``."""
+
+    def __init__(self, directory, plan: ShardPlan):
+        self.directory = d = Path(directory)
+        followed = (d / SCATTER_PLAN).read_text().strip()
         if followed != plan.digest:
             raise ValueError(f"{d}: scattered by another shard plan ({followed}, not {plan.digest}): "
                              "the scatter is out of date, make it again")
-        total += np.diff(scatter_offsets(d))
-    return total
+        self.offsets = np.load(d / SCATTER_INDEX, allow_pickle=False)
+        if self.offsets.shape != (plan.n_buckets + 1,):
+            raise ValueError(f"{d / SCATTER_INDEX}: {self.offsets.shape} bucket offsets, the plan has "
+                             f"{plan.n_buckets} buckets: the scatter output is damaged, make it again")
+        n = int(self.offsets[-1])
+        self.meta = _Mapped(d / SCATTER_META, META_DTYPE, (), n) if n else None
+        self.pixels = _Mapped(d / SCATTER_PIXELS, "<f4", plan.census.example_shape, n) if n else None
+
+    def span(self, bucket: int) -> tuple[int, int]:
+        return int(self.offsets[bucket]), int(self.offsets[bucket + 1])
+
+
+def bucket_counts(outputs) -> np.ndarray:
+    """The kept examples of every bucket, summed over the scatter jobs."""
+    return np.sum([np.diff(o.offsets) for o in outputs], axis=0, dtype=np.int64)
 
 
 def group_sizes(plan: ShardPlan, counts: np.ndarray) -> dict:
@@ -227,24 +266,18 @@ def group_sizes(plan: ShardPlan, counts: np.ndarray) -> dict:
     return sizes
 
 
-def read_bucket(scatter_dirs, bucket: int, example_shape):
+def read_bucket(outputs, bucket: int, example_shape):
     """(manifest rows, pixels, order) of one bucket from every scatter job; ``meta[order]`` and ``x[order]`` are
-    in key order. The pixels are read straight into one array and not reordered here, which would need a second
+    in key order. The pixels are copied once, into one array, and not reordered here, which would need a second
     bucket-sized copy."""
-    example_bytes = int(np.prod(example_shape)) * 4
-    spans = [(Path(d), *(int(v) for v in scatter_offsets(d)[bucket : bucket + 2])) for d in scatter_dirs]
-    spans = [(d, lo, hi) for d, lo, hi in spans if hi > lo]
+    spans = [(o, *o.span(bucket)) for o in outputs]
+    spans = [(o, lo, hi) for o, lo, hi in spans if hi > lo]
     meta = np.empty(sum(hi - lo for _, lo, hi in spans), dtype=META_DTYPE)
     x = np.empty((len(meta),) + tuple(example_shape), dtype="<f4")
     at = 0
-    for d, lo, hi in spans:
-        for name, out, size in ((SCATTER_META, meta, META_DTYPE.itemsize), (SCATTER_PIXELS, x, example_bytes)):
-            with open(d / name, "rb") as f:
-                f.seek(lo * size)
-                view = memoryview(out[at : at + hi - lo]).cast("B")
-                if f.readinto(view) != len(view):
-                    raise ValueError(f"{d / name}: shorter than its index says (bucket {bucket}): the scatter "
-                                     "output is damaged, make it again")
+    for o, lo, hi in spans:
+        o.meta.read_into(meta[at : at + hi - lo], lo, hi)
+        o.pixels.read_into(x[at : at + hi - lo], lo, hi)
         at += hi - lo
     # ties (the same example listed twice) fall back to file and row order
     return meta, x, np.lexsort((meta["row"], meta["file"], meta["key"]))
@@ -254,26 +287,29 @@ def read_bucket(scatter_dirs, bucket: int, example_shape):
 PART_MANIFEST, PART_SHARDS, PART_SAMPLE = "manifest.part.csv", "shards.json", "stats_sample.npy"
 
 
-def gather(plan: ShardPlan, scatter_dirs, part: int, out_dir) -> list:
-    """Pass 2, for gather job ``part``: the shards that start in its buckets' key range, with their manifest rows
-    (``manifest.part.csv``), class counts (``shards.json``) and, for the job holding it, the normalisation
-    sample; one bucket in memory at a time. Returns the shards' class counts."""
-    counts = bucket_counts(plan, scatter_dirs)
-    sizes = group_sizes(plan, counts)
+def gather(plan: ShardPlan, scatter_dirs, part: int, parts: int, out_dir) -> list:
+    """Pass 2, for gather job ``part`` of ``parts``: the shards that start in its buckets' key range, with their
+    manifest rows (``manifest.part.csv``), class counts (``shards.json``) and, for the job holding it, the
+    normalisation sample; one bucket in memory at a time. Returns the shards' class counts."""
+    outputs = [ScatterOutput(d, plan) for d in scatter_dirs]
+    counts = bucket_counts(outputs) if outputs else np.zeros(plan.n_buckets, np.int64)
+    if counts.sum() != plan.n_examples:
+        raise ValueError(f"the {len(outputs)} scatter outputs hold {counts.sum()} examples, the plan "
+                         f"{plan.n_examples}: a scatter job is missing or out of date")
     starts = np.concatenate([[0], np.cumsum(counts)])
-    mine = plan.part_buckets(part)
+    mine = plan.part_buckets(part, parts)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shape = plan.census.example_shape
     with atomic_path(out_dir / PART_MANIFEST) as tmp, open(tmp, "w", newline="") as manifest:
-        writer = ShardWriter(out_dir, sizes, plan.config.size, shape, plan.config.balance == "weights", manifest)
-        writer.begin = writer.pos = writer.shard_start(int(starts[mine.start]))
-        writer.end = writer.shard_start(int(starts[mine.stop]))
+        writer = ShardWriter(out_dir, group_sizes(plan, counts), plan.config.size, shape,
+                             plan.config.balance == "weights", manifest, int(starts[mine.start]),
+                             int(starts[mine.stop]))
         # on from the first bucket holding position ``begin``, into the next job's buckets to end the last shard
         bucket = int(np.searchsorted(starts, writer.begin, side="right")) - 1
         while not writer.done and bucket < plan.n_buckets:
             if counts[bucket]:
-                meta, x, order = read_bucket(scatter_dirs, bucket, shape)
+                meta, x, order = read_bucket(outputs, bucket, shape)
                 writer.add(meta, x, order, first=int(starts[bucket]))
                 del meta, x, order  # one bucket in memory at a time
             bucket += 1
@@ -283,21 +319,27 @@ def gather(plan: ShardPlan, scatter_dirs, part: int, out_dir) -> list:
         with atomic_path(out_dir / PART_SAMPLE) as tmp:
             np.save(tmp, writer.stats_sample, allow_pickle=False)
     with atomic_path(out_dir / PART_SHARDS) as tmp:
-        Path(tmp).write_text(json.dumps(writer.per_shard))
-    log.info("gather part %d of %d: buckets %d-%d, positions %d-%d, %d shard(s)", part + 1, plan.parts,
-             mine.start, mine.stop - 1, writer.begin, writer.end, len(writer.per_shard))
+        Path(tmp).write_text(json.dumps({"plan": plan.digest, "shards": writer.per_shard}))
+    log.info("gather part %d of %d: %s, positions %d-%d, %d shard(s)", part + 1, parts,
+             f"buckets {mine.start}-{mine.stop - 1}" if len(mine) else "no bucket", writer.begin, writer.end,
+             len(writer.per_shard))
     return writer.per_shard
 
 
 # --------------------------------------------------------------------------- assembly
 
 
-def _link(src: Path, dst: Path) -> None:
-    """A hard link (no bytes copied), or a copy where the file system has none between the two."""
+def _link(src: Path, dst: Path) -> bool:
+    """A hard link (no bytes copied), or a copy where the file system allows none between the two (another file
+    system, or none at all); True if linked."""
     try:
         os.link(src, dst)
-    except OSError:
+        return True
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+            raise
         shutil.copy2(src, dst)
+        return False
 
 
 def assemble(plan: ShardPlan, part_dirs, out_dir) -> dict:
@@ -307,17 +349,24 @@ def assemble(plan: ShardPlan, part_dirs, out_dir) -> dict:
     cfg, c = plan.config, plan.census
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_shard, sample = [], None
+    per_shard, sample, copied = [], None, 0
     with atomic_path(out_dir / "manifest.csv") as tmp, open(tmp, "wb") as manifest:
         manifest.write(",".join(MANIFEST_COLUMNS).encode() + b"\n")
         for d in map(Path, part_dirs):
-            with open(d / PART_MANIFEST, "rb") as part:
-                shutil.copyfileobj(part, manifest)
-            per_shard += json.loads((d / PART_SHARDS).read_text())
+            part = json.loads((d / PART_SHARDS).read_text())
+            if part["plan"] != plan.digest:
+                raise ValueError(f"{d}: gathered by another shard plan ({part['plan']}, not {plan.digest}): "
+                                 "the gather is out of date, make it again")
+            per_shard += part["shards"]
+            with open(d / PART_MANIFEST, "rb") as rows:
+                shutil.copyfileobj(rows, manifest)
             if (d / PART_SAMPLE).exists():
                 sample = np.load(d / PART_SAMPLE, allow_pickle=False)
             for f in sorted(d.glob("[xyw]*.npy")):
-                _link(f, out_dir / f.name)
+                copied += not _link(f, out_dir / f.name)
+    if copied:
+        log.warning("%d shard files copied, not linked (the gather outputs are on another file system): the "
+                    "disk holds them twice until the gather outputs are removed", copied)
     n = plan.n_examples
     written = sum(p["n_real"] + p["n_fake"] for p in per_shard)
     if written != n:
@@ -344,7 +393,7 @@ def assemble(plan: ShardPlan, part_dirs, out_dir) -> dict:
             for s in cfg.groups
         },
         "per_shard": per_shard,
-        "normalisation": channel_stats(sample, plan.channels),
+        "normalisation": channel_stats(sample, plan.channels) if sample is not None else None,
     }
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=float))
@@ -364,7 +413,7 @@ def build(brick_files, out_dir, channels, cfg: ShardConfig | dict | None = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # through its JSON, as the rules' jobs read it
-    plan = ShardPlan.from_json(make_plan(brick_files, channels, cfg, parts).to_json())
+    plan = ShardPlan.from_json(make_plan(brick_files, channels, cfg).to_json())
     work = out_dir / ".shuffle"
     shutil.rmtree(work, ignore_errors=True)
     try:
@@ -374,7 +423,7 @@ def build(brick_files, out_dir, channels, cfg: ShardConfig | dict | None = None,
             scatter(plan, files[k * len(files) // batches : (k + 1) * len(files) // batches], d)
         part_dirs = [work / f"part{k}" for k in range(parts)]
         for k, d in enumerate(part_dirs):
-            gather(plan, scatter_dirs, k, d)
+            gather(plan, scatter_dirs, k, parts, d)
         return assemble(plan, part_dirs, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -27,8 +27,8 @@ def manifest_columns(meta_dtype) -> list:
 class ShardWriter:
     """Streams examples in key order into the shards of each group; holds at most one shard.
 
-    It writes the examples at positions [``begin``, ``end``) of the global key order, both on shard boundaries:
-    one gather job's shards."""
+    It writes the shards that start at positions [``begin``, ``end``) of the global key order: one gather job's
+    shards."""
 
     def __init__(self, out_dir: Path, sizes: dict, shard_size: int, example_shape, weights: bool, manifest,
                  begin: int = 0, end: int | None = None):
@@ -38,10 +38,13 @@ class ShardWriter:
         for split in sizes:
             self.bounds.append((split, start, start + sizes[split]))
             start += sizes[split]
-        self.begin, self.end = begin, start if end is None else end
+        # the window written, both ends moved on to shard boundaries: a shard is written by the writer in whose
+        # window it starts
+        self.begin = self.shard_start(begin)
+        self.end = self.shard_start(start if end is None else end)
         self.x = np.empty((shard_size,) + tuple(example_shape), dtype=np.float32)
         self.meta = None  # manifest rows: allocated with the dtype of the first rows given
-        self.pos, self.fill, self.per_shard, self.stats_sample = begin, 0, [], None
+        self.pos, self.fill, self.per_shard, self.stats_sample = self.begin, 0, [], None
 
     def shard_start(self, pos: int) -> int:
         """The first shard boundary at or after ``pos`` (group ends are boundaries too)."""

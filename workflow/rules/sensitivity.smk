@@ -62,7 +62,7 @@ use rule plan_shards as sensitivity_plan_shards with:
     benchmark:
         "results/benchmarks/sensitivity/{source}/{kind}/{size}/shards/plan.tsv"
     params:
-        shards=config["shards"],
+        shards=SHARD_PLAN_SETTINGS,
         folds=SENSITIVITY_FOLDS if SENSITIVITY_FOLDS >= 2 else 0,
         channels=config["cutouts"]["channels"],
 
@@ -113,6 +113,8 @@ use rule build_shards as sensitivity_build_shards with:
         directory("results/sensitivity/{source}/{kind}/{size}/shards"),
     log:
         "logs/sensitivity/{source}/{kind}/{size}/shards/build.log",
+    benchmark:
+        "results/benchmarks/sensitivity/{source}/{kind}/{size}/shards/build.tsv"
 
 
 use rule fold_shards as sensitivity_fold_shards with:

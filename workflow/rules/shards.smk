@@ -19,7 +19,7 @@ rule plan_shards:
         mem_mb=2000,
         runtime=60,
     params:
-        shards=config["shards"],
+        shards=SHARD_PLAN_SETTINGS,
         folds=FOLDS if FOLDS >= 2 else 0,
         channels=config["cutouts"]["channels"],
     script:
@@ -64,6 +64,8 @@ rule gather_shards:
         # the shuffle's pixel budget plus the interpreter and libraries
         mem_mb=config["shards"]["memory_mb"] + 1024,
         runtime=120,
+    params:
+        parts=config["shards"]["gather_jobs"],
     script:
         "../scripts/gather_shards.py"
 
@@ -78,6 +80,8 @@ rule build_shards:
         directory("results/shards"),
     log:
         "logs/shards/build.log",
+    benchmark:
+        "results/benchmarks/shards/build.tsv"
     conda:
         "../../envs/io.yaml"
     threads: 1

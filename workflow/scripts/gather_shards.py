@@ -10,4 +10,4 @@ from realfake.shards import gather  # noqa: E402
 
 plan = ShardPlan.read(snakemake.input.plan)
 with atomic_path(snakemake.output[0], directory=True) as tmp:
-    gather(plan, snakemake.input.scatter, int(snakemake.wildcards.part), tmp)
+    gather(plan, snakemake.input.scatter, int(snakemake.wildcards.part), snakemake.params.parts, tmp)

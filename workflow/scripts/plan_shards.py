@@ -8,5 +8,5 @@ from realfake.batches import brick_files  # noqa: E402
 from realfake.shardplan import ShardConfig, make_plan  # noqa: E402
 
 cfg = ShardConfig.from_config({**snakemake.params.shards, "folds": snakemake.params.folds})
-plan = make_plan(brick_files(snakemake.input), snakemake.params.channels, cfg, snakemake.params.shards["gather_jobs"])
+plan = make_plan(brick_files(snakemake.input), snakemake.params.channels, cfg)
 plan.write(snakemake.output[0])
