@@ -106,9 +106,12 @@ class ScatterOutput:
         return int(self.offsets[bucket]), int(self.offsets[bucket + 1])
 
 
-def bucket_counts(outputs) -> np.ndarray:
-    """The kept examples of every bucket, summed over the scatter jobs."""
-    return np.sum([np.diff(o.offsets) for o in outputs], axis=0, dtype=np.int64)
+def bucket_counts(outputs, n_buckets: int) -> np.ndarray:
+    """The kept examples of every bucket, summed over the scatter jobs (zeros for none)."""
+    total = np.zeros(n_buckets, dtype=np.int64)
+    for o in outputs:
+        total += np.diff(o.offsets)
+    return total
 
 
 def read_bucket(outputs, bucket: int, example_shape):

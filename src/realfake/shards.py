@@ -140,7 +140,6 @@ def scatter(plan: ShardPlan, brick_files, out_dir) -> dict:
                     b = buckets[k][done : done + len(rows)]
                     for bb in np.unique(b):
                         j = b == bb
-                        # os.pwrite: a full disk raises ENOSPC, not a bare short write
                         write_at(fx, np.ascontiguousarray(x[j], dtype="<f4"), int(cursor[bb]) * example_bytes)
                         cursor[bb] += int(j.sum())
                     done += len(rows)
@@ -182,7 +181,7 @@ def gather(plan: ShardPlan, scatter_dirs, part: int, parts: int, out_dir) -> lis
     manifest rows (``manifest.part.csv``), class counts (``shards.json``) and, for the job holding it, the
     normalisation sample; one bucket in memory at a time. Returns the shards' class counts."""
     outputs = [ScatterOutput(d, plan) for d in scatter_dirs]
-    counts = bucket_counts(outputs) if outputs else np.zeros(plan.n_buckets, np.int64)
+    counts = bucket_counts(outputs, plan.n_buckets)
     if counts.sum() != plan.n_examples:
         raise ValueError(f"the {len(outputs)} scatter outputs hold {counts.sum()} examples, the plan "
                          f"{plan.n_examples}: a scatter job is missing or out of date")

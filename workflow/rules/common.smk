@@ -70,10 +70,10 @@ def fold_ids(k):
     return list(range(k)) if k >= 2 else [0]
 
 
-# Cross-fitting: evaluate.folds folds of whole bricks, fewer when fewer bricks are selected (said in the verdict)
 # The shard plan's settings: the shards: block less the number of gather jobs, which changes neither the plan
 # nor the bytes (a change of it reruns the gather jobs only)
 SHARD_PLAN_SETTINGS = {k: v for k, v in config["shards"].items() if k != "gather_jobs"}
+# Cross-fitting: evaluate.folds folds of whole bricks, fewer when fewer bricks are selected (said in the verdict)
 FOLDS = n_folds(config["evaluate"]["folds"], len(BRICKS))
 FOLD_IDS = fold_ids(FOLDS)
 FOLDS_RECORD = {
