@@ -142,3 +142,14 @@ def test_predictions_line_up_with_the_manifest_over_several_test_shards(tmp_path
     pred = predict(model, tmp_path / "shards", tmp_path / "shards" / "manifest.csv", batch_size=4)
     pixel = [np.load(tmp_path / "shards" / f"xtest_{r.shard}.npy")[r.index, 0, 0, 0] for r in pred.itertuples()]
     assert np.allclose(pred["p_fake"], 1 / (1 + np.exp(-np.array(pixel))), atol=1e-6)
+
+
+def test_a_permutation_p_value_at_its_floor_is_said_to_be_a_bound():
+    from realfake.verdict import p_text
+
+    monte_carlo = {"n_perm": 2000, "method": "labels permuted within bricks (Monte Carlo)"}
+    assert p_text(1 / 2001, monte_carlo) == "p <= 0.0005"  # none of 2,000 permutations reached the observed AUC
+    assert p_text(2 / 2001, monte_carlo) == "p = 0.001"
+    normal = {"n_perm": 2000, "method": "normal approximation of the permutation distribution"}
+    assert p_text(1 / 2001, normal) == "p = 0.0005"
+    assert p_text(0.3, None) == "p = 0.3"

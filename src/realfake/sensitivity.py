@@ -15,6 +15,7 @@ import pandas as pd
 
 from .bricks import PIXSCALE_ARCSEC
 from .plant import KINDS as PLANTED_KINDS
+from .verdict import p_text
 
 SOURCES = ("planted", "synthetic")
 NULL_KIND = "none"  # the null row's kind: nothing changed (size 0)
@@ -53,7 +54,7 @@ TITLES = {NULL_KIND: "null (no defect)", "psf": "PSF FWHM too wide (fraction)", 
           "ellipticity": "ellipticity convention (1 = distortion)", "shot_noise": "extra shot noise (x model)",
           "invvar": "inverse variance off (fraction)"}
 COLUMNS = ["source", "kind", "size", "what", "examples", "bricks", "auc", "auc_lo", "auc_hi", "p_value", "detected",
-           "verdict_class", "training_passed", "min_detectable_auc"]
+           "verdict_class", "training_passed", "min_detectable_auc", "p_said"]
 
 
 def size_name(size: float) -> str:
@@ -101,7 +102,8 @@ def table(metrics: dict) -> pd.DataFrame:
                      "bricks": m["bricks"], "auc": m["auc"], "auc_lo": lo, "auc_hi": hi, "p_value": m["p_value"],
                      "detected": m["verdict_class"] == "distinguishable", "verdict_class": m["verdict_class"],
                      "training_passed": bool(m.get("training", {}).get("passed", False)),
-                     "min_detectable_auc": m["power"]["min_detectable_auc"]})
+                     "min_detectable_auc": m["power"]["min_detectable_auc"],
+                     "p_said": p_text(m["p_value"], m.get("test"))})
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values(["source", "kind", "size"], key=lambda c: c.map(_null_first) if c.name == "kind" else c,
                           kind="stable").reset_index(drop=True)
@@ -112,7 +114,7 @@ def _null_first(kind):
 
 
 def _fmt(r) -> str:
-    return f"AUC {r['auc']:.2f}, p = {r['p_value']:.2g}"
+    return f"AUC {r['auc']:.2f}, {r['p_said']}"
 
 
 def quote(df: pd.DataFrame) -> str:

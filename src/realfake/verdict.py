@@ -56,6 +56,16 @@ def magnitude_statement(bins: list[dict]) -> str:
 # --------------------------------------------------------------------------- was the network trained to capacity?
 
 
+def p_text(p: float, test: dict | None) -> str:
+    """"p = x", or "p <= x" where a Monte Carlo permutation test (``test``: the metrics' ``test``) gave the smallest
+    value it can give, 1 / (permutations + 1): then the p-value is bounded by the number of permutations, not
+    measured."""
+    n = (test or {}).get("n_perm")
+    if n and "Monte Carlo" in test.get("method", "") and p * (n + 1) <= 1 + 1e-9:
+        return f"p <= {p:.2g}"
+    return f"p = {p:.2g}"
+
+
 def training_gate(histories: dict, epochs: int, gate: dict, monitor: str = "val_loss") -> dict:
     """Did each fold's network learn, converge and generalise? From its ``history.csv`` (one row per epoch).
 
@@ -120,6 +130,7 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
     """The verdict class and its reasons (plain sentences), from the metrics."""
     lo, hi = m["ci95"]["auc"]
     p, mda = m["p_value"], m["power"]["min_detectable_auc"]
+    p_said = p_text(p, m.get("test"))
     gate, folds = m.get("training"), m.get("folds", {})
     reasons = []
     if folds.get("note"):
@@ -129,7 +140,7 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
                        "no brick-level inference is possible; select more bricks")
         return "inconclusive", reasons
     if p < alpha and lo > 0.5:
-        reasons.append(f"labels permuted within bricks reject 'no difference' (p = {p:.2g} < {alpha}) and the AUC's "
+        reasons.append(f"labels permuted within bricks reject 'no difference' ({p_said} < {alpha}) and the AUC's "
                        "interval lies above 0.5")
         if m["tv_lower_limit95"] > 0:
             reasons.append(f"the two populations differ by a total-variation distance of at least "
@@ -144,7 +155,7 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
                        "or a network that learned brick-level features (class shares) that reverse between folds")
         return "inconclusive", reasons
     if p < alpha or lo > 0.5:
-        reasons.append(f"the test and the interval disagree (p = {p:.2g}, AUC 95% CI {lo:.3f}-{hi:.3f}): "
+        reasons.append(f"the test and the interval disagree ({p_said}, AUC 95% CI {lo:.3f}-{hi:.3f}): "
                        "marginal; more bricks are needed to decide")
         return "inconclusive", reasons
     blockers = []
@@ -161,14 +172,15 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
         blockers.append("the power of the test could not be computed")
     base = m.get("baseline")
     if base and base["p_value"] < alpha and m["excess_over_baseline"]["ci95"][1] < 0:
+        base_p = p_text(base["p_value"], m.get("test"))  # the same test, on the same examples
         blockers.append(f"a classifier of catalogue quantities alone separates the classes (AUC {base['auc']:.3f}, "
-                        f"p = {base['p_value']:.2g}) better than the network: the network has not learned what its "
+                        f"{base_p}) better than the network: the network has not learned what its "
                         "pixels show (magnitudes and sizes are in them), so it was not trained to capacity")
     if blockers:
-        reasons.append(f"no difference detected (p = {p:.2g}), but that cannot be read as a bound: " +
+        reasons.append(f"no difference detected ({p_said}), but that cannot be read as a bound: " +
                        "; ".join(blockers))
         return "inconclusive", reasons
-    reasons.append(f"no difference detected: p = {p:.2g}; the AUC is below {m['power']['auc_upper_limit95']:.3f} "
+    reasons.append(f"no difference detected: {p_said}; the AUC is below {m['power']['auc_upper_limit95']:.3f} "
                    "at 95% (one-sided)")
     reasons.append(f"this run would have found a difference of AUC >= {mda:.3f} (80% power at alpha = {alpha}), "
                    f"i.e. a total-variation distance of about {m['power']['min_detectable_tv_binormal']:.2f} "
@@ -178,17 +190,17 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
 
 def verdict(m: dict) -> str:
     """One paragraph written from the numbers and the verdict class."""
-    lo, hi = m["ci95"]["auc"]
+    (lo, hi), test = m["ci95"]["auc"], m.get("test")
     head = (f"{m['verdict_class'].upper().replace('_', ' ')}. On {m['n']} test examples ({m['n_real']} real, "
             f"{m['n_fake']} fake) in {m['bricks']} bricks, each scored by a model that never saw its brick "
             f"({m.get('folds', {}).get('k', 1)} folds), the brick-stratified ROC AUC is {m['auc']:.3f} "
-            f"(95% CI {lo:.3f}-{hi:.3f}; p = {m['p_value']:.2g}, labels permuted within bricks). ")
+            f"(95% CI {lo:.3f}-{hi:.3f}; {p_text(m['p_value'], test)}, labels permuted within bricks). ")
     if "baseline" in m:
         b = m["baseline"]
         d, (dlo, dhi) = m["excess_over_baseline"]["difference"], m["excess_over_baseline"]["ci95"]
         head += (f"A classifier of catalogue quantities alone (magnitudes, colours, size, depth, PSF, exposures, "
-                 f"E(B-V)) reaches AUC "
-                 f"{b['auc']:.3f} (95% CI {b['ci95']['auc'][0]:.3f}-{b['ci95']['auc'][1]:.3f}, p = {b['p_value']:.2g}): "
+                 f"E(B-V)) reaches AUC {b['auc']:.3f} (95% CI {b['ci95']['auc'][0]:.3f}-{b['ci95']['auc'][1]:.3f}, "
+                 f"{p_text(b['p_value'], test)}): "
                  + (f"the pixels add {d:+.3f} (95% CI {dlo:+.3f} to {dhi:+.3f}). " if dlo > 0 else
                     f"the network does {'worse' if dhi < 0 else 'no better'} than that ({d:+.3f}, 95% CI {dlo:+.3f} to "
                     f"{dhi:+.3f}){': it has not learned what the catalogue already shows' if dhi < 0 else ''}. "))
@@ -215,6 +227,6 @@ def control_outcome(m: dict, control: str) -> tuple[bool, str]:
         raise ValueError(f"control must be one of {sorted(CONTROLS)}, not {control!r}")
     (lo, hi), p, kind = m["ci95"]["auc"], m["p_value"], m["verdict_class"]
     ok = kind != "distinguishable" if control == "null-test" else kind == "distinguishable" and lo > 0.8
-    numbers = (f"{kind}: AUC {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}), permutation p = {p:.2g}, {m['n']} test "
-               f"examples in {m['bricks']} bricks")
+    numbers = (f"{kind}: AUC {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}), permutation {p_text(p, m.get('test'))}, "
+               f"{m['n']} test examples in {m['bricks']} bricks")
     return ok, f"{control} {'passed' if ok else 'FAILED'}: {numbers}; required: {CONTROLS[control]}"
