@@ -198,7 +198,7 @@ def test_two_slurm_tasks_started_by_the_train_cnn_job_train_the_by_hand_model(tw
     job = jobs["job"].iloc[0]
     out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
     assert "NumTasks=2" in out and "NumNodes=1" in out, out  # sbatch asked SLURM for the two tasks
-    record = json.loads((run / "results" / "folds" / "0" / "model" / "run.json").read_text())
+    record = json.loads((run / "results" / "folds" / "0" / "run.json").read_text())
     assert record["distribution"]["kind"] == "multi_worker" and record["distribution"]["replicas"] == 2
     assert record["slurm"]["SLURM_JOB_ID"] == job and record["slurm"]["SLURM_STEP_NUM_TASKS"] == "2"  # the job's srun
     log = (run / "logs" / "train_cnn" / "0.log").read_text()

@@ -166,6 +166,21 @@ def test_rerun_has_nothing_to_do(tiny_run):
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
 
 
+def test_every_file_the_run_wrote_is_declared(tiny_run):
+    """Each file under results/, resources/ and logs/ is an output or a log of a job of the DAG (Snakemake's
+    --summary), or lies under a declared directory; the benchmarks are Snakemake's own (benchmark:)."""
+    r = snakemake("-s", str(ROOT / "Snakefile"), "--directory", str(tiny_run), "--summary", cwd=tiny_run)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line.split("\t") for line in r.stdout.splitlines()[1:] if "\t" in line]
+    declared = {Path(row[0]) for row in rows} | {Path(log) for row in rows for log in row[3].split(", ") if log != "-"}
+    assert Path("results/folds/0/training") in declared  # the training's state: checkpoints, TensorBoard, run.json
+    written = [p.relative_to(tiny_run) for root in ("results", "resources", "logs")
+               for p in (tiny_run / root).rglob("*") if p.is_file()]
+    undeclared = [str(p) for p in written if p.parts[:2] != ("results", "benchmarks")
+                  and not any(d == p or d in p.parents for d in declared)]
+    assert len(written) > 100 and not undeclared, undeclared
+
+
 def test_bad_bricks_of_a_real_layout_release_are_reported_not_fatal(tiny_run, tmp_path):
     """A release outside the synthetic root (as a user's would be), listed in a file, with a truncated coadd
     and a brick that is not there: the run goes on and failures.csv says which and why."""

@@ -174,7 +174,7 @@ def srun_command(argv: list[str], nodes: int, tasks_per_node: int, cpus_per_task
 
 
 def start_tasks(shard_dir, model_path, cfg: dict, cpus_per_task: int, device: str | None = None,
-                launcher: str = "srun") -> None:
+                launcher: str = "srun", run_dir=None) -> None:
     """Train ``cfg`` as ``train.nodes`` x ``train.tasks_per_node`` SLURM tasks, each ``python -m realfake.train``.
 
     Inside a SLURM job (the SLURM profile's ``train_cnn`` job, or an ``salloc``); their
@@ -190,6 +190,8 @@ def start_tasks(shard_dir, model_path, cfg: dict, cpus_per_task: int, device: st
             "--config", json.dumps({"model": cfg["model"], "train": cfg["train"]}), "--threads", str(cpus_per_task)]
     if device:
         argv += ["--device", device]
+    if run_dir is not None:
+        argv += ["--run-dir", str(run_dir)]
     cmd = srun_command(argv, nodes, per_node, cpus_per_task, launcher)
     log.info("starting %d training tasks: %s", nodes * per_node, " ".join(cmd[:-len(argv)] + argv[:3]))
     for handler in logging.getLogger().handlers:

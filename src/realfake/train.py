@@ -1,6 +1,7 @@
 """Training: :func:`fit`, the configured network trained on a shard set's training split, resumable.
 
-Run directory layout (beside the final ``model.keras``)::
+Run directory layout (``run_dir``: by default the final ``model.keras``'s directory; the workflow's
+``results/folds/<k>/training/``, a directory it declares, so that Snakemake keeps it when a job fails)::
 
     checkpoints/   resumable state (weights, optimizer, position, early stopping); removed once the model is saved
     tensorboard/   scalars (loss, accuracy, AUC, learning rate), graph, example cutouts, profiler trace
@@ -207,9 +208,10 @@ def save_model(model, model_path, dist, run_dir: Path, out_dir: Path) -> None:
     shutil.rmtree(run_dir / "checkpoints" if dist.is_chief else out_dir, ignore_errors=True)
 
 
-def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=(), device: str | None = None):
+def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=(), device: str | None = None, run_dir=None):
     """Train the configured network on every training shard; write ``model_path`` (.keras). Resumes when it can.
 
+    ``run_dir``: the run's working state and logs (see the module's docstring); default: ``model_path``'s directory.
     ``callbacks``: extra Keras callbacks, run before the checkpoint's. ``device``: ``train.device`` as the rule
     resolved it (``cpu`` or ``gpu``); default: as configured. ``gpu``: stop if TensorFlow sees no GPU.
     """
@@ -225,7 +227,7 @@ def fit(shard_dir, model_path, cfg: dict, threads: int = 1, callbacks=(), device
     # a job given GPUs that TensorFlow cannot see (the CPU build on a GPU node) stops here, before anything is written
     check_gpus(require=(device or tcfg["device"]) == "gpu")
     dist, mixed = start_session(tcfg)
-    run_dir = Path(model_path).parent
+    run_dir = Path(model_path).parent if run_dir is None else Path(run_dir)
     # Keras' multi-worker convention: workers other than the chief write into a temporary directory
     out_dir = run_dir if dist.is_chief else Path(tempfile.mkdtemp(prefix=f"realfake-worker{dist.task_index}-"))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -265,7 +267,9 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--shards", required=True, help="shard directory (results/shards)")
-    p.add_argument("--model", required=True, help="output model (results/model/model.keras)")
+    p.add_argument("--model", required=True, help="output model (results/folds/0/model/model.keras)")
+    p.add_argument("--run-dir", help="checkpoints, TensorBoard logs, history.csv, run.json (results/folds/0/training) "
+                                     "[the model's directory]")
     given = p.add_mutually_exclusive_group(required=True)
     given.add_argument("--configfile", help="config with model: and train: blocks")
     given.add_argument("--config", help="the same as JSON text")
@@ -275,7 +279,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = json.loads(a.config) if a.config else yaml.safe_load(Path(a.configfile).read_text())
-    fit(a.shards, a.model, {"model": cfg["model"], "train": cfg["train"]}, threads=a.threads, device=a.device)
+    fit(a.shards, a.model, {"model": cfg["model"], "train": cfg["train"]}, threads=a.threads, device=a.device,
+        run_dir=a.run_dir)
     return 0
 
 

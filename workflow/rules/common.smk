@@ -105,6 +105,17 @@ def sensitivity_in_verdict(wildcards):
     )
 
 
+def with_pdfs(**figures):
+    """A rule's figures as its named outputs: each PNG (a path or a report() item) under its name and, as
+    <name>_pdf, the vector copy that realfake.plots.save writes beside it, so that no file a rule writes is
+    undeclared."""
+    outputs = {}
+    for name, png in figures.items():
+        outputs[name] = png
+        outputs[f"{name}_pdf"] = str(png).removesuffix(".png") + ".pdf"
+    return outputs
+
+
 def get_final_output():
     """Everything the evaluation draws and writes: the answer to the question (and the sensitivity grid)."""
     return [

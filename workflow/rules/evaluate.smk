@@ -26,22 +26,24 @@ rule evaluate_cnn:
         shards=rules.build_shards.output[0],
         sensitivity=sensitivity_in_verdict,
     output:
+        **with_pdfs(
+            roc=report(
+                "results/evaluation/roc.png",
+                caption="../report/roc.rst",
+                category="Evaluation",
+            ),
+            attribution=report(
+                "results/evaluation/attribution.png",
+                caption="../report/attribution.rst",
+                category="Why",
+            ),
+        ),
         metrics=report(
             "results/evaluation/metrics.json",
             caption="../report/metrics.rst",
             category="Evaluation",
         ),
         predictions="results/evaluation/predictions.csv",
-        roc=report(
-            "results/evaluation/roc.png",
-            caption="../report/roc.rst",
-            category="Evaluation",
-        ),
-        attribution=report(
-            "results/evaluation/attribution.png",
-            caption="../report/attribution.rst",
-            category="Why",
-        ),
     log:
         "logs/evaluate_cnn.log",
     benchmark:
@@ -69,30 +71,32 @@ rule plot_evaluation:
         histories=rules.evaluate_cnn.input.histories,
         shards=rules.build_shards.output[0],
     output:
-        binned=report(
-            "results/evaluation/binned.png",
-            caption="../report/binned.rst",
-            category="Evaluation",
-        ),
-        calibration=report(
-            "results/evaluation/calibration.png",
-            caption="../report/calibration.rst",
-            category="Evaluation",
-        ),
-        training=report(
-            "results/evaluation/training.png",
-            caption="../report/training.rst",
-            category="Training",
-        ),
-        folds=report(
-            "results/evaluation/folds.png",
-            caption="../report/folds.rst",
-            category="Evaluation",
-        ),
-        statistics=report(
-            "results/evaluation/statistics.png",
-            caption="../report/statistics.rst",
-            category="Why",
+        **with_pdfs(
+            binned=report(
+                "results/evaluation/binned.png",
+                caption="../report/binned.rst",
+                category="Evaluation",
+            ),
+            calibration=report(
+                "results/evaluation/calibration.png",
+                caption="../report/calibration.rst",
+                category="Evaluation",
+            ),
+            training=report(
+                "results/evaluation/training.png",
+                caption="../report/training.rst",
+                category="Training",
+            ),
+            folds=report(
+                "results/evaluation/folds.png",
+                caption="../report/folds.rst",
+                category="Evaluation",
+            ),
+            statistics=report(
+                "results/evaluation/statistics.png",
+                caption="../report/statistics.rst",
+                category="Why",
+            ),
         ),
         statistics_json="results/evaluation/image_statistics.json",
     log:
@@ -114,17 +118,19 @@ rule plot_mosaic:
         predictions=rules.evaluate_cnn.output.predictions,
         shards=rules.build_shards.output[0],
     output:
-        pairs=report(
-            "results/evaluation/mosaic.png",
-            caption="../report/mosaic.rst",
-            category="Mosaics",
-            subcategory="matched in g magnitude",
-        ),
-        extremes=report(
-            "results/evaluation/mosaic_extremes.png",
-            caption="../report/mosaic_extremes.rst",
-            category="Mosaics",
-            subcategory="most confident",
+        **with_pdfs(
+            pairs=report(
+                "results/evaluation/mosaic.png",
+                caption="../report/mosaic.rst",
+                category="Mosaics",
+                subcategory="matched in g magnitude",
+            ),
+            extremes=report(
+                "results/evaluation/mosaic_extremes.png",
+                caption="../report/mosaic_extremes.rst",
+                category="Mosaics",
+                subcategory="most confident",
+            ),
         ),
     log:
         "logs/plot_mosaic.log",

@@ -126,12 +126,21 @@ use rule fold_shards as sensitivity_fold_shards with:
         "logs/sensitivity/{source}/{kind}/{size}/fold_shards/{fold}.log",
 
 
+use rule training_state as sensitivity_training_state with:
+    output:
+        directory("results/sensitivity/{source}/{kind}/{size}/folds/{fold}/training"),
+    log:
+        "logs/sensitivity/{source}/{kind}/{size}/training_state/{fold}.log",
+
+
 use rule train_cnn as sensitivity_train_cnn with:
     input:
-        rules.sensitivity_fold_shards.output[0],
+        shards=rules.sensitivity_fold_shards.output[0],
+        state=rules.sensitivity_training_state.output[0],
     output:
         model="results/sensitivity/{source}/{kind}/{size}/folds/{fold}/model/model.keras",
         history="results/sensitivity/{source}/{kind}/{size}/folds/{fold}/history.csv",
+        record="results/sensitivity/{source}/{kind}/{size}/folds/{fold}/run.json",
     log:
         "logs/sensitivity/{source}/{kind}/{size}/train_cnn/{fold}.log",
     benchmark:
@@ -177,10 +186,12 @@ use rule evaluate_cnn as sensitivity_evaluate with:
         shards=rules.sensitivity_build_shards.output[0],
         sensitivity=[],
     output:
+        **with_pdfs(
+            roc="results/sensitivity/{source}/{kind}/{size}/roc.png",
+            attribution="results/sensitivity/{source}/{kind}/{size}/attribution.png",
+        ),
         metrics="results/sensitivity/{source}/{kind}/{size}/metrics.json",
         predictions="results/sensitivity/{source}/{kind}/{size}/predictions.csv",
-        roc="results/sensitivity/{source}/{kind}/{size}/roc.png",
-        attribution="results/sensitivity/{source}/{kind}/{size}/attribution.png",
     log:
         "logs/sensitivity/{source}/{kind}/{size}/evaluate.log",
     benchmark:
@@ -193,12 +204,14 @@ rule sensitivity_table:
     input:
         sensitivity_metrics(),
     output:
-        table="results/sensitivity/sensitivity.csv",
-        figure=report(
-            "results/sensitivity/sensitivity.png",
-            caption="../report/sensitivity.rst",
-            category="Sensitivity",
+        **with_pdfs(
+            figure=report(
+                "results/sensitivity/sensitivity.png",
+                caption="../report/sensitivity.rst",
+                category="Sensitivity",
+            ),
         ),
+        table="results/sensitivity/sensitivity.csv",
         summary="results/sensitivity/sensitivity.json",
     log:
         "logs/sensitivity/table.log",

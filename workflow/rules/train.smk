@@ -16,14 +16,33 @@ rule fold_shards:
         "../scripts/fold_shards.py"
 
 
+# The training's working state (checkpoints/, tensorboard/, the growing history.csv, run.json), declared here and
+# given to train_cnn as an input: Snakemake deletes a failed job's outputs, never its inputs, so a rerun resumes from
+# the checkpoint. Its mtime is the .snakemake_timestamp written when this rule made it, which training leaves alone.
+rule training_state:
+    output:
+        directory("results/folds/{fold}/training"),
+    log:
+        "logs/training_state/{fold}.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=100,
+        runtime=1,
+    run:
+        Path(output[0]).mkdir(parents=True, exist_ok=True)
+        Path(log[0]).write_text(f"made {output[0]}\n")
+
+
 rule train_cnn:
     input:
-        rules.fold_shards.output[0],
+        shards=rules.fold_shards.output[0],
+        state=rules.training_state.output[0],
     output:
-        # the run directory beside it (checkpoints/, tensorboard/, history.csv, run.json) is the training's working
-        # state, kept across a failed attempt so that a rerun resumes; history is its per-epoch log, copied on success
         model="results/folds/{fold}/model/model.keras",
+        # the run's per-epoch log and reproducibility record, copied out of its state on success
         history="results/folds/{fold}/history.csv",
+        record="results/folds/{fold}/run.json",
     log:
         "logs/train_cnn/{fold}.log",
     benchmark:
@@ -51,7 +70,7 @@ rule train_cnn:
 rule predict_fold:
     input:
         model=rules.train_cnn.output.model,
-        shards=rules.fold_shards.output[0],
+        shards=rules.train_cnn.input.shards,
     output:
         "results/folds/{fold}/predictions.csv",
     log:

@@ -25,11 +25,15 @@ if nodes * per_node > 1:
     cpus = snakemake.resources.get("cpus_per_task") or 0
     if cpus <= 0:
         cpus = int(os.environ.get("SLURM_CPUS_PER_TASK") or snakemake.threads)
-    start_tasks(snakemake.input[0], snakemake.output.model, cfg, cpus_per_task=cpus,
-                device=snakemake.params.device, launcher=snakemake.resources.get("mpi", "srun"))
+    start_tasks(snakemake.input.shards, snakemake.output.model, cfg, cpus_per_task=cpus,
+                device=snakemake.params.device, launcher=snakemake.resources.get("mpi", "srun"),
+                run_dir=snakemake.input.state)
 else:
     from realfake.train import fit
 
-    fit(snakemake.input[0], snakemake.output.model, cfg, threads=snakemake.threads, device=snakemake.params.device)
-with atomic_path(snakemake.output.history) as tmp:
-    shutil.copyfile(Path(snakemake.output.model).parent / "history.csv", tmp)
+    fit(snakemake.input.shards, snakemake.output.model, cfg, threads=snakemake.threads,
+        device=snakemake.params.device, run_dir=snakemake.input.state)
+# the run's per-epoch log and record, finished, as the job's outputs
+for name, output in (("history.csv", snakemake.output.history), ("run.json", snakemake.output.record)):
+    with atomic_path(output) as tmp:
+        shutil.copyfile(Path(snakemake.input.state) / name, tmp)
