@@ -25,13 +25,14 @@ rule training_state:
     log:
         "logs/training_state/{fold}.log",
     localrule: True
+    conda:
+        "../../envs/io.yaml"
     threads: 1
     resources:
         mem_mb=100,
         runtime=1,
-    run:
-        Path(output[0]).mkdir(parents=True, exist_ok=True)
-        Path(log[0]).write_text(f"made {output[0]}\n")
+    script:
+        "../scripts/training_state.py"
 
 
 rule train_cnn:
