@@ -54,7 +54,7 @@ import pandas as pd
 from . import FAKE, REAL
 from .atomic import atomic_path
 from .buckets import (META_DTYPE, SCATTER_INDEX, SCATTER_META, SCATTER_PIXELS, SCATTER_PLAN, ScatterOutput,
-                      write_at, bucket_counts, read_bucket)
+                      bucket_counts, read_bucket, write_at)
 from .catalogs import CONDITIONS
 from .census import labelled_sources
 from .shardplan import ShardConfig, ShardPlan, make_plan, split_sizes

@@ -1,5 +1,6 @@
 """Fixtures for the tests and benchmarks: bricks cloned from a synthetic release, coadds retiled or recompressed,
-brick files and shards of random pixels, free ports. None of the pipeline uses them (the synthetic release itself is realfake.mock)."""
+brick files and shards of random pixels, free ports. None of the pipeline uses them (the synthetic release itself
+is realfake.mock)."""
 
 from __future__ import annotations
 

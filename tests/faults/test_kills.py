@@ -23,7 +23,8 @@ pytestmark = pytest.mark.faults
 PLOTS = [f"results/evaluation/{n}.{e}" for n in ("binned", "calibration", "training", "folds", "statistics",
                                                   "mosaic", "mosaic_extremes") for e in ("png", "pdf")]
 # the scenario's two folds (2 bricks): each fold's model and its training log
-MODELS = [f"results/folds/{k}/{f}" for k in (0, 1) for f in ("model/model.keras", "history.csv", "training/history.csv")]
+MODELS = [f"results/folds/{k}/{f}" for k in (0, 1)
+          for f in ("model/model.keras", "history.csv", "training/history.csv")]
 STAGES = {
     "mock_release": (["mock_release"], "resources/synthetic", ["resources/synthetic"], ["resources", "results", "logs"]),
     "make_cutouts": (["make_cutouts"], "cutouts", ["results/cutouts"], ["results/cutouts", "results/shards",
