@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sysconfig
 
@@ -12,7 +13,7 @@ import pytest
 from conftest import assert_same_brick_file
 
 from realfake import layout
-from realfake.brickfile import DEFAULT_CHANNELS, read_sources
+from realfake.brickfile import DEFAULT_CHANNELS, read_sources, read_table
 from realfake.catalogs import CatalogError, read_tractor
 from realfake.coadds import read_coadd
 from realfake.injection import LAYOUTS, Run, read_fakes
@@ -38,7 +39,9 @@ def test_hdf5_layout(brick_files):
 def test_cutout_is_centred_on_the_source_pixel(mock_dr9, brick_files):
     root, _ = mock_dr9
     src = read_sources(brick_files[0])
-    coadd = read_coadd(root / "release", "1210p060")
+    # the reals are cut from the brick's first injection run's coadds, as its fakes are
+    assert set(src["coadds"]) == {"rs0", "rs1"} and set(src.loc[src["label"] == 0, "coadds"]) == {"rs0"}
+    coadd = read_coadd(root / "injection", "1210p060", "rs0")
     with h5py.File(brick_files[0], "r") as f:
         for i in np.flatnonzero(src["label"].to_numpy() == 0)[:5]:
             ix, iy = int(np.floor(src["x"][i] + 0.5)), int(np.floor(src["y"][i] + 0.5))
@@ -381,3 +384,93 @@ def test_every_cutout_carries_the_observing_conditions_at_its_source(brick_files
     reals = src[src["label"] == 0].merge(tractor[["id", *CONDITIONS]], on="id", suffixes=("", "_t"))
     for c in CONDITIONS:
         np.testing.assert_array_equal(reals[c].to_numpy(np.float32), reals[f"{c}_t"].to_numpy(np.float32))
+
+
+def _cut_one(mock_dr9, selection, out, **kw):
+    from realfake.cutouts import make_brick_file
+
+    root, cfg = mock_dr9
+    make_brick_file(out, "1210p060", root / "release", root / "injection", cfg.rs, selection, 64, DEFAULT_CHANNELS,
+                    **kw)
+    with h5py.File(out, "r") as f:
+        attrs, has_processing = dict(f.attrs), "processing" in f
+    processing = read_table(out, "processing") if has_processing else None
+    return read_sources(out), read_table(out, "cuts"), attrs, processing
+
+
+def test_reals_cut_from_the_release_where_asked_or_where_no_run_has_coadds(mock_dr9, selection, tmp_path):
+    src, cuts, attrs, processing = _cut_one(mock_dr9, selection, tmp_path / "a.h5", reals_from="release")
+    assert set(src.loc[src["label"] == 0, "coadds"]) == {"release"} and attrs["reals_coadds"] == "release"
+    assert processing is None and attrs["reals_fallback"] == ""
+    # an injection run without coadds: its fakes cannot be cut, and the reals fall back to the release's, said
+    root, cfg = mock_dr9
+    copy = tmp_path / "syn"
+    shutil.copytree(root, copy)
+    for rs in cfg.rs:
+        shutil.rmtree(LAYOUTS["obiwan2018"].path(LAYOUTS["obiwan2018"].coadd, copy / "injection", "1210p060", rs))
+    src, cuts, attrs, _ = _cut_one((copy, cfg), selection, tmp_path / "b.h5")
+    assert set(src["label"]) == {0} and set(src["coadds"]) == {"release"}
+    assert "no seed folder of its injection run has coadds" in attrs["reals_fallback"]
+    assert cuts.loc[cuts["label"] == 0, "reals_fallback"].sum() == 1
+
+
+def test_one_neighbour_rule_for_both_classes(mock_dr9, selection, tmp_path):
+    from realfake.bricks import PIXSCALE_ARCSEC
+    from realfake.injection import plan_brick
+
+    root, cfg = mock_dr9
+    src, cuts, attrs, _ = _cut_one(mock_dr9, selection, tmp_path / "n.h5", neighbour_radius=6.0)
+    assert attrs["neighbour_radius"] == 6.0
+    # counted in the cut flow, for the reals (near the fakes of the run they are cut from) and for the fakes
+    assert (cuts.loc[cuts["label"] == 0, "cut_neighbour"] > 0).all()
+    assert (cuts["cut_neighbour"] >= 0).all()
+    plan = plan_brick("1210p060", root / "release", root / "injection", cfg.rs)
+    for label, rs in ((0, "rs0"), (1, "rs0"), (1, "rs1")):
+        injected = read_fakes(next(r for r in plan.runs if r.rs == rs))
+        kept = src[(src["label"] == label) & (src["coadds"] == rs)]
+        d = np.hypot(kept["x"].to_numpy()[:, None] - injected["x"].to_numpy()[None],
+                     kept["y"].to_numpy()[:, None] - injected["y"].to_numpy()[None])
+        if label == 1:  # a fake's own injection is no neighbour of it
+            d[kept["id"].to_numpy()[:, None] == injected["id"].to_numpy()[None]] = np.inf
+        assert len(kept) and (d.min(axis=1) >= 6.0 / PIXSCALE_ARCSEC).all(), (label, rs)
+
+
+def test_a_run_whose_coadds_disagree_with_the_release_is_set_aside_and_named(mock_dr9, selection, tmp_path):
+    from astropy.io import fits
+
+    root, cfg = mock_dr9
+    copy = tmp_path / "syn"
+    shutil.copytree(root, copy)
+    folder = LAYOUTS["obiwan2018"].path(LAYOUTS["obiwan2018"].coadd, copy / "injection", "1210p060", "rs0")
+    path = folder / layout.coadd_name("1210p060", "image", "g")
+    with fits.open(path, mode="update") as f:
+        f[1].header["CRVAL1"] += 2 * 0.262 / 3600  # two pixels off
+    src, cuts, attrs, processing = _cut_one((copy, cfg), selection, tmp_path / "w.h5")
+    assert "rs0" not in set(src["coadds"]) and set(src.loc[src["label"] == 0, "coadds"]) == {"rs1"}
+    absent = dict(map(tuple, json.loads(attrs["absent_runs"])))
+    assert "WCS" in absent["rs0"] and str(path) in absent["rs0"]
+    assert cuts.loc[cuts["rs"] == "rs0", "runs_absent"].sum() == 1
+
+
+def test_the_processing_check_sees_the_same_reals_in_both_coadds(tmp_path, selection):
+    from realfake.brickfile import DEFAULT_CHANNELS as CH
+    from realfake.cutouts import make_brick_file
+    from realfake.mock import MockConfig, make_release
+    from realfake.processing import check_bricks
+
+    files = {}
+    for name, kw in (("same", {}), ("sky", {"rerun_sky_offset": 0.1}), ("depth", {"rerun_noise": 0.1})):
+        cfg = MockConfig(bricks=("1210p060", "1212p060"), image_size=400, seed=11, fake_density=2.0, **kw)
+        make_release(cfg, tmp_path / name, workers=2)
+        files[name] = []
+        for b in cfg.bricks:
+            out = tmp_path / name / f"{b}.h5"
+            make_brick_file(out, b, tmp_path / name / "release", tmp_path / name / "injection", "all", selection, 64,
+                            CH, neighbour_radius=6.0)
+            files[name].append(out)
+    same, _ = check_bricks(files["same"], None, 0.05)
+    assert same["n"] > 20 and not same["differs"]
+    sky, _ = check_bricks(files["sky"], None, 0.05)
+    assert sky["differs"] and any("sky" in r for r in sky["reasons"])
+    depth, _ = check_bricks(files["depth"], None, 0.05)
+    assert depth["differs"] and any("inverse variance" in r for r in depth["reasons"])

@@ -36,6 +36,7 @@ def _grid_names(dec: float, n: int, ra0: float = 180.0) -> list[str]:
 
 
 def _cut(tmp_path, bricks, release_root, injection_root, **kw):
+    kw.setdefault("neighbour_radius", 0.0)  # SMALL's fakes are 2" apart: the neighbour rule (tested apart) would drop them
     settings = CutoutSettings(release_root=str(release_root), injection_root=str(injection_root),
                               rs=kw.pop("rs", "all"), selection={**SELECTION, **kw.pop("selection", {})}, **kw)
     return run_batch(bricks, tmp_path / "out", settings)

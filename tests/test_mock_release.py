@@ -230,3 +230,69 @@ def test_graded_defects_change_the_pixels_as_specified(tmp_path):
     extra = np.concatenate([n[0].ravel() - b[0].ravel() for n, b in zip(stamps["noise"], stamps["base"])])
     bright = model > 0.02
     assert np.var(extra[bright]) == pytest.approx(0.05 * model[bright].mean(), rel=0.2)
+
+
+def _away_from_fakes(root, brick, shape, radius=10):
+    """Pixels of a brick's coadd farther than ``radius`` pixels from every fake of its seed folder rs0."""
+    sim = fitsio.read(str(layout.simcat_file(root / "injection", brick, "rs0")))
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    far = np.ones(shape, dtype=bool)
+    for x, y in zip(sim["x"] - 1, sim["y"] - 1):
+        far &= np.hypot(xx - x, yy - y) > radius
+    return far
+
+
+def test_rerun_processing_and_fake_mag_offset(tmp_path):
+    """The rerun's processing differences change the injection coadds as specified: rerun_sky_offset a constant
+    offset in units of the pixel noise, rerun_noise extra noise recorded in the invvar; fake_mag_offset draws the
+    fakes brighter in every band, the same fakes otherwise."""
+    from realfake.mock import MockConfig, make_release
+
+    brick = "1210p060"
+    base = dict(bricks=(brick,), image_size=96, seed=5, fake_density=30.0)  # (some 5 fakes)
+    runs = {"sky": {"rerun_sky_offset": 0.1}, "noise": {"rerun_noise": 0.1},
+            "real": {"fake_model": "real"}, "bright": {"fake_model": "real", "fake_mag_offset": -0.5}}
+    for name, option in runs.items():
+        make_release(MockConfig(**base, **option), tmp_path / name)
+
+    def coadd(name, tree, kind, b):
+        rs = "rs0" if tree == "injection" else None
+        return fitsio.read(str(layout.coadd_file(tmp_path / name / tree, brick, kind, b, rs))).astype(float)
+
+    for b in BANDS:
+        rel, iv = coadd("sky", "release", "image", b), coadd("sky", "release", "invvar", b)
+        far = _away_from_fakes(tmp_path / "sky", brick, rel.shape) & (iv > 0)
+        chi = (coadd("sky", "injection", "image", b) - rel) * np.sqrt(iv)
+        assert np.median(chi[far]) == pytest.approx(0.1, abs=0.02), b
+        assert np.all(coadd("sky", "injection", "image", b)[iv == 0] == 0)  # no data stays no data
+        assert np.array_equal(coadd("sky", "injection", "invvar", b), iv)
+
+        rel, iv = coadd("noise", "release", "image", b), coadd("noise", "release", "invvar", b)
+        inj_iv = coadd("noise", "injection", "invvar", b)
+        assert np.array_equal(inj_iv > 0, iv > 0)
+        assert np.allclose(inj_iv[iv > 0], iv[iv > 0] / 1.1, rtol=1e-6), b
+        far = _away_from_fakes(tmp_path / "noise", brick, rel.shape) & (iv > 0)
+        chi = (coadd("noise", "injection", "image", b) - rel) * np.sqrt(iv)
+        assert np.std(chi[far]) == pytest.approx(np.sqrt(0.1), rel=0.1), b
+        assert abs(np.median(chi[far])) < 0.03  # noise, no offset
+
+    sims = {k: fitsio.read(str(layout.simcat_file(tmp_path / k / "injection", brick, "rs0")))
+            for k in ("real", "bright")}
+    assert len(sims["real"]) >= 2 and np.array_equal(sims["real"]["id"], sims["bright"]["id"])
+    for b in BANDS:  # every band 0.5 mag brighter: colours unchanged
+        assert np.allclose(sims["bright"][f"{b}flux"] / sims["real"][f"{b}flux"], 10**0.2, rtol=1e-5), b
+    for key in ("x", "y", "rhalf", "e1", "e2", "type"):
+        assert np.array_equal(sims["real"][key], sims["bright"][key]), key
+    # injected and measured alike: the fakes' light in the coadds and their rerun fluxes brighter by the same factor
+    light = {k: (coadd(k, "injection", "image", "r") - coadd(k, "release", "image", "r")).sum() for k in sims}
+    assert light["bright"] / light["real"] == pytest.approx(10**0.2, rel=0.1)
+    rerun = {k: fitsio.read(str(layout.tractor_file(tmp_path / k / "injection", brick, "rs0"))) for k in sims}
+    assert rerun["bright"]["flux_r"].sum() - rerun["real"]["flux_r"].sum() == pytest.approx(
+        (10**0.2 - 1) * sims["real"]["rflux"].sum(), rel=1e-3)
+
+
+def test_rerun_options_validated():
+    from realfake.mock import MockConfig
+
+    with pytest.raises(ValueError, match="synthetic.rerun_noise must be >= 0, not -0.1"):
+        MockConfig(bricks=("1210p060",), rerun_noise=-0.1)

@@ -13,7 +13,8 @@ from realfake.shardset import shard_files
 
 
 def test_shards_named_shaped_and_traceable(brick_files, tmp_path):
-    summary = build(brick_files, tmp_path, DEFAULT_CHANNELS, split_by="example", size=8, test_fraction=0.2, seed=3)
+    summary = build(brick_files, tmp_path, DEFAULT_CHANNELS, split_by="example", size=8, test_fraction=0.2, seed=3,
+                    balance="brick")
     n = summary["n_examples"]
     train, test = shard_files(tmp_path, "train"), shard_files(tmp_path, "test")
     assert train[0][0].name == "xtrain_0.npy" and test[0][1].name == "ytest_0.npy"
@@ -54,21 +55,23 @@ def _bytes(d):
 
 def test_out_of_core_gives_the_same_bytes_whatever_the_memory_budget(brick_files, tmp_path):
     # a few MB of cutouts: a 3 MB budget forces several scatter buckets, 2 GB keeps one
-    small = build(brick_files, tmp_path / "small", DEFAULT_CHANNELS, split_by="example", size=4, seed=4, memory_mb=3)
-    large = build(list(reversed(brick_files)), tmp_path / "large", DEFAULT_CHANNELS, split_by="example", size=4, seed=4)
+    kw = dict(split_by="example", size=4, balance="brick")
+    small = build(brick_files, tmp_path / "small", DEFAULT_CHANNELS, seed=4, memory_mb=3, **kw)
+    large = build(list(reversed(brick_files)), tmp_path / "large", DEFAULT_CHANNELS, seed=4, **kw)
     assert small["scatter_buckets"] > 2 and large["scatter_buckets"] == 1
     assert _bytes(tmp_path / "small").keys() == _bytes(tmp_path / "large").keys()
     for name, content in _bytes(tmp_path / "small").items():
         if name != "summary.json":
             assert content == _bytes(tmp_path / "large")[name], name
     assert not (tmp_path / "small" / ".shuffle").exists()
-    other = build(brick_files, tmp_path / "seed5", DEFAULT_CHANNELS, split_by="example", size=4, seed=5)
+    other = build(brick_files, tmp_path / "seed5", DEFAULT_CHANNELS, seed=5, **kw)
     assert other["n_examples"] == small["n_examples"]
     assert (tmp_path / "seed5" / "manifest.csv").read_bytes() != (tmp_path / "small" / "manifest.csv").read_bytes()
 
 
 def test_per_shard_class_counts_and_validation_split(brick_files, tmp_path):
-    s = build(brick_files, tmp_path, DEFAULT_CHANNELS, split_by="example", size=8, test_fraction=0.2, validation_fraction=0.1, seed=2)
+    s = build(brick_files, tmp_path, DEFAULT_CHANNELS, split_by="example", size=8, test_fraction=0.2,
+              validation_fraction=0.1, seed=2, balance="brick")
     n = s["n_examples"]
     counts = {sp: sum(len(np.load(y)) for _, y in shard_files(tmp_path, sp)) for sp in ("train", "valid", "test")}
     assert counts == {"test": round(0.2 * n), "valid": round(0.1 * n), "train": n - round(0.2 * n) - round(0.1 * n)}
@@ -296,3 +299,19 @@ def test_killed_at_any_point_leaves_nothing_that_looks_complete_and_rerun_is_ide
     assert killed_mid_write, "no kill landed while the shards were being written"
     # the hidden temporaries of the killed runs were removed by the reruns
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_matched_pairs_go_into_the_shards_together_and_are_named_in_the_manifest(brick_files, tmp_path):
+    from realfake.brickfile import read_sources
+
+    calipers = {"mag_g": 0.3, "mag_r": 0.3, "mag_z": 0.3, "size": 0.3}
+    s = build(brick_files, tmp_path, DEFAULT_CHANNELS, size=8, seed=2, balance="matched", match=calipers, folds=2)
+    man = pd.read_csv(tmp_path / "manifest.csv", dtype={"rs": str}, keep_default_na=False)
+    assert len(man) == s["n_examples"] > 0 and (man["pair"] > 0).all()
+    pairs = man.groupby("pair")
+    assert (pairs.size() == 2).all() and (pairs["label"].sum() == 1).all()
+    assert (pairs["brick"].nunique() == 1).all() and (pairs["split"].nunique() == 1).all()
+    for col, cal in calipers.items():
+        assert (pairs[col].agg(lambda v: v.max() - v.min()) <= cal + 1e-5).all(), col
+    # fewer examples than the brick files hold: the fakes without a real of their catalogue values are left out
+    assert len(man) < sum(len(read_sources(p)) for p in brick_files)

@@ -21,7 +21,7 @@ FEATURES = ("mag_g", "mag_r", "mag_z", "g_r", "r_z", "size", "frac_nodata", "iva
             "psfsize_g", "psfsize_r", "psfsize_z", "nobs_g", "nobs_r", "nobs_z", "ebv")
 
 
-def features(man: pd.DataFrame) -> pd.DataFrame:
+def features_of(man: pd.DataFrame) -> pd.DataFrame:
     f = pd.DataFrame(index=man.index)
     for c in FEATURES:
         if c == "g_r":
@@ -33,9 +33,10 @@ def features(man: pd.DataFrame) -> pd.DataFrame:
     return f.astype(float)
 
 
-def cross_fit(man: pd.DataFrame, seed: int = 1) -> pd.DataFrame:
+def cross_fit(man: pd.DataFrame, seed: int = 1, features=None) -> pd.DataFrame:
     """P(fake) of every example of ``man`` (a shard manifest whose ``split`` names its fold) from a model trained
-    on the other folds; columns brick, rs, id, label, fold, p_fake."""
+    on the other folds, on the columns ``features`` of ``man`` (default: :data:`FEATURES`, derived from it);
+    columns brick, rs, id, label, fold, p_fake."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     folds = sorted(s for s in man["split"].unique() if str(s).startswith("fold"))
@@ -43,7 +44,7 @@ def cross_fit(man: pd.DataFrame, seed: int = 1) -> pd.DataFrame:
         folds, train_of = ["test"], {"test": man["split"] != "test"}
     else:
         train_of = {k: man["split"] != k for k in folds}
-    x, y = features(man), man["label"].to_numpy(int)
+    x, y = (features_of(man) if features is None else man[list(features)].astype(float)), man["label"].to_numpy(int)
     out = []
     for k in folds:
         tr, te = train_of[k].to_numpy(), (man["split"] == k).to_numpy()
@@ -58,6 +59,6 @@ def cross_fit(man: pd.DataFrame, seed: int = 1) -> pd.DataFrame:
         part["fold"] = int(k[4:]) if k.startswith("fold") else 0
         part["p_fake"] = p
         out.append(part)
-    res = pd.concat(out, ignore_index=True)
-    res.attrs["features"] = list(FEATURES)
+    res = pd.concat(out)  # (the rows keep their index in ``man``)
+    res.attrs["features"] = list(FEATURES if features is None else features)
     return res

@@ -65,6 +65,8 @@ class CutoutSettings:
     size: int = 64
     channels: tuple = DEFAULT_CHANNELS
     max_frac_nodata: float = _CUTOUTS["max_frac_nodata"]
+    reals_from: str = _CUTOUTS["reals_from"]
+    neighbour_radius: float = _CUTOUTS["neighbour_radius"]
     on_missing: str = _CUTOUTS["on_missing"]
     on_error: str = _CUTOUTS["on_error"]
     config_hash: str = ""
@@ -84,6 +86,8 @@ class CutoutSettings:
             size=cut["size"],
             channels=tuple(cut["channels"]),
             max_frac_nodata=cut["max_frac_nodata"],
+            reals_from=cut["reals_from"],
+            neighbour_radius=cut["neighbour_radius"],
             on_missing=policy.get("on_missing", cut["on_missing"]),
             on_error=policy.get("on_error", cut["on_error"]),
             config_hash=config_hash,
@@ -121,7 +125,8 @@ def cut_brick(brick: str, out_dir: str, s: CutoutSettings) -> dict:
     try:
         cuts = make_brick_file(Path(out_dir) / f"{brick}.h5", brick, s.release_root, s.injection_root, s.rs,
                                s.selection, s.size, s.channels, config_hash=s.config_hash,
-                               max_frac_nodata=s.max_frac_nodata, plan=plan)
+                               max_frac_nodata=s.max_frac_nodata, plan=plan, reals_from=s.reals_from,
+                               neighbour_radius=s.neighbour_radius)
     except (CoaddError, CatalogError) as err:
         return dict(brick=brick, status="failed", reason=str(err))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -7,14 +7,20 @@ HDF5 layout (also written into the file's own attributes):
 - ``labels``: (N,) int8, real = 0, fake = 1.
 - ``sources``: one row per cutout (id, brick, region, rs, ra, dec, x, y,
   fluxes, extinction-corrected magnitudes, type, size, label, frac_nodata,
+  the coadds it was cut from (``coadds``: a seed folder, or ``release``),
   observing conditions); a fake's are its measured values where its run has a
   rerun Tractor catalogue.
 - ``offedge``: the sources whose cutout falls off the image, set aside.
+- ``processing`` (where the reals were cut from an injection run's coadds): per real galaxy away from injected
+  sources, its stamp's statistics in the release's coadds (``rel_``) and in the run's (``inj_``): the processing
+  check's data (realfake.processing).
 - ``cuts``: per catalogue, sources in, removed by each cut (for fakes: not
   injected, not detected in the rerun catalogue, then the reals' cuts), off
   the edge, kept; per injection run whether it was measured, its extinction
   derived, or it was absent.
-- attributes: the brick's region, its injection layout, seed folders read and absent.
+- attributes: the brick's region, its injection layout, seed folders read and absent, where the reals were cut
+  from (``reals_from``, ``reals_coadds``; ``reals_fallback``: why the release's, where it was asked otherwise)
+  and the neighbour rule's radius (arcsec).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ SOURCE_COLUMNS = (
     ["id", "brick", "region", "rs", "ra", "dec", "x", "y"]
     + [f"flux_{b}" for b in BANDS]
     + [f"mag_{b}" for b in BANDS]
-    + ["type", "size", "label", "frac_nodata"]
+    + ["type", "size", "label", "frac_nodata", "coadds"]
     + CONDITIONS
 )
 
@@ -79,7 +85,9 @@ def brick_writer(path, size: int, channels, attrs: dict):
             for i, stamp in enumerate(stamps, start=n):
                 d.id.write_direct_chunk((i, 0, 0, 0), stamp)
 
-        def finish(sources, offedge, cuts, files):
+        def finish(sources, offedge, cuts, files, processing=None):
+            if processing is not None:
+                f.create_dataset("processing", data=_records(processing))
             f.create_dataset("labels", data=sources["label"].to_numpy(np.int8))
             f.create_dataset("sources", data=_records(sources))
             f.create_dataset("offedge", data=_records(offedge))

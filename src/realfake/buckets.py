@@ -22,8 +22,10 @@ META_DTYPE = np.dtype(
         ("brick", "S8"),
         ("region", "S5"),  # north | south ("" for a single-tree release)
         ("rs", "S24"),  # seed folder: rs0, more_skip_rs1000, file0_rs500_skip1
+        ("coadds", "S24"),  # the coadds the stamp was cut from: a seed folder, or "release"
         ("id", "<i8"),
         ("label", "i1"),
+        ("pair", "<i8"),  # shards.balance: matched: its pair, the key of the pair's fake / 2 (0: unpaired)
         ("weight", "<f4"),
         ("ra", "<f8"),
         ("dec", "<f8"),

@@ -62,6 +62,54 @@ def _uniform(keys: np.ndarray) -> np.ndarray:
     return (keys >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
+# --------------------------------------------------------------------------- matched pairs
+
+
+def matched_values(src: pd.DataFrame, quantity: str) -> np.ndarray:
+    """A quantity pairs are matched in: a source-table column, or ``log_<column>`` (its decimal logarithm: a
+    caliper in it is a ratio, as a size's must be, the small sizes being the common ones)."""
+    if quantity.startswith("log_"):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.log10(src[quantity[4:]].to_numpy(float))
+        return np.where(np.isfinite(v), v, np.nan)
+    return src[quantity].to_numpy(float)
+
+
+def match_pairs(src: pd.DataFrame, calipers: dict, keys: np.ndarray) -> np.ndarray:
+    """Each fake paired with a real galaxy of its brick of the same catalogue values: per row, the key of its
+    pair's fake (0 where unmatched).
+
+    Within a brick, the fakes in the order of their keys each take the
+    nearest real not yet taken (in the quantities of ``calipers``, each
+    difference in units of its caliper, Euclidean), among those within every
+    caliper; ties go to the real of smallest key. The pairs depend on the rows'
+    values and keys only, and re-matching any set of matched rows gives the
+    same pairs back (a fake's partner was the nearest of a larger set), which
+    is how the evaluation finds them again from the manifest.
+    """
+    pair = np.zeros(len(src), np.uint64)
+    if not len(src):
+        return pair
+    cols = list(calipers)
+    x = np.column_stack([matched_values(src, c) for c in cols]) / np.array([calipers[c] for c in cols], float)
+    labels, bricks = src["label"].to_numpy(), src["brick"].astype(str).to_numpy()
+    for brick in np.unique(bricks):
+        rows = np.flatnonzero(bricks == brick)
+        fakes, reals = rows[labels[rows] == FAKE], rows[labels[rows] == REAL]
+        fakes, reals = fakes[np.argsort(keys[fakes], kind="stable")], reals[np.argsort(keys[reals], kind="stable")]
+        free = np.ones(len(reals), bool)
+        xr = x[reals]
+        for f in fakes:
+            d = np.abs(xr - x[f])
+            ok = free & np.all(d <= 1, axis=1)  # (NaN compares false: a missing value matches nothing)
+            if not ok.any():
+                continue
+            j = np.flatnonzero(ok)[np.argmin(np.einsum("ij,ij->i", d[ok], d[ok]))]
+            free[j] = False
+            pair[[f, reals[j]]] = keys[f]
+    return pair
+
+
 # --------------------------------------------------------------------------- selection
 
 
@@ -127,7 +175,13 @@ class Census:
 
     def keep(self, src: pd.DataFrame, cfg: ShardConfig):
         """Mask of the examples of ``src`` that go into the shards, and their keys."""
+        keep, keys, _ = self.keep_pairs(src, cfg)
+        return keep, keys
+
+    def keep_pairs(self, src: pd.DataFrame, cfg: ShardConfig):
+        """:meth:`keep`, and each example's pair (the key of its pair's fake; 0 unless ``balance: matched``)."""
         keys = example_keys(src, cfg.seed)
+        pair = np.zeros(len(src), np.uint64)
         keep = _match_mask(src, cfg, self.p_match, keys)
         if self.undersample is not None:
             label, threshold = self.undersample
@@ -137,17 +191,22 @@ class Census:
             for brick in np.unique(bricks):
                 label, threshold = self.brick_undersample.get(brick, (None, -1.0))
                 keep &= (bricks != brick) | ((labels != label) if label is not None else False) | (u <= threshold)
-        return keep, keys
+        if cfg.balance == "matched":  # (a brick's rows are all in one file: its pairs are decided here)
+            kept = np.flatnonzero(keep)
+            pair[kept] = match_pairs(src.iloc[kept], cfg.match, keys[kept])
+            keep &= pair > 0
+        return keep, keys, pair
 
 
 def _undersample_bricks(c: "Census", cfg: ShardConfig) -> None:
     """balance: brick. In each brick the majority class keeps as many examples as the minority has (those with
     the smallest balance variates), so that neither a brick's share of fakes nor anything a brick's examples share
-    (sky, depth, PSF) tells the classes apart; a brick with one class only keeps nothing and is recorded."""
+    (sky, depth, PSF) tells the classes apart; a brick with one class only keeps nothing and is recorded.
+    balance: matched: in each brick the matched pairs (match_pairs), counted here; nothing to undersample."""
     thresholds, one_class, kept = {}, {}, {}
     for path in c.files:
         src = labelled_sources(path)
-        keep, keys = c.keep(src, cfg)  # magnitude matching only, so far
+        keep, keys = c.keep(src, cfg)  # magnitude matching (and matched pairs) only, so far
         u, labels, bricks = _balance_u(keys), src["label"].to_numpy(), src["brick"].to_numpy()
         for brick in np.unique(bricks):
             if brick in kept:
@@ -155,12 +214,15 @@ def _undersample_bricks(c: "Census", cfg: ShardConfig) -> None:
             n = {lab: int(np.count_nonzero(keep & (bricks == brick) & (labels == lab))) for lab in (REAL, FAKE)}
             n_min = min(n.values())
             kept[brick] = 2 * n_min
+            if cfg.balance == "matched":  # the pairs keep themselves: no threshold
+                continue
             if n_min == 0:
                 one_class[str(brick)] = (n[REAL], n[FAKE])
                 continue  # absent from the thresholds: nothing kept
             majority = REAL if n[REAL] > n[FAKE] else FAKE
-            thresholds[brick] = (majority, float(np.sort(u[keep & (bricks == brick) & (labels == majority)])[n_min - 1]))
-    c.brick_undersample, c.one_class = thresholds, one_class
+            u_major = u[keep & (bricks == brick) & (labels == majority)]
+            thresholds[brick] = (majority, float(np.sort(u_major)[n_min - 1]))
+    c.brick_undersample, c.one_class = (thresholds if cfg.balance == "brick" else None), one_class
     c.per_brick = {b: n for b, n in kept.items() if n}
     c.n_kept = {REAL: sum(kept.values()) // 2, FAKE: sum(kept.values()) // 2}
     if one_class:
@@ -216,7 +278,7 @@ def census(brick_files, cfg: ShardConfig) -> Census:
         c.p_match = ratio / ratio.max()
         c.n_kept[REAL] = sum(len(v) for v in kept_variates(REAL)())
 
-    if cfg.balance == "brick":
+    if cfg.balance in ("brick", "matched"):
         _undersample_bricks(c, cfg)
         return c
     minority = min(c.n_kept, key=c.n_kept.get)

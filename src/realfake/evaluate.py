@@ -42,13 +42,20 @@ def balanced_accuracy(y, pred) -> float:
 
 
 def clustered(y, p, bricks, n_boot: int, n_perm: int, seed: int, alpha: float = 0.05, power: float = 0.8,
-              pooled: bool = True) -> dict:
+              pooled: bool = True, strata=None) -> dict:
     """The brick-aware statistics of scores ``p`` (P(fake)) of examples ``y`` grouped by ``bricks`` (the pooled
-    AUC's interval only if ``pooled``)."""
+    AUC's interval only if ``pooled``). ``strata`` (matched pairs, nested in the bricks): the AUC is the share of
+    pairs whose fake scores higher, its test permutes the labels within pairs; the interval still resamples
+    bricks."""
     y, p = np.asarray(y).astype(int), np.asarray(p, float)
-    test = stats.permutation_test(y, p, bricks, n_perm, seed)
+    test = stats.permutation_test(y, p, bricks if strata is None else strata, n_perm, seed)
+    boot = stats.brick_bootstrap(y, p, bricks, n_boot, seed, pooled=pooled, strata=strata)
+    if strata is not None:  # the bricks, not the pairs, are the independent units
+        test["pairs_matched"] = test["bricks_with_both_classes"]
+        by_brick = stats.per_brick(y, p, stats.brick_codes(bricks)[1])
+        test["bricks"], test["bricks_with_both_classes"] = len(by_brick["n1"]), int((by_brick["pairs"] > 0).sum())
+        test["method"] = test["method"].replace("within bricks", "within matched pairs")
     g = test["bricks_with_both_classes"]
-    boot = stats.brick_bootstrap(y, p, bricks, n_boot, seed, pooled=pooled)
     auc_pooled = roc_auc(y, p)
     pred = p >= 0.5
     bacc = balanced_accuracy(y, pred)
@@ -163,15 +170,29 @@ def _by_brick_at_once(pred: pd.DataFrame) -> list[dict]:
             for b, n0, n1, a, q in zip(names, s["n0"], s["n1"], auc, p)]
 
 
+def matched_pairs(pred: pd.DataFrame):
+    """The matched pairs of the examples (the manifest's ``pair``, shards.balance: matched), or None where the
+    examples are not all in complete pairs (another balance, or a manifest from before pairs were recorded)."""
+    if "pair" not in pred:
+        return None
+    pair = pred["pair"].to_numpy()
+    if not len(pair) or (pair <= 0).any():
+        return None
+    sizes = pd.Series(pair).map(pd.Series(pair).value_counts()).to_numpy()
+    return pair if (sizes == 2).all() else None
+
+
 def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epochs: int | None = None,
              baseline: pd.DataFrame | None = None, folds: dict | None = None, monitor: str = "val_loss",
-             sensitivity: dict | None = None) -> dict:
+             sensitivity: dict | None = None, processing: dict | None = None, population: dict | None = None) -> dict:
     """All metrics of a predictions table (``label``, ``p_fake``, ``brick``, ``fold`` and the binned columns).
 
     ``ecfg``: the ``evaluate:`` block (bootstrap, permutations, seed, alpha, power, bins, training_gate).
     ``histories``: fold -> its training history; ``baseline``: the same examples' ``p_fake`` from the
     nuisance baseline; ``folds``: how the run was folded (k, requested, split_by, note); ``sensitivity``: the
-    run's sensitivity grid (``sensitivity.json``), quoted in the verdict.
+    run's sensitivity grid (``sensitivity.json``), quoted in the verdict; ``processing``: the processing check
+    (realfake.processing); ``population``: the population answer (realfake.population). Where the examples are
+    matched pairs (``pair``), the headline is the appearance answer: the paired AUC, labels permuted within pairs.
     """
     n_boot, n_perm, seed = ecfg["bootstrap"], ecfg["permutations"], ecfg["seed"]
     alpha, power = ecfg["alpha"], ecfg["power"]
@@ -181,7 +202,9 @@ def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epoc
     if "rz" not in pred and {"mag_r", "mag_z"} <= set(pred):
         pred["rz"] = pred["mag_r"] - pred["mag_z"]
     y, p = pred["label"].to_numpy(int), pred["p_fake"].to_numpy(float)
-    m = clustered(y, p, pred["brick"].to_numpy(), n_boot, n_perm, seed, alpha, power)
+    pairs = matched_pairs(pred)
+    m = clustered(y, p, pred["brick"].to_numpy(), n_boot, n_perm, seed, alpha, power, strata=pairs)
+    m["matched"] = pairs is not None
     m["folds"] = folds or {"k": 1}
     m["naive"] = {**stats.naive_tests(y, p),
                   "note": "tests that treat the examples as independent, for comparison only: not valid when "
@@ -189,7 +212,8 @@ def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epoc
     if histories is not None:
         m["training"] = training_gate(histories, epochs or 0, ecfg["training_gate"], monitor)
     if baseline is not None:
-        b = clustered(y, baseline.to_numpy(float), pred["brick"].to_numpy(), n_boot, n_perm, seed, alpha, power)
+        b = clustered(y, baseline.to_numpy(float), pred["brick"].to_numpy(), n_boot, n_perm, seed, alpha, power,
+                      strata=pairs)
         m["baseline"] = {k: b[k] for k in ("auc", "ci95", "p_value", "auc_pooled")}
         m["baseline"]["features"] = list(FEATURES)
         m["excess_over_baseline"] = stats.paired_difference(y, p, baseline.to_numpy(float), pred["brick"].to_numpy(),
@@ -205,6 +229,10 @@ def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epoc
     m["where"] = holm_bins(m, alpha)
     if sensitivity is not None:
         m["sensitivity"] = sensitivity
+    if processing is not None:
+        m["processing"] = processing
+    if population is not None:
+        m["population"] = population
     m["verdict_class"], m["verdict_reasons"] = classify(m, alpha)
     m["verdict"] = verdict(m)
     return m

@@ -26,6 +26,12 @@ parameters gets, and a ``min_fake_separation`` larger than a cutout keeps
 other fakes out of a fake's stamp (a real's stamp holds no fakes); both
 classes are selected on their measured values (selection.fakes: measured).
 
+``fake_mag_offset`` draws the fakes from a brighter (or fainter) population, its
+colours unchanged, catalogued and injected alike; and two processing differences
+of the rerun change the injection run's coadds, not the fakes: a constant sky
+offset (``rerun_sky_offset``, in units of the pixel noise) and extra noise
+recorded in their inverse variance (``rerun_noise``, a fraction of the variance).
+
 Here the configuration, and the release put together brick by brick (in
 parallel) in a temporary tree moved into place: the sky is rendered by
 :mod:`realfake.mocksky`, the files written by :mod:`realfake.mockfiles`, the
@@ -81,6 +87,11 @@ class MockConfig:
     fake_invvar_scale: float = 1.0  # the injection coadds' inverse variance x this: disagrees with their pixels
     fake_offset: float = 0.0  # pixels: fakes drawn this far (in x) from their catalogue position
     min_fake_separation: float = 5.0  # arcsec; closer fakes are skipped, as obiwan does
+    # the fakes' drawn magnitudes + this in every band (colours unchanged): a brighter (< 0) or fainter population
+    fake_mag_offset: float = 0.0
+    # Processing differences of the rerun: its coadds (every seed folder), not its fakes
+    rerun_sky_offset: float = 0.0  # a constant sky offset of this x the pixel noise sigma (another sky subtraction)
+    rerun_noise: float = 0.0  # extra Gaussian noise of this x the variance, recorded in invvar (fewer exposures)
     # region folders ({"north": bricks, "south": bricks}; a brick may be in both), else one tree
     regions: dict = field(default_factory=dict)
     injection_layout: str = "obiwan2018"
@@ -102,6 +113,11 @@ class MockConfig:
                              f"{self.fake_ellipticity!r}")
         if self.fake_shot_noise < 0:
             raise ValueError(f"synthetic.fake_shot_noise must be >= 0, not {self.fake_shot_noise}")
+        if not self.rerun_noise >= 0:
+            raise ValueError(f"synthetic.rerun_noise must be >= 0, not {self.rerun_noise}")
+        for key in ("rerun_sky_offset", "fake_mag_offset"):
+            if not np.isfinite(getattr(self, key)):
+                raise ValueError(f"synthetic.{key} must be a finite number, not {getattr(self, key)}")
         if self.min_fake_separation < 0:
             raise ValueError(f"synthetic.min_fake_separation must be >= 0, not {self.min_fake_separation}")
         if self.image_size < 64:
@@ -171,11 +187,14 @@ def _injection_run(galsim, cfg, lay, brick_row, sky, header, wcs, root, stream, 
     brick = brick_row["BRICKNAME"].decode().strip()
     fakes = draw_fakes(cfg, np.random.default_rng(stream + [1000 + k]))
     nrng = np.random.default_rng(stream + [3000 + k])  # the defects' noise: a stream of its own
+    rerun_rng = np.random.default_rng(stream + [4000 + k])  # the rerun's extra noise: another
     if not (lay.name == "obiwan2017" and k > 0):  # obiwan's 2017 runs kept the coadds of their first seed only
         coadd = lay.path(lay.coadd, root, brick, rs)
         for b in BANDS:
-            write_coadd(coadd, brick, b, inject_band(galsim, cfg, sky, fakes, b, nrng),
-                        sky.invvar[b] * np.float32(cfg.fake_invvar_scale), header,
+            image = _rerun_processing(cfg, inject_band(galsim, cfg, sky, fakes, b, nrng), sky.invvar[b], rerun_rng)
+            # the recorded invvar: the rerun's extra noise in it, the invvar defect on top
+            write_coadd(coadd, brick, b, image,
+                        sky.invvar[b] * np.float32(cfg.fake_invvar_scale / (1 + cfg.rerun_noise)), header,
                         _dither_seed(cfg, brick_row, 17 * (k + 1)))
     write_simcat(cfg, lay, root, brick, rs, wcs, sky.mw, fakes)
     # the rerun pipeline's catalogue of the injected sky: the same sources as the release's, measured anew,
@@ -188,6 +207,21 @@ def _injection_run(galsim, cfg, lay, brick_row, sky, header, wcs, root, stream, 
     write_table(lay.path(lay.tractor, root, brick, rs),
                 tractor_table(cfg, brick_row, wcs, rerun, sky.mw, sky.fwhm, sky.nexp, rrng))
     return len(fakes["added"])
+
+
+def _rerun_processing(cfg: MockConfig, image: np.ndarray, invvar: np.ndarray, rng) -> np.ndarray:
+    """An injection coadd ``image`` as the rerun processed it: extra Gaussian noise of ``rerun_noise`` x the pixel
+    variance (1/``invvar``, the release's), then a constant sky offset of ``rerun_sky_offset`` x the pixel noise
+    sigma; pixels without data (invvar 0) stay as they are. At the defaults ``image`` unchanged."""
+    if cfg.rerun_noise == 0 and cfg.rerun_sky_offset == 0:
+        return image
+    data = invvar > 0
+    sigma = np.where(data, 1 / np.sqrt(np.where(data, invvar, 1)), 0.0)
+    out = image.astype(np.float64)
+    if cfg.rerun_noise > 0:
+        out += rng.normal(0.0, 1.0, image.shape) * np.sqrt(cfg.rerun_noise) * sigma
+    out += cfg.rerun_sky_offset * sigma
+    return np.where(data, out, image).astype(np.float32)
 
 
 def _make_brick_star(args):

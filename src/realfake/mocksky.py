@@ -222,7 +222,9 @@ def render_sky(galsim, cfg, rng) -> Sky:
 def draw_fakes(cfg, rng) -> dict:
     """One injection run's fakes as obiwan draws them: positions, parameters and catalogue fluxes (``flux``, before
     extinction), the radius they are drawn with (``drawn_rhalf``: the catalogue's x fake_rhalf_scale for the ELG
-    model), and which are injected (``added``, ids) and which skipped (too close to an earlier one)."""
+    model), and which are injected (``added``, ids) and which skipped (too close to an earlier one). The population's
+    magnitudes are shifted by ``fake_mag_offset`` in every band (its colours unchanged): fluxes x 10^(-0.4 offset)
+    wherever the fake's flux is used (simcat, injected light, rerun truth)."""
     nfake = rng.poisson(cfg.fake_density * cfg.area_arcmin2)
     x, y = positions(rng, nfake, cfg.image_size)
     clumps = None
@@ -234,6 +236,7 @@ def draw_fakes(cfg, rng) -> dict:
     else:
         fp = elg_population(rng, nfake)
         rhalf, nser = fp["rhalf"], fp["n"]
+    fp["g"] = fp["g"] + cfg.fake_mag_offset  # a brighter (< 0) or fainter population, the same draws
     ids = np.arange(nfake, dtype=np.int64)
     skipped = too_close(x, y, cfg.min_fake_separation / PIXSCALE_ARCSEC)
     return dict(x=x, y=y, flux=band_fluxes(fp["g"], fp["gr"], fp["rz"]), fp=fp, clumps=clumps, rhalf=rhalf,

@@ -80,13 +80,23 @@ def roc_curve(y, p):
 
 
 def matched_pairs(pred: pd.DataFrame, percentiles) -> list[tuple[pd.Series, str, str]]:
-    """Mosaic rows: for each brightness percentile, a real galaxy near it and the fake nearest in g magnitude.
+    """Mosaic rows: for each brightness percentile, a real galaxy near it and its matched pair's fake (the
+    examples are matched pairs), or else the fake nearest in g magnitude.
 
     The 99th percentile of brightness is the 1st percentile of magnitude. Each
-    fake is used once.
+    fake is used once (matched pairs: a percentile's real may repeat where few pairs are).
     """
     real = pred[(pred["label"] == 0) & np.isfinite(pred["mag_g"])]
     fake = pred[(pred["label"] == 1) & np.isfinite(pred["mag_g"])]
+    if "pair" in pred and (pred["pair"] > 0).all():  # matched pairs (shards.balance: matched): the pairs themselves
+        partner = fake.reset_index().set_index("pair")
+        rows = []
+        for pct in percentiles:
+            target = np.percentile(real["mag_g"], 100 - pct)
+            r = real.iloc[int(np.argmin(np.abs(real["mag_g"].to_numpy() - target)))]
+            f = partner.loc[r["pair"]]
+            rows += [(r, "R", f"{ordinal(pct)} percentile of brightness"), (fake.loc[f["index"]], "F", "its pair")]
+        return rows
     rows, used = [], np.zeros(len(fake), dtype=bool)
     for pct in percentiles:
         target = np.percentile(real["mag_g"], 100 - pct)

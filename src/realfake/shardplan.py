@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from .schema import schema_defaults
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-BALANCE = ("none", "brick", "undersample", "weights")
+BALANCE = ("none", "brick", "matched", "undersample", "weights")
 SPLIT_BY = ("brick", "example")
 
 
@@ -45,8 +45,10 @@ class ShardConfig:
     validation_fraction: float = _DEFAULTS["validation_fraction"]
     seed: int = 1
     # none | brick (each brick: its majority class undersampled to its minority's count; a brick with one class
-    # drops out) | undersample (the majority class, globally) | weights (per-example, in w<split>_N.npy)
+    # drops out) | matched (each brick: its fakes paired with reals of the same catalogue values) | undersample (the majority class, globally) | weights (per-example, in w<split>_N.npy)
     balance: str = _DEFAULTS["balance"]
+    # balance: matched: quantity -> caliper, the largest difference within a pair (census.match_pairs)
+    match: dict = field(default_factory=lambda: dict(_DEFAULTS["match"]))
     # keep reals so that their g-magnitude histogram follows the fakes'
     match_magnitude: bool = _DEFAULTS["match_magnitude"]
     match_bins: tuple = tuple(_DEFAULTS["match_bins"])
@@ -65,6 +67,9 @@ class ShardConfig:
             raise ValueError("shards.test_fraction + shards.validation_fraction must be < 1: no training split left")
         if self.balance not in BALANCE:
             raise ValueError(f"shards.balance must be one of {BALANCE}, not {self.balance!r}")
+        bad = {k: v for k, v in self.match.items() if not (isinstance(v, (int, float)) and v > 0)}
+        if self.balance == "matched" and (not self.match or bad):
+            raise ValueError(f"shards.match must name quantities with calipers > 0 (balance: matched), not {self.match}")
         if self.split_by not in SPLIT_BY:
             raise ValueError(f"shards.split_by must be one of {SPLIT_BY}, not {self.split_by!r}")
         if self.folds < 0 or self.folds == 1:
@@ -211,9 +216,10 @@ class ShardPlan:
                              "the plan is out of date, make it again") from None
 
     def assign(self, src: pd.DataFrame):
-        """Per example of a brick file's source table: kept or not, its key, its bucket and its split
-        (None with ``split_by: example``, where the split is decided by the position in key order)."""
-        keep, keys = self.census.keep(src, self.config)
+        """Per example of a brick file's source table: kept or not, its key, its bucket, its split
+        (None with ``split_by: example``, where the split is decided by the position in key order) and its pair
+        (``balance: matched``; else 0)."""
+        keep, keys, pair = self.census.keep_pairs(src, self.config)
         if self.config.split_by == "example":
             first, nb = (np.uint64(v) for v in self.buckets[None])
             split = None
@@ -223,7 +229,7 @@ class ShardPlan:
             first = np.array([self.buckets[v][0] for v in split], dtype=np.uint64)
             nb = np.array([self.buckets[v][1] for v in split], dtype=np.uint64)
         bucket = first + (((keys >> np.uint64(32)) * nb) >> np.uint64(32))
-        return keep, keys, bucket.astype(np.int64), split
+        return keep, keys, bucket.astype(np.int64), split, pair
 
     def to_json(self) -> str:
         c = self.census

@@ -72,8 +72,9 @@ def _meta(src: pd.DataFrame, keys, file_index: int, weights: dict) -> np.ndarray
     m["key"], m["file"], m["row"] = keys, file_index, np.arange(len(src))
     for col in ("brick", "rs", "type"):
         m[col] = src[col].astype(str).str.encode("ascii").to_numpy()
-    if "region" in src:  # (brick files written before regions were read have none)
-        m["region"] = src["region"].astype(str).str.encode("ascii").to_numpy()
+    for col in ("region", "coadds"):  # (brick files written before these were recorded have none)
+        if col in src:
+            m[col] = src[col].astype(str).str.encode("ascii").to_numpy()
     for col in ("id", "label", "ra", "dec", "mag_g", "mag_r", "mag_z", "size", "frac_nodata"):
         m[col] = src[col].to_numpy()
     for col in CONDITIONS:
@@ -111,8 +112,10 @@ def scatter(plan: ShardPlan, brick_files, out_dir) -> dict:
     metas, buckets = [], []
     for path in files:
         src = labelled_sources(path)
-        keep, keys, bucket, _ = plan.assign(src)
-        metas.append(_meta(src, keys, plan.file_index(path), plan.census.weights)[keep])
+        keep, keys, bucket, _, pair = plan.assign(src)
+        meta = _meta(src, keys, plan.file_index(path), plan.census.weights)
+        meta["pair"] = (pair >> np.uint64(1)).astype(np.int64)  # (a CSV column of int64)
+        metas.append(meta[keep])
         buckets.append(bucket[keep])
     bucket_all = np.concatenate(buckets) if buckets else np.zeros(0, np.int64)
     counts = np.bincount(bucket_all, minlength=plan.n_buckets)

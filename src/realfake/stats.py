@@ -166,10 +166,26 @@ def permutation_null(y, ranks, codes, n_perm: int, seed: int) -> np.ndarray:
     return out
 
 
+def stratum_sums(y, score, codes, strata=None) -> dict:
+    """:func:`per_brick`'s sums per brick (``codes``); with ``strata`` (matched pairs, nested in the bricks) the
+    Mann-Whitney U and pairs counted within each stratum and summed per brick: the stratified AUC of the strata,
+    resampled by brick."""
+    nb = int(codes.max()) + 1
+    s = per_brick(y, score, codes, nb)
+    if strata is None:
+        return s
+    _, sc = brick_codes(strata)
+    inner = per_brick(y, score, sc)
+    brick_of = np.zeros(len(inner["u"]), np.int64)
+    brick_of[sc] = codes
+    return {**s, "u": np.bincount(brick_of, inner["u"], minlength=nb),
+            "pairs": np.bincount(brick_of, inner["pairs"], minlength=nb)}
+
+
 def brick_bootstrap(y, score, groups, n_boot: int = 1000, seed: int = 1, threshold: float = 0.5,
-                    pooled: bool = True) -> dict:
-    """Resamples of whole bricks: draws of the stratified AUC, the pooled AUC (unless not ``pooled``) and the
-    balanced accuracy.
+                    pooled: bool = True, strata=None) -> dict:
+    """Resamples of whole bricks: draws of the stratified AUC (within ``strata`` nested in the bricks, where
+    given: matched pairs), the pooled AUC (unless not ``pooled``) and the balanced accuracy.
 
     The stratified AUC and the balanced accuracy are sums over bricks, so a
     resample is a reweighting of per-brick sums (no sort); the pooled AUC is
@@ -179,7 +195,7 @@ def brick_bootstrap(y, score, groups, n_boot: int = 1000, seed: int = 1, thresho
     score = np.asarray(score, float)
     _, codes = brick_codes(groups)
     nb = int(codes.max()) + 1
-    s = per_brick(y, score, codes, nb)
+    s = stratum_sums(y, score, codes, strata)
     pred = score >= threshold
     tp = np.bincount(codes, weights=pred & y, minlength=nb)
     tn = np.bincount(codes, weights=~pred & ~y, minlength=nb)

@@ -188,17 +188,42 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
     return "no_difference_detected", reasons
 
 
+def processing_statement(m: dict) -> str:
+    """What the processing check found (the release's coadds against the injection run's), and where the reals
+    could not be cut from the injection run's coadds; "" when there is nothing to say."""
+    proc = m.get("processing") or {}
+    parts = []
+    if proc.get("differs"):
+        parts.append("The injection run's coadds are not processed as the release's: " + "; ".join(proc["reasons"])
+                     + ". That is the rerun's processing, not the injected model; the real galaxies were cut from the "
+                     "injection run's coadds, as the fakes were, so it does not enter the answer above")
+    fallback = proc.get("reals_from_release", [])
+    if fallback:
+        parts.append(f"In {len(fallback)} brick(s) no injection run kept its coadds, so their real galaxies were cut "
+                     "from the release's coadds: there the rerun's processing can enter the answer")
+    return " ".join(p + "." for p in parts)
+
+
 def verdict(m: dict) -> str:
     """One paragraph written from the numbers and the verdict class."""
     (lo, hi), test = m["ci95"]["auc"], m.get("test")
-    head = (f"{m['verdict_class'].upper().replace('_', ' ')}. On {m['n']} test examples ({m['n_real']} real, "
-            f"{m['n_fake']} fake) in {m['bricks']} bricks, each scored by a model that never saw its brick "
-            f"({m.get('folds', {}).get('k', 1)} folds), the brick-stratified ROC AUC is {m['auc']:.3f} "
-            f"(95% CI {lo:.3f}-{hi:.3f}; {p_text(m['p_value'], test)}, labels permuted within bricks). ")
+    k = m.get("folds", {}).get("k", 1)
+    if m.get("matched"):
+        head = (f"{m['verdict_class'].upper().replace('_', ' ')} (appearance). On {m['n'] // 2} matched pairs (a "
+                f"fake and a real galaxy of the same brick, magnitudes and size) in {m['bricks']} bricks, each scored "
+                f"by a model that never saw its brick ({k} folds), the fake scores higher than its real galaxy with "
+                f"a paired AUC of {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}; {p_text(m['p_value'], test)}, labels "
+                "permuted within pairs). ")
+    else:
+        head = (f"{m['verdict_class'].upper().replace('_', ' ')}. On {m['n']} test examples ({m['n_real']} real, "
+                f"{m['n_fake']} fake) in {m['bricks']} bricks, each scored by a model that never saw its brick "
+                f"({k} folds), the brick-stratified ROC AUC is {m['auc']:.3f} "
+                f"(95% CI {lo:.3f}-{hi:.3f}; {p_text(m['p_value'], test)}, labels permuted within bricks). ")
     if "baseline" in m:
         b = m["baseline"]
         d, (dlo, dhi) = m["excess_over_baseline"]["difference"], m["excess_over_baseline"]["ci95"]
-        head += (f"A classifier of catalogue quantities alone (magnitudes, colours, size, depth, PSF, exposures, "
+        head += (("On the same pairs, a" if m.get("matched") else "A")
+                 + f" classifier of catalogue quantities alone (magnitudes, colours, size, depth, PSF, exposures, "
                  f"E(B-V)) reaches AUC {b['auc']:.3f} (95% CI {b['ci95']['auc'][0]:.3f}-{b['ci95']['auc'][1]:.3f}, "
                  f"{p_text(b['p_value'], test)}): "
                  + (f"the pixels add {d:+.3f} (95% CI {dlo:+.3f} to {dhi:+.3f}). " if dlo > 0 else
@@ -209,7 +234,13 @@ def verdict(m: dict) -> str:
     if m["verdict_class"] == "distinguishable":
         where = " " + magnitude_statement(m.get("by_mag_g", [])) + " " + where_statement(m)
     grid = m.get("sensitivity", {}).get("sentence", "")  # what this run could have found (the sensitivity grid)
-    return head + body + where + (" " + grid if grid else "")
+    tail = [grid, processing_statement(m)]
+    if "population" in m:
+        tail.append(m["population"]["sentence"])
+    if m.get("matched"):
+        tail.append("The pairs share their catalogue values, so a defect that moves the measured catalogue (a flux "
+                    "or size error) shows in the population answer, not in the appearance one.")
+    return head + body + where + "".join(" " + t for t in tail if t)
 
 
 # The built-in controls (config/presets/<name>.yaml) and what their metrics must show

@@ -1,3 +1,52 @@
+rule processing_check:
+    input:
+        expand(rules.make_cutouts.output, batch=BATCHES),
+    output:
+        **with_pdfs(
+            figure=report(
+                "results/evaluation/processing.png",
+                caption="../report/processing.rst",
+                category="Evaluation",
+            ),
+        ),
+        json="results/evaluation/processing.json",
+    log:
+        "logs/processing_check.log",
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        tolerances=config["evaluate"]["processing_tolerances"],
+        alpha=config["evaluate"]["alpha"],
+    script:
+        "../scripts/processing_check.py"
+
+
+rule population:
+    input:
+        cutouts=expand(rules.make_cutouts.output, batch=BATCHES),
+        shards=rules.build_shards.output[0],
+    output:
+        "results/evaluation/population.json",
+    log:
+        "logs/population.log",
+    conda:
+        "../../envs/plot.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        evaluate=config["evaluate"],
+        folds=config["evaluate"]["folds"],
+        matched=config["shards"]["balance"] == "matched",
+    script:
+        "../scripts/population.py"
+
+
 rule nuisance_baseline:
     input:
         rules.build_shards.output[0],
@@ -24,6 +73,8 @@ rule evaluate_cnn:
         models=expand(rules.train_cnn.output.model, fold=FOLD_IDS),
         baseline=rules.nuisance_baseline.output[0],
         shards=rules.build_shards.output[0],
+        processing=rules.processing_check.output.json,
+        population=rules.population.output[0],
         sensitivity=sensitivity_in_verdict,
     output:
         **with_pdfs(

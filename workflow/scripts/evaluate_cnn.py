@@ -32,8 +32,11 @@ if baseline is None:
     logging.getLogger("realfake").warning("the baseline scored only some test examples: left out of the verdict")
 # the sensitivity grid of this run (sensitivity.enabled): quoted in the verdict
 grid = json.loads(Path(snakemake.input.sensitivity[0]).read_text()) if snakemake.input.sensitivity else None
+# the processing check and the population answer (the sensitivity grid's scenarios have neither)
+checks = {k: json.loads(Path(getattr(snakemake.input, k)).read_text()) for k in ("processing", "population")
+          if hasattr(snakemake.input, k)}
 metrics = evaluate(pred, e, histories, snakemake.params.epochs, baseline, snakemake.params.folds,
-                   snakemake.params.monitor, grid)
+                   snakemake.params.monitor, grid, **checks)
 logging.getLogger("realfake").info(metrics["verdict"])
 
 # attribution: each example explained by the model that scored it

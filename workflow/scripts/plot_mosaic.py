@@ -12,7 +12,9 @@ e, channels = snakemake.params.evaluate, list(snakemake.params.channels)
 pred = pd.read_csv(snakemake.input.predictions, dtype={"brick": str, "rs": str})
 for rows, out, title in (
     (matched_pairs(pred, e["mosaic_percentiles"]), snakemake.output.pairs,
-     "Test-split real (R) and fake (F) galaxies matched in g magnitude; p = network's P(fake)"),
+     "Real (R) and fake (F) galaxies " + ("of matched pairs (same brick, magnitudes and size)" if "pair" in pred
+                                          and (pred["pair"] > 0).all() else "matched in g magnitude")
+     + "; p = network's P(fake)"),
     (extremes(pred, e["mosaic_extremes"]), snakemake.output.extremes,
      "The network's most confident calls on the test split; p = P(fake)"),
 ):
