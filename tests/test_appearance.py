@@ -119,3 +119,44 @@ def test_a_log_quantity_matches_on_ratios():
     # 10% apart at both sizes: a 0.05-dex caliper pairs both, a 0.05-arcsec one only the small
     assert (match_pairs(src, {"log_size": 0.05}, example_keys(src, 1)) > 0).sum() == 4
     assert (match_pairs(src, {"size": 0.05}, example_keys(src, 1)) > 0).sum() == 2
+
+
+def test_no_pair_anywhere_is_a_clear_error(brick_files, tmp_path):
+    from realfake.brickfile import DEFAULT_CHANNELS
+    from realfake.shards import build
+
+    with pytest.raises(ValueError, match=r"no fake has a real galaxy of its brick within the calipers of shards.match"):
+        build(brick_files, tmp_path, DEFAULT_CHANNELS, balance="matched", match={"mag_g": 1e-6}, split_by="example")
+
+
+def test_image_statistics_are_tested_within_pairs_and_named_where_they_differ():
+    from realfake.diagnostics import differs_statement, tested_within
+
+    rng = np.random.default_rng(8)
+    d = _paired_scores(rng, 10, 0.0, 0.0)
+    stats = pd.DataFrame({"concentration": 0.36 - 0.05 * d["label"] + rng.normal(0, 0.03, len(d)),
+                          "asymmetry": rng.normal(0.2, 0.05, len(d)), "noise_chi": rng.normal(1, 0.02, len(d)),
+                          "neighbours": rng.uniform(0, 0.01, len(d))}, index=d.index).join(d[["label"]])
+    tested = tested_within(stats, d)
+    assert tested["concentration"]["within"] == "pairs" and tested["concentration"]["differs"]
+    assert tested["concentration"]["auc"] < 0.3 and not tested["asymmetry"]["differs"]
+    line = differs_statement(tested)
+    assert "concentration (fakes 0.3" in line and "asymmetry" not in line
+
+
+def test_an_image_statistic_that_finds_the_difference_within_pairs_makes_the_appearance_distinguishable():
+    from realfake.diagnostics import tested_within
+
+    rng = np.random.default_rng(9)
+    d = _paired_scores(rng, 10, 0.0, 0.0)  # a network that sees nothing
+    d["p_fake"] = 1 / (1 + np.exp(-d["p_fake"]))
+    stats = pd.DataFrame({"concentration": 0.36 - 0.05 * d["label"] + rng.normal(0, 0.03, len(d)),
+                          "asymmetry": rng.normal(0.2, 0.05, len(d)), "noise_chi": rng.normal(1, 0.02, len(d)),
+                          "neighbours": rng.uniform(0, 0.01, len(d))}, index=d.index).join(d[["label"]])
+    m = evaluate(d, ECFG, image_statistics=tested_within(stats, d))
+    assert m["verdict_class"] == "distinguishable" and m["image_statistics"]["concentration"]["found"]
+    assert "concentration" in m["verdict"] and m["p_holm"] >= m["p_value"]
+    # the same statistics on a null: nothing found, and the network's p is Holm-corrected with them
+    stats["concentration"] = rng.normal(0.36, 0.03, len(d))
+    m = evaluate(d, ECFG, image_statistics=tested_within(stats, d))
+    assert m["verdict_class"] != "distinguishable" and not any(v["found"] for v in m["image_statistics"].values())

@@ -279,6 +279,11 @@ def format_summary(flow: pd.DataFrame, failures: pd.DataFrame, n_bricks: int, cu
         t = flow.drop(columns=["label"]).set_index(["class", "rs"]).T
         t.columns = [f"{c} {rs}".strip() for c, rs in t.columns]
         lines += ["sources in, removed by each cut in order, and kept:", t.fillna(0).astype(int).to_string(), ""]
+    fallback = ([] if cuts is None or "reals_fallback" not in cuts else
+                sorted(cuts.loc[cuts["reals_fallback"].fillna(0) > 0, "brick"].astype(str).unique()))
+    if fallback:
+        lines += [f"bricks whose real galaxies were cut from the release's coadds (no injection run kept its own; the "
+                  f"rerun's processing can differ between the classes there): {', '.join(fallback)}", ""]
     lone = one_class_bricks(cuts) if cuts is not None else []
     if len(lone):
         lines += ["bricks with cutouts of one class only (no within-brick comparison: left out by shards.balance: "

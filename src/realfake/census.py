@@ -215,6 +215,9 @@ def _undersample_bricks(c: "Census", cfg: ShardConfig) -> None:
             n_min = min(n.values())
             kept[brick] = 2 * n_min
             if cfg.balance == "matched":  # the pairs keep themselves: no threshold
+                if n_min == 0:
+                    one_class[str(brick)] = tuple(int(np.count_nonzero((bricks == brick) & (labels == lab)))
+                                                  for lab in (REAL, FAKE))
                 continue
             if n_min == 0:
                 one_class[str(brick)] = (n[REAL], n[FAKE])
@@ -225,7 +228,10 @@ def _undersample_bricks(c: "Census", cfg: ShardConfig) -> None:
     c.brick_undersample, c.one_class = (thresholds if cfg.balance == "brick" else None), one_class
     c.per_brick = {b: n for b, n in kept.items() if n}
     c.n_kept = {REAL: sum(kept.values()) // 2, FAKE: sum(kept.values()) // 2}
-    if one_class:
+    if one_class and cfg.balance == "matched":
+        log.info("%d brick(s) hold no matched pair and are left out: %s", len(one_class),
+                 ", ".join(f"{b} ({r} real, {f} fake)" for b, (r, f) in sorted(one_class.items())))
+    elif one_class:
         log.info("%d brick(s) hold one class only and are left out: %s", len(one_class),
                  ", ".join(f"{b} ({r} real, {f} fake)" for b, (r, f) in sorted(one_class.items())))
 

@@ -182,16 +182,34 @@ def matched_pairs(pred: pd.DataFrame):
     return pair if (sizes == 2).all() else None
 
 
+def appearance_family(m: dict, alpha: float) -> None:
+    """On matched pairs, the network's test and the image statistics' (diagnostics.tested_within) are one family of
+    pre-specified tests of "within a pair, the pixels do not know which is the fake", Holm-corrected together, so
+    that the appearance answer rejects at ``alpha`` overall whichever test finds the difference: a statistic made
+    for a defect (concentration for a wrong profile) can see what a network trained on a few hundred pairs does
+    not. Marks ``p_holm`` (the network's) and, per statistic, ``p_holm_family`` and ``found`` (Holm's p < alpha
+    and its interval off 0.5)."""
+    tested = m["image_statistics"]
+    adjusted = stats.holm([m["p_value"]] + [v["p_value"] for v in tested.values()])
+    m["p_holm"] = float(adjusted[0])
+    for v, ph in zip(tested.values(), adjusted[1:]):
+        lo, hi = v["ci95"]
+        v["p_holm_family"] = float(ph)
+        v["found"] = bool(ph < alpha and (lo > 0.5 or hi < 0.5))
+
+
 def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epochs: int | None = None,
              baseline: pd.DataFrame | None = None, folds: dict | None = None, monitor: str = "val_loss",
-             sensitivity: dict | None = None, processing: dict | None = None, population: dict | None = None) -> dict:
+             sensitivity: dict | None = None, processing: dict | None = None, population: dict | None = None,
+             image_statistics: dict | None = None) -> dict:
     """All metrics of a predictions table (``label``, ``p_fake``, ``brick``, ``fold`` and the binned columns).
 
     ``ecfg``: the ``evaluate:`` block (bootstrap, permutations, seed, alpha, power, bins, training_gate).
     ``histories``: fold -> its training history; ``baseline``: the same examples' ``p_fake`` from the
     nuisance baseline; ``folds``: how the run was folded (k, requested, split_by, note); ``sensitivity``: the
     run's sensitivity grid (``sensitivity.json``), quoted in the verdict; ``processing``: the processing check
-    (realfake.processing); ``population``: the population answer (realfake.population). Where the examples are
+    (realfake.processing); ``population``: the population answer (realfake.population); ``image_statistics``: the
+    image statistics tested within pairs or bricks (diagnostics.tested_within). Where the examples are
     matched pairs (``pair``), the headline is the appearance answer: the paired AUC, labels permuted within pairs.
     """
     n_boot, n_perm, seed = ecfg["bootstrap"], ecfg["permutations"], ecfg["seed"]
@@ -233,6 +251,10 @@ def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epoc
         m["processing"] = processing
     if population is not None:
         m["population"] = population
+    if image_statistics is not None:
+        m["image_statistics"] = image_statistics
+        if pairs is not None:
+            appearance_family(m, alpha)
     m["verdict_class"], m["verdict_reasons"] = classify(m, alpha)
     m["verdict"] = verdict(m)
     return m

@@ -89,13 +89,13 @@ def matched_pairs(pred: pd.DataFrame, percentiles) -> list[tuple[pd.Series, str,
     real = pred[(pred["label"] == 0) & np.isfinite(pred["mag_g"])]
     fake = pred[(pred["label"] == 1) & np.isfinite(pred["mag_g"])]
     if "pair" in pred and (pred["pair"] > 0).all():  # matched pairs (shards.balance: matched): the pairs themselves
-        partner = fake.reset_index().set_index("pair")
+        partner = pd.Series(fake.index, index=fake["pair"].to_numpy())
         rows = []
         for pct in percentiles:
             target = np.percentile(real["mag_g"], 100 - pct)
             r = real.iloc[int(np.argmin(np.abs(real["mag_g"].to_numpy() - target)))]
-            f = partner.loc[r["pair"]]
-            rows += [(r, "R", f"{ordinal(pct)} percentile of brightness"), (fake.loc[f["index"]], "F", "its pair")]
+            rows += [(r, "R", f"{ordinal(pct)} percentile of brightness"),
+                     (fake.loc[partner[r["pair"]]], "F", "its pair")]
         return rows
     rows, used = [], np.zeros(len(fake), dtype=bool)
     for pct in percentiles:

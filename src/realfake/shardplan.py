@@ -267,6 +267,10 @@ def make_plan(brick_files, channels, cfg: ShardConfig) -> ShardPlan:
     and the memory budget allow shards at all. The number of gather jobs is not part of it (nor of the bytes)."""
     c = census(brick_files, cfg)
     n = sum(c.n_kept.values())
+    if n == 0 and cfg.balance == "matched":
+        raise ValueError(f"no fake has a real galaxy of its brick within the calipers of shards.match ({cfg.match}) "
+                         f"in any of the {len(c.files)} brick files ({c.n_in[REAL]} reals, {c.n_in[FAKE]} fakes): "
+                         "nothing to shard; widen the calipers, or compare the populations with shards.balance: brick")
     if n == 0:
         raise ValueError("no example left after magnitude matching and balancing: nothing to shard")
     if cfg.split_by == "example":

@@ -92,8 +92,9 @@ class ShardWriter:
             with atomic_path(self.out_dir / name) as tmp:
                 np.save(tmp, arr, allow_pickle=False)
         rows = pd.DataFrame({c: meta[c] for c in manifest_columns(meta.dtype)[3:]})
-        for c in ("brick", "region", "rs", "type"):
-            rows[c] = rows[c].str.decode("ascii")
+        for c in rows.columns:  # the byte strings of the scatter files (brick, region, rs, coadds, type)
+            if rows[c].dtype == object:
+                rows[c] = rows[c].str.decode("ascii")
         rows.insert(0, "index", np.arange(n))
         rows.insert(0, "shard", shard)
         rows.insert(0, "split", split)

@@ -139,9 +139,23 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
         reasons.append(f"only {m['bricks_with_both_classes']} brick(s) of the test examples hold both classes: "
                        "no brick-level inference is possible; select more bricks")
         return "inconclusive", reasons
-    if p < alpha and lo > 0.5:
-        reasons.append(f"labels permuted within bricks reject 'no difference' ({p_said} < {alpha}) and the AUC's "
-                       "interval lies above 0.5")
+    found = {k: v for k, v in (m.get("image_statistics") or {}).items() if v.get("found")}
+    p_net = m.get("p_holm", p)  # (Holm-corrected with the image statistics' tests on matched pairs)
+    if found and not (p_net < alpha and lo > 0.5):
+        names = "; ".join(f"{k.replace('_', ' ')}: fakes {v['median_fake']:.3g} against reals {v['median_real']:.3g}, "
+                          f"AUC {v['auc']:.2f} ({v['ci95'][0]:.2f}-{v['ci95'][1]:.2f}), Holm p = "
+                          f"{v['p_holm_family']:.2g}" for k, v in found.items())
+        reasons.append("an image statistic tells the fakes from the real galaxies of their pairs (the network's test "
+                       f"and the statistics', Holm-corrected together): {names}; the network did not find it "
+                       f"({p_said}): what it can see is smaller than the pixels allow")
+        if gate is not None and not gate["passed"]:
+            reasons.append("the network was not trained to capacity (" + "; ".join(gate["reasons"]) + ")")
+        return "distinguishable", reasons
+    if p_net < alpha and lo > 0.5:
+        reasons.append(f"labels permuted within {'matched pairs' if m.get('matched') else 'bricks'} reject 'no "
+                       f"difference' ({p_said} < {alpha}"
+                       + (f"; Holm-corrected with the image statistics' tests, p = {p_net:.2g}" if "p_holm" in m
+                          else "") + ") and the AUC's interval lies above 0.5")
         if m["tv_lower_limit95"] > 0:
             reasons.append(f"the two populations differ by a total-variation distance of at least "
                            f"{m['tv_lower_limit95']:.3f} (one-sided 95% lower limit)")
@@ -154,7 +168,7 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
                        "anti-correlated with the truth on bricks it never saw; suspect a fluctuation of few bricks, "
                        "or a network that learned brick-level features (class shares) that reverse between folds")
         return "inconclusive", reasons
-    if p < alpha or lo > 0.5:
+    if p_net < alpha or lo > 0.5:
         reasons.append(f"the test and the interval disagree ({p_said}, AUC 95% CI {lo:.3f}-{hi:.3f}): "
                        "marginal; more bricks are needed to decide")
         return "inconclusive", reasons
@@ -233,6 +247,12 @@ def verdict(m: dict) -> str:
     where = ""
     if m["verdict_class"] == "distinguishable":
         where = " " + magnitude_statement(m.get("by_mag_g", [])) + " " + where_statement(m)
+    tested = m.get("image_statistics") or {}
+    found = any(v.get("found") for v in tested.values())
+    if tested and not found and (m["verdict_class"] == "distinguishable" or any(v["differs"] for v in tested.values())):
+        from .diagnostics import differs_statement
+
+        where += " " + differs_statement(tested)
     grid = m.get("sensitivity", {}).get("sentence", "")  # what this run could have found (the sensitivity grid)
     tail = [grid, processing_statement(m)]
     if "population" in m:

@@ -11,7 +11,7 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.diagnostics import attribution_figure, integrated_gradients  # noqa: E402
+from realfake.diagnostics import attribution_figure, compare, integrated_gradients, tested_within  # noqa: E402
 from realfake.evaluate import evaluate  # noqa: E402
 from realfake.model import load_model  # noqa: E402
 from realfake.plots import extremes, load_cutouts, roc_figure  # noqa: E402
@@ -35,6 +35,9 @@ grid = json.loads(Path(snakemake.input.sensitivity[0]).read_text()) if snakemake
 # the processing check and the population answer (the sensitivity grid's scenarios have neither)
 checks = {k: json.loads(Path(getattr(snakemake.input, k)).read_text()) for k in ("processing", "population")
           if hasattr(snakemake.input, k)}
+# the image statistics, tested within pairs (or bricks): what differs, in the verdict
+stats, _, _ = compare(pred, shards, channels)
+checks["image_statistics"] = tested_within(stats, pred, e["alpha"], seed=e["seed"])
 metrics = evaluate(pred, e, histories, snakemake.params.epochs, baseline, snakemake.params.folds,
                    snakemake.params.monitor, grid, **checks)
 logging.getLogger("realfake").info(metrics["verdict"])
