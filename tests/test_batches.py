@@ -196,7 +196,8 @@ def test_shards_do_not_depend_on_the_batching(mock_dr9, selection, tmp_path):
             run_batch(bricks, tmp_path / f"b{size}" / name, s)
             dirs.append(tmp_path / f"b{size}" / name)
         out = tmp_path / f"shards{size}"
-        build(brick_files(dirs), out, s.channels, split_by="example", size=16, test_fraction=0.25, seed=3)
+        build(brick_files(dirs), out, s.channels, split_by="example", size=16, test_fraction=0.25, seed=3,
+              balance="brick")
         outputs.append({p.name: p.read_bytes() for p in out.glob("*.npy")})
     assert len(outputs[0]) > 2 and outputs[0] == outputs[1]
 

@@ -87,7 +87,8 @@ def test_smoke_fit_saves_a_model_that_reloads_with_its_input_transform(brick_fil
     from realfake.shards import build
     from realfake.train import fit
 
-    build(brick_files, tmp_path / "shards", DEFAULT_CHANNELS, split_by="example", size=8, seed=1, validation_fraction=0.2)
+    build(brick_files, tmp_path / "shards", DEFAULT_CHANNELS, split_by="example", size=8, seed=1, validation_fraction=0.2,
+          balance="brick")
     # these shards hold a single training batch: trace it
     cfg = {"model": CONFIG["model"], "train": dict(CONFIG["train"], epochs=1, profile_batches=[1, 1])}
     model = fit(tmp_path / "shards", tmp_path / "run" / "model.keras", cfg, threads=2)

@@ -41,8 +41,9 @@ def test_shards_named_shaped_and_traceable(brick_files, tmp_path):
 
 
 def test_shards_deterministic_whatever_the_input_order(brick_files, tmp_path):
-    build(brick_files, tmp_path / "a", DEFAULT_CHANNELS, split_by="example", size=5, seed=9)
-    build(list(reversed(brick_files)), tmp_path / "b", DEFAULT_CHANNELS, split_by="example", size=5, seed=9)
+    build(brick_files, tmp_path / "a", DEFAULT_CHANNELS, split_by="example", size=5, seed=9, balance="brick")
+    build(list(reversed(brick_files)), tmp_path / "b", DEFAULT_CHANNELS, split_by="example", size=5, seed=9,
+          balance="brick")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
     for name in names:
@@ -117,7 +118,8 @@ def test_weights_balance_the_classes(many_examples, tmp_path):
 
 def test_magnitude_matching_follows_the_fakes_histogram(many_examples, tmp_path):
     bins = np.arange(20.0, 25.01, 0.5)
-    s = build(many_examples, tmp_path, DEFAULT_CHANNELS, split_by="example", size=64, seed=2, match_magnitude=True, match_bins=bins)
+    s = build(many_examples, tmp_path, DEFAULT_CHANNELS, split_by="example", size=64, seed=2, match_magnitude=True, match_bins=bins,
+              balance="brick")
     man = pd.read_csv(tmp_path / "manifest.csv")
     real = man.loc[man.label == 0, "mag_g"]
     # the fakes span g 21-24: reals outside are dropped, inside kept with equal probability (binomial thinning)
@@ -146,8 +148,8 @@ def ten_bricks(tmp_path_factory):
 def test_the_same_bytes_whatever_the_number_of_scatter_and_gather_jobs(ten_bricks, tmp_path, split, batches, parts):
     # 0.2 MB: about 27 examples a bucket, shards of 16 across bucket and job boundaries; 60 jobs leave some idle
     kw = dict(size=16, seed=4, memory_mb=0.2, **split)
-    one = build(ten_bricks, tmp_path / "one", DEFAULT_CHANNELS, **kw)
-    many = build(ten_bricks, tmp_path / "many", DEFAULT_CHANNELS, batches=batches, parts=parts, **kw)
+    one = build(ten_bricks, tmp_path / "one", DEFAULT_CHANNELS, **kw, balance="brick")
+    many = build(ten_bricks, tmp_path / "many", DEFAULT_CHANNELS, batches=batches, parts=parts, **kw, balance="brick")
     assert one["scatter_buckets"] > 6
     assert _bytes(tmp_path / "one") == _bytes(tmp_path / "many")
 
@@ -156,7 +158,7 @@ def test_jobs_refuse_a_plan_they_were_not_made_with(ten_bricks, tmp_path):
     from realfake.shardplan import ShardConfig, make_plan
     from realfake.shards import assemble, gather, scatter
 
-    cfg = ShardConfig(size=16, memory_mb=0.2, folds=2)
+    cfg = ShardConfig(size=16, memory_mb=0.2, folds=2, balance="brick")
     plan = make_plan(ten_bricks[:5], DEFAULT_CHANNELS, cfg)
     with pytest.raises(ValueError, match=f"{ten_bricks[7]}: brick file not in the shard plan"):
         scatter(plan, ten_bricks[7:8], tmp_path / "s")
@@ -175,7 +177,7 @@ def test_jobs_refuse_a_plan_they_were_not_made_with(ten_bricks, tmp_path):
 
 def test_split_by_brick_puts_each_brick_in_one_split(ten_bricks, tmp_path):
     s = build(ten_bricks, tmp_path / "a", DEFAULT_CHANNELS, size=16, test_fraction=0.2, validation_fraction=0.1,
-              memory_mb=1, seed=3)  # a tiny budget: several buckets per split
+              memory_mb=1, seed=3, balance="brick")  # a tiny budget: several buckets per split
     man = pd.read_csv(tmp_path / "a" / "manifest.csv")
     assert man.groupby("brick")["split"].nunique().max() == 1  # no brick's sky in two splits
     assert {sp: sorted(g) for sp, g in man.groupby("split")["brick"].unique().items()} == \
@@ -188,11 +190,11 @@ def test_split_by_brick_puts_each_brick_in_one_split(ten_bricks, tmp_path):
     assert man[man.split == "train"]["brick"].iloc[:20].nunique() > 3
     # the same split and bytes whatever the order of the inputs and the memory budget; another seed, other bricks
     build(list(reversed(ten_bricks)), tmp_path / "b", DEFAULT_CHANNELS, size=16, test_fraction=0.2,
-          validation_fraction=0.1, seed=3)
+          validation_fraction=0.1, seed=3, balance="brick")
     assert pd.read_csv(tmp_path / "b" / "manifest.csv").equals(man)
     for x in (tmp_path / "a").glob("x*.npy"):
         assert x.read_bytes() == (tmp_path / "b" / x.name).read_bytes()
-    other = build(ten_bricks, tmp_path / "c", DEFAULT_CHANNELS, size=16, test_fraction=0.2, seed=4)
+    other = build(ten_bricks, tmp_path / "c", DEFAULT_CHANNELS, size=16, test_fraction=0.2, seed=4, balance="brick")
     assert other["bricks"]["test"] != s["bricks"]["test"]
 
 
@@ -249,14 +251,15 @@ def test_fold_views_test_every_brick_once_and_copy_no_pixel(ten_bricks, tmp_path
 def test_too_few_bricks_to_split_by_brick_is_refused(brick_files, tmp_path):
     with pytest.raises(ValueError, match=r"2 brick\(s\) are too few to split by brick into test and validation and "
                                          r"training splits: .*split_by: example"):
-        build(brick_files, tmp_path, DEFAULT_CHANNELS, test_fraction=0.2, validation_fraction=0.1)
+        build(brick_files, tmp_path, DEFAULT_CHANNELS, test_fraction=0.2, validation_fraction=0.1, balance="brick")
 
 
 def test_bad_shard_config_is_refused(brick_files, tmp_path):
     with pytest.raises(ValueError, match="test_fraction"):
-        build(brick_files, tmp_path, DEFAULT_CHANNELS, split_by="example", test_fraction=0.7, validation_fraction=0.4)
+        build(brick_files, tmp_path, DEFAULT_CHANNELS, split_by="example", test_fraction=0.7, validation_fraction=0.4,
+              balance="brick")
     with pytest.raises(ValueError, match="memory_mb"):
-        build(brick_files, tmp_path, DEFAULT_CHANNELS, split_by="example", size=512, memory_mb=64)
+        build(brick_files, tmp_path, DEFAULT_CHANNELS, split_by="example", size=512, memory_mb=64, balance="brick")
 
 
 KILLABLE = """
@@ -265,7 +268,8 @@ from realfake.atomic import atomic_path
 from realfake.brickfile import DEFAULT_CHANNELS
 from realfake.shards import build
 with atomic_path(sys.argv[1], directory=True) as tmp:  # as the rule's script does
-    build(sys.argv[3:], tmp, DEFAULT_CHANNELS, split_by="example", size=4, seed=6, memory_mb=float(sys.argv[2]))
+    build(sys.argv[3:], tmp, DEFAULT_CHANNELS, split_by="example", size=4, seed=6, memory_mb=float(sys.argv[2]),
+          balance="brick")
 """
 
 

@@ -80,7 +80,7 @@ def test_every_job_went_through_sbatch_and_training_to_the_partition_it_asked_fo
     # fold_shards is a local rule (links, seconds): it runs on the submitting host
     rules = {"mock_release", "make_cutouts", "summarise_cutouts", "plan_shards", "scatter_shards", "gather_shards",
              "build_shards", "train_cnn", "predict_fold",
-             "nuisance_baseline", "evaluate_cnn", "plot_evaluation", "plot_mosaic"}
+             "nuisance_baseline", "processing_check", "population", "evaluate_cnn", "plot_evaluation", "plot_mosaic"}
     assert set(jobs["rule"]) == rules and (jobs["state"] == "COMPLETED").all()
     assert (jobs["rule"] == "make_cutouts").sum() == 2  # one per batch: .test has two bricks, one per batch
     assert (jobs["rule"] == "train_cnn").sum() == 2  # one per fold: two bricks, two folds
