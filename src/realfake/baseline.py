@@ -21,9 +21,10 @@ FEATURES = ("mag_g", "mag_r", "mag_z", "g_r", "r_z", "size", "frac_nodata", "iva
             "psfsize_g", "psfsize_r", "psfsize_z", "nobs_g", "nobs_r", "nobs_z", "ebv")
 
 
-def features_of(man: pd.DataFrame) -> pd.DataFrame:
+def features_of(man: pd.DataFrame, names=FEATURES) -> pd.DataFrame:
+    """The columns ``names`` of a manifest or source table, the colours g_r and r_z derived, absent ones NaN."""
     f = pd.DataFrame(index=man.index)
-    for c in FEATURES:
+    for c in names:
         if c == "g_r":
             f[c] = man["mag_g"] - man["mag_r"]
         elif c == "r_z":

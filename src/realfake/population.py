@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import FAKE, REAL, stats
-from .baseline import cross_fit
+from .baseline import cross_fit, features_of
 from .census import _hash_strings
 
 # The catalogue quantities of the population answer (the source tables' columns; colours derived)
@@ -25,18 +25,6 @@ NAMES = {"mag_g": "g magnitude", "mag_r": "r magnitude", "mag_z": "z magnitude",
          "r_z": "r - z colour", "size": "half-light radius", "psfsize_g": "g PSF size", "psfsize_r": "r PSF size",
          "psfsize_z": "z PSF size", "nobs_g": "g exposures", "nobs_r": "r exposures", "nobs_z": "z exposures",
          "ebv": "E(B-V)"}
-
-
-def quantities(src: pd.DataFrame) -> pd.DataFrame:
-    q = pd.DataFrame(index=src.index)
-    for c in QUANTITIES:
-        if c == "g_r":
-            q[c] = src["mag_g"] - src["mag_r"]
-        elif c == "r_z":
-            q[c] = src["mag_r"] - src["mag_z"]
-        else:
-            q[c] = src[c] if c in src else np.nan
-    return q.astype(float)
 
 
 def brick_folds(bricks, k: int, seed: int) -> np.ndarray:
@@ -66,7 +54,7 @@ def population(src: pd.DataFrame, ecfg: dict, folds: int, pairs: int | None = No
     if out["bricks"] < 2 or not n_real or not n_fake:
         return {**out, "auc": float("nan"), "p_value": float("nan"), "differs": False,
                 "sentence": "The population could not be compared: fewer than two bricks, or one class only."}
-    man = quantities(src)
+    man = features_of(src, QUANTITIES)
     man["split"] = [f"fold{f}" for f in brick_folds(bricks, k, seed)]
     man["label"], man["brick"], man["rs"], man["id"] = y, bricks, src["rs"].to_numpy(), src["id"].to_numpy()
     present = [c for c in QUANTITIES if man[c].notna().any()]  # (older brick files lack some)
