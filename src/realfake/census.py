@@ -92,21 +92,34 @@ def match_pairs(src: pd.DataFrame, calipers: dict, keys: np.ndarray) -> np.ndarr
         return pair
     cols = list(calipers)
     x = np.column_stack([matched_values(src, c) for c in cols]) / np.array([calipers[c] for c in cols], float)
+    from scipy.spatial import cKDTree
+
     labels, bricks = src["label"].to_numpy(), src["brick"].astype(str).to_numpy()
+    complete = np.all(np.isfinite(x), axis=1)  # a missing value matches nothing
     for brick in np.unique(bricks):
-        rows = np.flatnonzero(bricks == brick)
+        rows = np.flatnonzero((bricks == brick) & complete)
         fakes, reals = rows[labels[rows] == FAKE], rows[labels[rows] == REAL]
+        if not len(fakes) or not len(reals):
+            continue
         fakes, reals = fakes[np.argsort(keys[fakes], kind="stable")], reals[np.argsort(keys[reals], kind="stable")]
+        # every (fake, real) within all calipers, found in the ball of radius sqrt(quantities) that holds them,
+        # each fake's candidates nearest first (ties: the real of smallest key, the reals being in key order)
+        near = cKDTree(x[reals]).query_ball_point(x[fakes], r=np.sqrt(len(cols)) * (1 + 1e-9))
+        fi = np.repeat(np.arange(len(fakes)), [len(c) for c in near])
+        rj = np.fromiter((j for c in near for j in c), np.int64, len(fi))
+        d = np.abs(x[reals[rj]] - x[fakes[fi]])
+        inside = np.all(d <= 1, axis=1)
+        fi, rj, d2 = fi[inside], rj[inside], np.einsum("ij,ij->i", d[inside], d[inside])
+        order = np.lexsort((rj, d2, fi))
+        fi, rj = fi[order], rj[order]
+        starts = np.searchsorted(fi, np.arange(len(fakes) + 1))
         free = np.ones(len(reals), bool)
-        xr = x[reals]
-        for f in fakes:
-            d = np.abs(xr - x[f])
-            ok = free & np.all(d <= 1, axis=1)  # (NaN compares false: a missing value matches nothing)
-            if not ok.any():
-                continue
-            j = np.flatnonzero(ok)[np.argmin(np.einsum("ij,ij->i", d[ok], d[ok]))]
-            free[j] = False
-            pair[[f, reals[j]]] = keys[f]
+        for i in range(len(fakes)):  # in key order, each fake takes its nearest real not yet taken
+            for j in rj[starts[i] : starts[i + 1]].tolist():
+                if free[j]:
+                    free[j] = False
+                    pair[[fakes[i], reals[j]]] = keys[fakes[i]]
+                    break
     return pair
 
 
