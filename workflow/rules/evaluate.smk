@@ -174,7 +174,7 @@ rule plot_mosaic:
                 "results/evaluation/mosaic.png",
                 caption="../report/mosaic.rst",
                 category="Mosaics",
-                subcategory="matched in g magnitude",
+                subcategory="matched pairs",
             ),
             extremes=report(
                 "results/evaluation/mosaic_extremes.png",

@@ -1,4 +1,4 @@
-"""Rule plot_mosaic: real/fake test pairs matched in g magnitude, and the network's most confident cases."""
+"""Rule plot_mosaic: real/fake matched pairs (else pairs matched in g magnitude); the network's most confident cases."""
 
 from realfake.logs import to_file
 
