@@ -160,3 +160,17 @@ def test_an_image_statistic_that_finds_the_difference_within_pairs_makes_the_app
     stats["concentration"] = rng.normal(0.36, 0.03, len(d))
     m = evaluate(d, ECFG, image_statistics=tested_within(stats, d))
     assert m["verdict_class"] != "distinguishable" and not any(v["found"] for v in m["image_statistics"].values())
+
+
+def test_a_statistic_found_beside_a_network_that_finds_the_difference_is_named_too():
+    from realfake.diagnostics import tested_within
+
+    rng = np.random.default_rng(10)
+    d = _paired_scores(rng, 10, 0.8, 0.1)  # a network that sees the difference
+    d["p_fake"] = 1 / (1 + np.exp(-d["p_fake"]))
+    stats = pd.DataFrame({"concentration": 0.36 - 0.05 * d["label"] + rng.normal(0, 0.03, len(d)),
+                          "asymmetry": rng.normal(0.2, 0.05, len(d)), "noise_chi": rng.normal(1, 0.02, len(d)),
+                          "neighbours": rng.uniform(0, 0.01, len(d))}, index=d.index).join(d[["label"]])
+    m = evaluate(d, ECFG, image_statistics=tested_within(stats, d))
+    assert m["verdict_class"] == "distinguishable" and "within matched pairs reject" in m["verdict"]
+    assert "What differs in the pixels" in m["verdict"] and "concentration (fakes" in m["verdict"]

@@ -241,11 +241,9 @@ def _undersample_bricks(c: "Census", cfg: ShardConfig) -> None:
     c.brick_undersample, c.one_class = (thresholds if cfg.balance == "brick" else None), one_class
     c.per_brick = {b: n for b, n in kept.items() if n}
     c.n_kept = {REAL: sum(kept.values()) // 2, FAKE: sum(kept.values()) // 2}
-    if one_class and cfg.balance == "matched":
-        log.info("%d brick(s) hold no matched pair and are left out: %s", len(one_class),
-                 ", ".join(f"{b} ({r} real, {f} fake)" for b, (r, f) in sorted(one_class.items())))
-    elif one_class:
-        log.info("%d brick(s) hold one class only and are left out: %s", len(one_class),
+    if one_class:
+        log.info("%d brick(s) hold %s and are left out: %s", len(one_class),
+                 "no matched pair" if cfg.balance == "matched" else "one class only",
                  ", ".join(f"{b} ({r} real, {f} fake)" for b, (r, f) in sorted(one_class.items())))
 
 

@@ -101,9 +101,11 @@ def by_quantity(q: pd.DataFrame, y, bricks, alpha: float) -> list[dict]:
 
 def sentence(m: dict, carried: list[dict]) -> str:
     """The population answer in one or two sentences."""
+    from .verdict import p_text
+
     (lo, hi) = m["ci95"]["auc"]
     head = (f"Population: a classifier of catalogue quantities alone, on all {m['n_real'] + m['n_fake']} selected "
-            f"examples, reaches AUC {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}, p = {m['p_value']:.2g})")
+            f"examples, reaches AUC {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}, {p_text(m['p_value'], m['test'])})")
     if not m["differs"]:
         return head + ": the fakes' catalogue values are not told from the real galaxies'."
     what = "; ".join(f"{r['name']} {r['median_fake']:.3g} against {r['median_real']:.3g} (median, fakes against "

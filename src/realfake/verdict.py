@@ -126,6 +126,12 @@ def training_gate(histories: dict, epochs: int, gate: dict, monitor: str = "val_
 # --------------------------------------------------------------------------- the verdict
 
 
+def network_rejects(m: dict, alpha: float) -> bool:
+    """The network's test rejects "no difference" at ``alpha`` (Holm-corrected with the image statistics' tests
+    where they joined it: evaluate.appearance_family) and its AUC interval lies above 0.5."""
+    return bool(m.get("p_holm", m["p_value"]) < alpha and m["ci95"]["auc"][0] > 0.5)
+
+
 def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
     """The verdict class and its reasons (plain sentences), from the metrics."""
     lo, hi = m["ci95"]["auc"]
@@ -141,7 +147,7 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
         return "inconclusive", reasons
     found = {k: v for k, v in (m.get("image_statistics") or {}).items() if v.get("found")}
     p_net = m.get("p_holm", p)  # (Holm-corrected with the image statistics' tests on matched pairs)
-    if found and not (p_net < alpha and lo > 0.5):
+    if found and not network_rejects(m, alpha):
         names = "; ".join(f"{k.replace('_', ' ')}: fakes {v['median_fake']:.3g} against reals {v['median_real']:.3g}, "
                           f"AUC {v['auc']:.2f} ({v['ci95'][0]:.2f}-{v['ci95'][1]:.2f}), Holm p = "
                           f"{v['p_holm_family']:.2g}" for k, v in found.items())
@@ -151,7 +157,7 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
         if gate is not None and not gate["passed"]:
             reasons.append("the network was not trained to capacity (" + "; ".join(gate["reasons"]) + ")")
         return "distinguishable", reasons
-    if p_net < alpha and lo > 0.5:
+    if network_rejects(m, alpha):
         reasons.append(f"labels permuted within {'matched pairs' if m.get('matched') else 'bricks'} reject 'no "
                        f"difference' ({p_said} < {alpha}"
                        + (f"; Holm-corrected with the image statistics' tests, p = {p_net:.2g}" if "p_holm" in m
@@ -245,11 +251,12 @@ def verdict(m: dict) -> str:
                     f"{dhi:+.3f}){': it has not learned what the catalogue already shows' if dhi < 0 else ''}. "))
     body = " ".join(r[0].upper() + r[1:] + "." for r in m["verdict_reasons"])
     where = ""
-    if m["verdict_class"] == "distinguishable":
+    rejects = network_rejects(m, m["power"]["alpha"])
+    if m["verdict_class"] == "distinguishable" and rejects:  # (the bins are the network's scores)
         where = " " + magnitude_statement(m.get("by_mag_g", [])) + " " + where_statement(m)
     tested = m.get("image_statistics") or {}
-    found = any(v.get("found") for v in tested.values())
-    if tested and not found and (m["verdict_class"] == "distinguishable" or any(v["differs"] for v in tested.values())):
+    named = not rejects and any(v.get("found") for v in tested.values())  # (by classify's reasons already)
+    if tested and not named and (m["verdict_class"] == "distinguishable" or any(v["differs"] for v in tested.values())):
         from .diagnostics import differs_statement
 
         where += " " + differs_statement(tested)
