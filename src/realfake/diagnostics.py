@@ -24,7 +24,13 @@ STATISTICS = {
     "asymmetry": "sum |I - I rotated 180 deg| / sum |I|, r < 8 px",
     "noise_chi": "robust std of image x sqrt(invvar), r > 24 px (1 = noise as the invvar says)",
     "neighbours": "fraction of pixels at r > 10 px above 5 sigma",
+    # one statistic made for each kind of planted defect (realfake.plant), on the sum of the bands' images
+    "second_moment": "sqrt of the light's second moment about the centre, Gaussian weight of sigma 3 px (PSF, size)",
+    "flux_ratio": "flux(r < 6 px) / the catalogue's flux (extinction-corrected), g + r + z (a flux scale)",
+    "centroid_offset": "distance of the light's centroid from the centre, Gaussian weight of sigma 2 px (position)",
 }
+# the radius of the aperture of flux_ratio and the sigmas of the weights (pixels)
+APERTURE_PX, MOMENT_SIGMA_PX, CENTROID_SIGMA_PX = 6.0, 3.0, 2.0
 
 
 def _radius(size: int) -> np.ndarray:
@@ -33,8 +39,37 @@ def _radius(size: int) -> np.ndarray:
     return np.hypot(yy - c, xx - c)
 
 
-def cutout_statistics(x: np.ndarray, channels, band: str = "r") -> tuple[pd.DataFrame, np.ndarray]:
-    """Per cutout of ``x`` (N, S, S, C): the statistics of :data:`STATISTICS` and the normalised radial profile."""
+def _centred(size: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[:size, :size].astype(np.float64)
+    c = size // 2
+    return yy - c, xx - c
+
+
+def defect_statistics(x: np.ndarray, channels, mags: np.ndarray | None = None) -> pd.DataFrame:
+    """Per cutout of ``x`` (N, S, S, C) the statistics made for the planted defects (:data:`STATISTICS`), measured on
+    the sum of the bands' images; ``mags`` (N, bands): the catalogue's magnitudes of those bands (flux_ratio)."""
+    bands = [b for b in ("g", "r", "z") if b in channels]
+    img = sum(x[..., channels.index(b)].astype(np.float64) for b in bands)
+    dy, dx = _centred(x.shape[1])
+    r2 = dy**2 + dx**2
+    wm, wc = np.exp(-r2 / (2 * MOMENT_SIGMA_PX**2)), np.exp(-r2 / (2 * CENTROID_SIGMA_PX**2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = (img * wm).sum((1, 2))
+        moment = np.sqrt(np.clip((img * wm * r2).sum((1, 2)) / f, 0, None))
+        fc = (img * wc).sum((1, 2))
+        offset = np.hypot((img * wc * dy).sum((1, 2)) / fc, (img * wc * dx).sum((1, 2)) / fc)
+        ratio = np.full(len(x), np.nan)
+        if mags is not None:
+            cat = (10.0 ** (-0.4 * (np.asarray(mags, float) - 22.5))).sum(1)
+            ratio = img[:, r2 < APERTURE_PX**2].sum(1) / cat
+    out = pd.DataFrame({"second_moment": moment, "flux_ratio": ratio, "centroid_offset": offset})
+    return out.replace([np.inf, -np.inf], np.nan)
+
+
+def cutout_statistics(x: np.ndarray, channels, band: str = "r", mags: np.ndarray | None = None
+                      ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per cutout of ``x`` (N, S, S, C): the statistics of :data:`STATISTICS` and the normalised radial profile;
+    ``mags``: the catalogue's magnitudes per band (:func:`defect_statistics`)."""
     img, ivar = x[..., channels.index(band)].astype(np.float64), x[..., channels.index(f"ivar_{band}")]
     r = _radius(x.shape[1])
     inner, core, outer, far = r < 8, r < 3, r > 10, r > 24
@@ -51,7 +86,14 @@ def cutout_statistics(x: np.ndarray, channels, band: str = "r") -> tuple[pd.Data
         prof = np.stack([img[:, (r >= lo) & (r < hi)].mean(1) for lo, hi in zip(RADII[:-1], RADII[1:])], 1)
         prof = prof / prof[:, :1]
     stats = pd.DataFrame({"concentration": conc, "asymmetry": asym, "noise_chi": noise, "neighbours": neigh})
+    stats = pd.concat([stats, defect_statistics(x, channels, mags)], axis=1)
     return stats.replace([np.inf, -np.inf], np.nan), prof
+
+
+def catalogue_mags(rows: pd.DataFrame, channels) -> np.ndarray | None:
+    """The rows' catalogue magnitudes in the bands of ``channels`` (None where the table has none)."""
+    cols = [f"mag_{b}" for b in ("g", "r", "z") if b in channels]
+    return rows[cols].to_numpy(float) if set(cols) <= set(rows) else None
 
 
 def compare(pred: pd.DataFrame, shard_dir, channels, max_examples: int = 4000, band: str = "r"):
@@ -64,7 +106,8 @@ def compare(pred: pd.DataFrame, shard_dir, channels, max_examples: int = 4000, b
         rows = rows.assign(split="test")
     for (split, shard), grp in rows.groupby(["split", "shard"], sort=True):
         x = load_shard(Path(shard_dir) / f"x{split}_{int(shard)}.npy", mmap_mode="r")
-        st, prof = cutout_statistics(np.asarray(x[grp["index"].to_numpy()]), list(channels), band)
+        st, prof = cutout_statistics(np.asarray(x[grp["index"].to_numpy()]), list(channels), band,
+                                     catalogue_mags(grp, channels))
         st.index = grp.index
         tables.append(st)
         profiles.append(pd.DataFrame(prof, index=grp.index))
@@ -99,7 +142,7 @@ def tested_within(stats: pd.DataFrame, pred: pd.DataFrame, alpha: float = 0.05, 
 
     d = stats.join(pred[["brick"] + (["pair"] if "pair" in pred else [])], how="left")
     out = {}
-    for name in STATISTICS:
+    for name in [n for n in STATISTICS if n in stats]:  # (those the table measured)
         ok = d[name].notna().to_numpy()
         sub = d[ok]
         pairs = matched_pairs(pred.loc[sub.index]) if "pair" in sub else None
@@ -133,7 +176,7 @@ def differs_statement(tested: dict) -> str:
              f"{v['auc']:.2f}, Holm p = {v.get('p_holm_family', v['p_holm']):.2g})" for name, v in tested.items()
              if v.get("found", v["differs"])]
     if not names:
-        return (f"No image statistic (concentration, asymmetry, noise, neighbours) differs within {within} after "
+        return (f"No image statistic ({', '.join(n.replace('_', ' ') for n in tested)}) differs within {within} after "
                 "Holm's correction.")
     return f"What differs in the pixels, tested within {within} (Holm-corrected): " + "; ".join(names) + "."
 

@@ -21,6 +21,25 @@ from . import BINNED, stats
 from .baseline import FEATURES
 from .verdict import classify, training_gate, verdict
 
+REPLICATE_PREFIX = "p_fake_replicate_"  # a replicate training's score column; p_fake is their mean
+
+
+def with_replicates(pred: pd.DataFrame, replicates: dict, keys: list) -> pd.DataFrame:
+    """``pred`` (replicate 0's predictions) with every replicate's score as ``p_fake_replicate_<r>`` and ``p_fake``
+    their mean; ``replicates``: r -> that replicate's predictions of the same examples (an example missing from one
+    is an error: the replicates score the same test examples)."""
+    out = pred.rename(columns={"p_fake": f"{REPLICATE_PREFIX}0"})
+    for r, other in sorted(replicates.items()):
+        scores = other[keys + ["p_fake"]].rename(columns={"p_fake": f"{REPLICATE_PREFIX}{r}"})
+        out = out.merge(scores, on=keys, how="left", validate="one_to_one")
+        if out[f"{REPLICATE_PREFIX}{r}"].isna().any():
+            raise ValueError(f"replicate {r} did not score {int(out[f'{REPLICATE_PREFIX}{r}'].isna().sum())} of the "
+                             "test examples of replicate 0: were its shards or folds another run's?")
+    cols = [c for c in out if c.startswith(REPLICATE_PREFIX)]
+    out["p_fake"] = out[cols].mean(axis=1)
+    return out
+
+
 def roc_auc(y, score) -> float:
     """Area under the ROC curve over all (fake, real) pairs (Mann-Whitney U with mid-ranks for ties)."""
     y = np.asarray(y).astype(bool)
@@ -42,11 +61,12 @@ def balanced_accuracy(y, pred) -> float:
 
 
 def clustered(y, p, bricks, n_boot: int, n_perm: int, seed: int, alpha: float = 0.05, power: float = 0.8,
-              pooled: bool = True, strata=None) -> dict:
+              pooled: bool = True, strata=None, replicates=None) -> dict:
     """The brick-aware statistics of scores ``p`` (P(fake)) of examples ``y`` grouped by ``bricks`` (the pooled
     AUC's interval only if ``pooled``). ``strata`` (matched pairs, nested in the bricks): the AUC is the share of
     pairs whose fake scores higher, its test permutes the labels within pairs; the interval still resamples
-    bricks."""
+    bricks. ``replicates`` (replicates x examples): the scores of networks trained with other seeds, of which
+    ``p`` is the mean; the variance between their AUCs enters the interval (stats.training_variance)."""
     y, p = np.asarray(y).astype(int), np.asarray(p, float)
     test = stats.permutation_test(y, p, bricks if strata is None else strata, n_perm, seed)
     boot = stats.brick_bootstrap(y, p, bricks, n_boot, seed, pooled=pooled, strata=strata)
@@ -55,37 +75,58 @@ def clustered(y, p, bricks, n_boot: int, n_perm: int, seed: int, alpha: float = 
         by_brick = stats.per_brick(y, p, stats.brick_codes(bricks)[1])
         test["bricks"], test["bricks_with_both_classes"] = len(by_brick["n1"]), int((by_brick["pairs"] > 0).sum())
         test["method"] = test["method"].replace("within bricks", "within matched pairs")
-    g = test["bricks_with_both_classes"]
+    g, eff = test["bricks_with_both_classes"], boot["effective_bricks"]
     auc_pooled = roc_auc(y, p)
     pred = p >= 0.5
     bacc = balanced_accuracy(y, pred)
     n_bricks = test["bricks"]
+    groups = bricks if strata is None else strata
+    rep_auc = ([stats.permutation_test(y, r, groups, 0)["auc"] for r in np.asarray(replicates, float)]
+               if replicates is not None else [])
+    train_var = stats.training_variance(rep_auc)
+    auc_lo = stats.lower_limit(test["auc"], boot["auc"], g, effective=eff, extra_var=train_var)
     out = {
         "n": int(len(y)), "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()), "bricks": n_bricks,
-        "bricks_with_both_classes": g,
+        "bricks_with_both_classes": g, "effective_bricks": eff,
         "auc": test["auc"],
         "auc_pooled": auc_pooled,
         "accuracy": float(np.mean(pred == y)),
         "balanced_accuracy": bacc,
         "log_loss": log_loss(y, p),
-        "ci95": {"auc": stats.interval(test["auc"], boot["auc"], g, bounds=(0, 1)),
+        "ci95": {"auc": stats.interval(test["auc"], boot["auc"], g, bounds=(0, 1), effective=eff, extra_var=train_var),
                  "auc_pooled": stats.interval(auc_pooled, boot["pooled_auc"], n_bricks, bounds=(0, 1)),
                  "balanced_accuracy": stats.interval(bacc, boot["balanced_accuracy"], n_bricks, bounds=(0, 1))},
         "p_value": test["p_value"],
         "test": {k: v for k, v in test.items() if k != "auc"},
         # TPR - FPR of any fixed classifier bounds the total-variation distance from below
         "tv_lower_limit95": max(0.0, stats.lower_limit(2 * bacc - 1, 2 * boot["balanced_accuracy"] - 1, n_bricks)),
+        # and so does the AUC of any score, with no model of the scores (stats.tv_lower_bound)
+        "tv_lower_limit95_auc": stats.tv_lower_bound(auc_lo),
     }
-    alt_sd = stats.brick_se(boot["auc"], g)
-    mda = stats.min_detectable_auc(test["null_sd"], alt_sd, alpha, power) if np.isfinite(test["null_sd"]) else np.nan
+    if len(rep_auc):
+        out["replicates"] = {"n": len(rep_auc), "auc": [float(a) for a in rep_auc],
+                             "training_sd": float(np.sqrt(train_var * len(rep_auc))) if len(rep_auc) > 1 else None,
+                             "training_variance_of_mean": train_var}
     out["power"] = {
-        "alpha": alpha, "power": power, "min_detectable_auc": mda,
-        "min_detectable_tv_binormal": float(stats.tv_from_auc_binormal(mda)) if np.isfinite(mda) else float("nan"),
-        "null_sd": test["null_sd"], "alternative_sd": alt_sd,
+        "alpha": alpha, "power": power, "null_sd": test["null_sd"], "training_variance": train_var,
         # one-sided 95% upper limit of the AUC: what a run without a detection excludes
-        "auc_upper_limit95": float(2 * test["auc"] - stats.lower_limit(test["auc"], boot["auc"], g)),
+        "auc_upper_limit95": float(2 * test["auc"] - auc_lo),
     }
     return out
+
+
+def rule_power(m: dict, y, bricks, strata, family: int, ecfg: dict) -> None:
+    """The smallest AUC the verdict's rule detects (realfake.power: simulated on this run's bricks and pairs, with
+    effects that vary between bricks), into ``m["power"]``: NaN where the run is too small to detect anything."""
+    from .power import min_detectable_auc
+
+    pw = m["power"]
+    sim = min_detectable_auc(y, bricks, strata, alpha=pw["alpha"], power=pw["power"], family=family,
+                             n_perm=ecfg["permutations"], n_sim=int(ecfg.get("power_simulations", 200)),
+                             seed=ecfg["seed"], extra_var=pw["training_variance"])
+    mda = sim["min_detectable_auc"]
+    pw.update(min_detectable_auc=mda, simulation=sim, family=family,
+              min_detectable_tv_binormal=float(stats.tv_from_auc_binormal(mda)) if np.isfinite(mda) else float("nan"))
 
 
 # --------------------------------------------------------------------------- where: bins, folds, bricks
@@ -201,7 +242,7 @@ def appearance_family(m: dict, alpha: float) -> None:
 def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epochs: int | None = None,
              baseline: pd.DataFrame | None = None, folds: dict | None = None, monitor: str = "val_loss",
              sensitivity: dict | None = None, processing: dict | None = None, population: dict | None = None,
-             image_statistics: dict | None = None) -> dict:
+             image_statistics: dict | None = None, capacity: dict | None = None) -> dict:
     """All metrics of a predictions table (``label``, ``p_fake``, ``brick``, ``fold`` and the binned columns).
 
     ``ecfg``: the ``evaluate:`` block (bootstrap, permutations, seed, alpha, power, bins, training_gate).
@@ -209,8 +250,10 @@ def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epoc
     nuisance baseline; ``folds``: how the run was folded (k, requested, split_by, note); ``sensitivity``: the
     run's sensitivity grid (``sensitivity.json``), quoted in the verdict; ``processing``: the processing check
     (realfake.processing); ``population``: the population answer (realfake.population); ``image_statistics``: the
-    image statistics tested within pairs or bricks (diagnostics.tested_within). Where the examples are
+    image statistics tested within pairs or bricks (diagnostics.tested_within); ``capacity``: the planted defects
+    this run's recipe finds (realfake.capacity), the bound a "no difference" states. Where the examples are
     matched pairs (``pair``), the headline is the appearance answer: the paired AUC, labels permuted within pairs.
+    Columns ``p_fake_replicate_<r>``: the scores of replicate trainings (other seeds), ``p_fake`` their mean.
     """
     n_boot, n_perm, seed = ecfg["bootstrap"], ecfg["permutations"], ecfg["seed"]
     alpha, power = ecfg["alpha"], ecfg["power"]
@@ -221,7 +264,10 @@ def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epoc
         pred["rz"] = pred["mag_r"] - pred["mag_z"]
     y, p = pred["label"].to_numpy(int), pred["p_fake"].to_numpy(float)
     pairs = matched_pairs(pred)
-    m = clustered(y, p, pred["brick"].to_numpy(), n_boot, n_perm, seed, alpha, power, strata=pairs)
+    reps = [c for c in pred if c.startswith(REPLICATE_PREFIX)]
+    replicates = pred[reps].to_numpy(float).T if len(reps) > 1 else None
+    m = clustered(y, p, pred["brick"].to_numpy(), n_boot, n_perm, seed, alpha, power, strata=pairs,
+                  replicates=replicates)
     m["matched"] = pairs is not None
     m["folds"] = folds or {"k": 1}
     m["naive"] = {**stats.naive_tests(y, p),
@@ -255,7 +301,15 @@ def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epoc
         m["image_statistics"] = image_statistics
         if pairs is not None:
             appearance_family(m, alpha)
+    family = 1 + len(image_statistics) if image_statistics is not None and pairs is not None else 1
+    rule_power(m, y, pred["brick"].to_numpy(), pairs, family, ecfg)
+    if capacity is not None:
+        m["capacity"] = capacity
     m["verdict_class"], m["verdict_reasons"] = classify(m, alpha)
+    # each question its own answer: the appearance (matched pairs) and the population (all selected examples)
+    m["answers"] = {"appearance" if pairs is not None else "classes": m["verdict_class"]}
+    if population is not None and np.isfinite(population.get("auc", np.nan)):
+        m["answers"]["population"] = "distinguishable" if population.get("differs") else "no_difference_detected"
     m["verdict"] = verdict(m)
     return m
 

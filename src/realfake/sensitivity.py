@@ -147,9 +147,6 @@ def quote(df: pd.DataFrame) -> str:
         r = null.iloc[0]
         tail = (f" With no defect: {_fmt(r)}, not found, as it must be." if not r["detected"] else
                 f" WARNING: the null row (no defect) was found ({_fmt(r)}): the grid's findings are not valid.")
-    untrained = df[~df["training_passed"] & ~df["detected"]]
-    if len(untrained):
-        tail += (f" {len(untrained)} scenario(s) not found failed the training gate: their 'not found' is no bound.")
     return head + " ".join(p[0].upper() + p[1:] + "." for p in parts) + tail
 
 
@@ -173,18 +170,17 @@ def figure(df: pd.DataFrame, path) -> None:
         ax.plot(g["size"], g["auc"], color="C0", lw=1)
         err = np.vstack([g["auc"] - g["auc_lo"], g["auc_hi"] - g["auc"]])
         ax.errorbar(g["size"], g["auc"], yerr=err, fmt="none", ecolor="C0", capsize=3)
-        styles = (("found", g["detected"], "C0", "C0"),
-                  ("not found", ~g["detected"] & g["training_passed"], "C0", "white"),
-                  ("not found, training gate failed (no bound)", ~g["detected"] & ~g["training_passed"], "0.5", "white"))
+        styles = (("found", g["detected"], "C0", "C0"), ("not found", ~g["detected"], "C0", "white"))
         for label, sel, edge, face in styles:
             ax.scatter(g["size"][sel], g["auc"][sel], s=40, zorder=3, edgecolor=edge, facecolor=face, label=label)
-        ax.plot(g["size"], g["min_detectable_auc"], color="C3", lw=0.8, ls="--", label="min. detectable AUC (80% power)")
+        ax.plot(g["size"], g["min_detectable_auc"], color="C3", lw=0.8, ls="--",
+                label="min. detectable AUC (the verdict's rule, 80% of runs)")
         ax.set_xlabel(TITLES.get(kind, kind))
         ax.set_ylabel("ROC AUC (95% CI)")
         ax.set_ylim(min(0.4, float(g["auc_lo"].min()) - 0.02), 1.01)
     for ax in list(axes.flat)[len(kinds):]:
         ax.axis("off")
-    handles, labels = {}, []
+    handles = {}
     for ax in axes.flat:  # every style that some panel shows, once
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)

@@ -6,19 +6,26 @@ test examples are not independent: a classifier that only recognises bricks
 injection, and a p-value or an interval that treats the examples as independent
 is too small. Everything here therefore works brick by brick:
 
-- the primary statistic is the brick-stratified Mann-Whitney AUC (van Elteren
-  1960): the share of (fake, real) pairs *of the same brick* in which the fake
-  gets the higher P(fake), ties counting one half. A score offset shared by a
-  brick's examples cannot move it; with both classes undersampled to equal
-  numbers in each brick it equals the pooled ROC AUC but for the few pairs
-  that straddle two bricks;
+- the primary statistic is the brick-stratified Mann-Whitney AUC with van
+  Elteren's (1960) weights: each brick's AUC (the share of its (fake, real)
+  pairs in which the fake gets the higher P(fake), ties counting one half)
+  weighted by n1 n0 / (n + 1), about a quarter of its examples. A score offset
+  shared by a brick's examples cannot move it. Weights in proportion to the
+  examples, not to the n1 n0 pairs (which grow with the square of a brick's
+  size), make it the AUC of the survey's examples, brick by brick, and keep a
+  few large bricks from deciding it alone; within matched pairs (``strata``)
+  every pair weighs the same;
 - its p-value comes from permuting the labels within bricks (each brick keeps
   its number of fakes): an exact conditional test of "within each brick, the
   scores carry no information on the labels", estimated by Monte Carlo;
-- its interval comes from resampling whole bricks (the cluster bootstrap);
-- the power is stated as the smallest AUC that the run would detect with 80%
-  probability at the test's level, from the permutation null's exact spread
-  and the bootstrap spread (normal approximation, one-sided).
+- its interval comes from resampling whole bricks (the cluster bootstrap), with
+  a t quantile on the bricks' *effective* number, (sum w)^2 / sum w^2 of the
+  bricks' weights: bricks of unequal sizes carry less information than as many
+  equal ones, and the interval covers at its nominal rate only if it says so
+  (tests/test_stats.py: lognormal brick sizes, effects that vary between
+  bricks and shrink with their size);
+- the power is stated as the smallest AUC that the verdict's rule detects with
+  80% probability, simulated on the run's own bricks (:mod:`realfake.power`).
 
 Everything is vectorised: the ranks are computed once (O(N log N)); the
 bootstrap of the stratified AUC reweights per-brick sums.
@@ -69,8 +76,10 @@ def ranks_within(codes: np.ndarray, score: np.ndarray) -> np.ndarray:
 
 
 def per_brick(y, score, codes, n_bricks: int | None = None) -> dict:
-    """Per-brick sums: fakes n1, reals n0, Mann-Whitney U of the brick (within-brick pairs), and the permutation
-    variance of its rank sum (exact, ties included)."""
+    """Per-brick sums: fakes n1, reals n0, the Mann-Whitney U of the brick (within-brick pairs) and its number of
+    (fake, real) pairs, both times the brick's van Elteren weight 1 / (n + 1) (so that sum u / sum pairs weighs
+    each brick's AUC by n1 n0 / (n + 1)), the permutation variance of that weighted U (exact, ties included), and
+    the weights themselves."""
     y = np.asarray(y).astype(bool)
     nb = int(codes.max()) + 1 if n_bricks is None else n_bricks
     r = ranks_within(codes, score)
@@ -83,11 +92,23 @@ def per_brick(y, score, codes, n_bricks: int | None = None) -> dict:
     mean_r = np.bincount(codes, weights=r, minlength=nb) / np.maximum(n, 1)
     ss = np.bincount(codes, weights=(r - mean_r[codes]) ** 2, minlength=nb)
     var_r1 = np.where(n > 1, n1 * n0 / np.maximum(n - 1, 1) * ss / np.maximum(n, 1), 0.0)
-    return {"n1": n1, "n0": n0, "u": u, "pairs": n1 * n0, "var_u": var_r1, "ranks": r}
+    w = 1.0 / (n + 1.0)
+    return {"n1": n1, "n0": n0, "u": u * w, "pairs": n1 * n0 * w, "var_u": var_r1 * w**2, "ranks": r, "w": w,
+            "n_pairs": n1 * n0}
+
+
+def effective_bricks(pairs) -> float:
+    """The bricks' effective number, (sum w)^2 / sum w^2 of their weights in the stratified AUC (``pairs``: the
+    weighted pairs of :func:`per_brick`): as many as there are where the bricks weigh the same, fewer where some
+    weigh more."""
+    w = np.asarray(pairs, float)
+    w = w[w > 0]
+    return float(w.sum() ** 2 / (w**2).sum()) if len(w) else 0.0
 
 
 def stratified_auc(y, score, groups) -> float:
-    """Brick-stratified Mann-Whitney AUC: the share of same-brick (fake, real) pairs ordered right (ties 1/2)."""
+    """Brick-stratified Mann-Whitney AUC: each brick's share of (fake, real) pairs ordered right (ties 1/2),
+    weighted by van Elteren's n1 n0 / (n + 1)."""
     _, codes = brick_codes(groups)
     s = per_brick(y, score, codes)
     pairs = s["pairs"].sum()
@@ -118,7 +139,7 @@ def permutation_test(y, score, groups, n_perm: int = 2000, seed: int = 1,
     s = per_brick(y, score, codes)
     pairs = s["pairs"].sum()
     out = {"n": int(len(y)), "bricks": int(len(s["n1"])), "bricks_with_both_classes": int((s["pairs"] > 0).sum()),
-           "pairs": float(pairs)}
+           "pairs": float(s["n_pairs"].sum())}
     if pairs == 0:
         return {**out, "auc": float("nan"), "p_value": float("nan"), "null_sd": float("nan"), "method": "none"}
     auc = float(s["u"].sum() / pairs)
@@ -127,7 +148,7 @@ def permutation_test(y, score, groups, n_perm: int = 2000, seed: int = 1,
     out.update(auc=auc, null_sd=null_sd, z=float(z), p_normal=float(p_normal))
     if n_perm <= 0 or len(y) * n_perm > max_work:
         return {**out, "p_value": out["p_normal"], "method": "normal approximation of the permutation distribution"}
-    null = permutation_null(y, s["ranks"], codes, n_perm, seed) / pairs
+    null = permutation_null(y, s["ranks"], codes, n_perm, seed, s["w"]) / pairs
     # U of each permutation minus the same constant: compare rank sums; a tolerance absorbs float rounding
     exceed = int(np.count_nonzero(null >= auc - 1e-12))
     return {**out, "p_value": (1 + exceed) / (1 + n_perm), "n_perm": int(n_perm),
@@ -145,8 +166,9 @@ def normal_test(u, pairs, var_u):
     return z, np.maximum(norm.sf(z), 1e-300)
 
 
-def permutation_null(y, ranks, codes, n_perm: int, seed: int) -> np.ndarray:
-    """Stratified U of ``n_perm`` within-brick label permutations (the constant of each brick subtracted)."""
+def permutation_null(y, ranks, codes, n_perm: int, seed: int, weights=None) -> np.ndarray:
+    """Stratified U of ``n_perm`` within-brick label permutations (the constant of each brick subtracted), each
+    brick's times its weight (``weights``, per brick code; 1 where not given)."""
     rng = np.random.default_rng(seed)
     order = np.argsort(codes, kind="stable")
     cs, rs = codes[order], ranks[order]
@@ -155,7 +177,9 @@ def permutation_null(y, ranks, codes, n_perm: int, seed: int) -> np.ndarray:
     start = np.r_[0, np.cumsum(n)[:-1]]
     # in brick-sorted order, the first n1_b positions of each brick's segment are "fakes" after a random shuffle
     fake_slot = (np.arange(len(cs)) - start[cs]) < n1[cs]
-    const = float(np.sum(n1 * (n1 + 1) / 2))
+    w = np.ones(len(n)) if weights is None else np.asarray(weights, float)
+    rs = rs * w[cs]
+    const = float(np.sum(w * n1 * (n1 + 1) / 2))
     out = np.empty(n_perm)
     step = max(1, CHUNK // max(1, len(cs)))
     for i in range(0, n_perm, step):
@@ -210,7 +234,8 @@ def brick_bootstrap(y, score, groups, n_boot: int = 1000, seed: int = 1, thresho
         pooled = _binned_pooled_auc(y, score, codes, w)
     else:
         pooled = _reweighted_pooled_auc(y, score, codes, w)
-    return {"auc": strat, "pooled_auc": pooled, "balanced_accuracy": bacc}
+    return {"auc": strat, "pooled_auc": pooled, "balanced_accuracy": bacc,
+            "effective_bricks": effective_bricks(s["pairs"])}
 
 
 def _binned_pooled_auc(y, score, codes, w, n_bins: int = POOLED_BINS) -> np.ndarray:
@@ -261,31 +286,60 @@ def brick_se(draws, n_bricks: int) -> float:
     return float(np.std(d, ddof=1) * np.sqrt(n_bricks / (n_bricks - 1)))
 
 
-def interval(estimate: float, draws, n_bricks: int, level: float = 0.95, bounds=None) -> list[float]:
-    """Two-sided interval: estimate -+ t(G - 1) x the bricks' bootstrap standard error (G bricks).
+def t_quantile(p: float, n_bricks: int, effective: float | None = None) -> float:
+    """Student's t quantile on the degrees of freedom of ``n_bricks`` clusters: G - 1, or the bricks' effective
+    number minus one where given (never more than G - 1, never fewer than 1)."""
+    from scipy.stats import t
+
+    df = n_bricks - 1 if effective is None else min(n_bricks - 1, effective - 1)
+    return float(t.ppf(p, max(df, 1.0)))
+
+
+def interval(estimate: float, draws, n_bricks: int, level: float = 0.95, bounds=None,
+             effective: float | None = None, extra_var: float = 0.0) -> list[float]:
+    """Two-sided interval: estimate -+ t x the bricks' bootstrap standard error (G bricks), t on G - 1 degrees of
+    freedom or on the bricks' effective number (``effective``, :func:`effective_bricks`) minus one.
 
     With few bricks the bootstrap's percentile interval covers less than it says
     (0.88 for 95% at 8 bricks in tests/test_stats.py); the t quantile and the
-    G / (G - 1) factor bring it to nominal (0.95 at 8, 16 and 40 bricks). ``bounds``: the values the
+    G / (G - 1) factor bring it to nominal (0.95 at 8, 16 and 40 bricks), and the effective number keeps it there
+    where the bricks' sizes and effects differ. ``extra_var``: a variance the bricks' resampling does not see,
+    added to theirs (the trainings': :func:`training_variance`). ``bounds``: the values the
     quantity can take (an AUC's [0, 1]); the interval is cut to them (an AUC of 0.998 +- 0.004 is 0.994-1)."""
-    from scipy.stats import t
-
-    se = brick_se(draws, n_bricks)
+    se = np.sqrt(brick_se(draws, n_bricks) ** 2 + extra_var)
     if not np.isfinite(se):
         return [float("nan"), float("nan")]
-    q = t.ppf(0.5 + level / 2, n_bricks - 1)
+    q = t_quantile(0.5 + level / 2, n_bricks, effective)
     lo, hi = estimate - q * se, estimate + q * se
     if bounds is not None:
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return [float(lo), float(hi)]
 
 
-def lower_limit(estimate: float, draws, n_bricks: int, level: float = 0.95) -> float:
-    """One-sided lower confidence limit, estimate - t(G - 1) x the bricks' bootstrap standard error."""
-    from scipy.stats import t
+def lower_limit(estimate: float, draws, n_bricks: int, level: float = 0.95, effective: float | None = None,
+                extra_var: float = 0.0) -> float:
+    """One-sided lower confidence limit, estimate - t x the bricks' bootstrap standard error (t and ``extra_var``
+    as in :func:`interval`)."""
+    se = np.sqrt(brick_se(draws, n_bricks) ** 2 + extra_var)
+    return float(estimate - t_quantile(level, n_bricks, effective) * se) if np.isfinite(se) else float("nan")
 
-    se = brick_se(draws, n_bricks)
-    return float(estimate - t.ppf(level, n_bricks - 1) * se) if np.isfinite(se) else float("nan")
+
+def training_variance(replicate_aucs) -> float:
+    """The variance the trainings add to the AUC of the replicates' averaged score: the variance of the
+    replicates' AUCs between them over their number (one replicate: 0, and nothing is known of it). The bricks'
+    bootstrap holds the trained networks fixed; another seed would have trained others."""
+    a = np.asarray(replicate_aucs, float)
+    a = a[np.isfinite(a)]
+    return float(np.var(a, ddof=1) / len(a)) if len(a) > 1 else 0.0
+
+
+def tv_lower_bound(auc) -> float:
+    """A lower bound on the total-variation distance between the two classes' distributions from an AUC of any
+    score, with no model of the scores: 1 - AUC >= (1 - TV)^2 / 2, so TV >= 1 - sqrt(2 (1 - AUC)) (0 below AUC
+    0.5). Convex in the AUC, so it also bounds the mean over matched pairs' conditional distributions from the
+    paired AUC."""
+    a = np.clip(np.asarray(auc, float), 0.5, 1.0)
+    return float(np.maximum(0.0, 1.0 - np.sqrt(2.0 * (1.0 - a))))
 
 
 def tv_from_auc_binormal(auc):
@@ -293,18 +347,6 @@ def tv_from_auc_binormal(auc):
     AUC = Phi(d / sqrt 2), TV = 2 Phi(d / 2) - 1."""
     d = np.sqrt(2.0) * norm.ppf(np.clip(auc, 0.5, 1 - 1e-12))
     return 2 * norm.cdf(d / 2) - 1
-
-
-def min_detectable_auc(null_sd: float, alt_sd: float | None = None, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Smallest stratified AUC the one-sided test at ``alpha`` detects with probability ``power``.
-
-    Normal approximation: reject when AUC > 0.5 + z(1-alpha) null_sd; an AUC A is
-    detected with probability ``power`` when A - z(power) alt_sd lies above that.
-    ``null_sd`` is the permutation null's exact spread, ``alt_sd`` the spread under
-    the alternative (the brick bootstrap's; it carries the bricks' heterogeneity).
-    """
-    alt_sd = null_sd if alt_sd is None or not np.isfinite(alt_sd) else max(alt_sd, null_sd)
-    return float(min(1.0, 0.5 + norm.ppf(1 - alpha) * null_sd + norm.ppf(power) * alt_sd))
 
 
 def holm(p_values) -> np.ndarray:

@@ -1,10 +1,13 @@
 """The verdict: which of three answers the metrics of a run give, why, and the paragraph that says so.
 
 - ``distinguishable``: the test rejects "no difference" at ``alpha`` and the AUC's interval lies above 0.5;
-- ``no_difference_detected``: it does not, the network was trained to capacity (:func:`training_gate`) and
-  the folds were independent; worded as a bound, never as "the populations are the same";
-- ``inconclusive``: anything else (the network did not learn, did not converge, memorised its bricks; the AUC
-  lies below 0.5; the test and the interval disagree; the split shares bricks), with what to change.
+- ``no_difference_detected``: it does not, this run found defects planted on its own real galaxies (the capacity
+  check, realfake.capacity: the bound, in physical units), its rule can detect some AUC (realfake.power), the
+  catalogue classifier does not separate the examples and the folds were independent; worded as a bound, never as
+  "the populations are the same";
+- ``inconclusive``: anything else (nothing planted was found; the run is too small; the catalogue separates the
+  classes; the AUC lies below 0.5; the test and the interval disagree; the split shares bricks), with what to
+  change. The training diagnostics (:func:`training_gate`) are reported, not a condition.
 
 It also holds the built-in controls and what their verdicts must be.
 """
@@ -132,12 +135,69 @@ def network_rejects(m: dict, alpha: float) -> bool:
     return bool(m.get("p_holm", m["p_value"]) < alpha and m["ci95"]["auc"][0] > 0.5)
 
 
+def training_note(gate: dict | None) -> str:
+    """The training diagnostics, where some fold failed them: reported beside the verdict, never a condition of it
+    (a network well trained on two identical populations sits at ln 2, as one that learned nothing does; what a
+    run can find is shown by the planted defects instead)."""
+    if not gate or gate["passed"]:
+        return ""
+    rows = gate["folds"]
+    counts = [(sum(not f[k] for f in rows), what) for k, what in (("learned", "did not learn"),
+                                                                  ("converged", "did not converge"),
+                                                                  ("generalises", "did not generalise"))]
+    said = ", ".join(f"{n} of {len(rows)} folds {what}" for n, what in counts if n)
+    return (f"training diagnostics: {said} (metrics.json, training; reported, not a condition of the verdict: the "
+            "planted defects show what this run finds)")
+
+
+def power_statement(m: dict, alpha: float) -> str:
+    """The smallest AUC the verdict's rule detects, as simulated (realfake.power)."""
+    pw = m["power"]
+    sim = pw.get("simulation", {})
+    fam = f", Holm-corrected over the {pw['family']} tests of its family" if pw.get("family", 1) > 1 else ""
+    return (f"its rule (the network's test{fam}, and the AUC's interval above 0.5) says 'distinguishable' in "
+            f"{pw['power']:.0%} of simulated runs of these bricks and pairs once the AUC reaches "
+            f"{pw['min_detectable_auc']:.3f}, whether the effect is equal in every brick, varies between them or "
+            f"shrinks with their size ({sim.get('simulated_runs', '?')} runs a step; total-variation distance of about "
+            f"{pw['min_detectable_tv_binormal']:.2f} for binormal scores)")
+
+
+def grid_found(m: dict) -> list[dict]:
+    """The sensitivity grid's scenarios (make sensitivity: the whole recipe, the network trained on each) that the
+    run found, where its null row was not found; [] otherwise."""
+    rows = (m.get("sensitivity") or {}).get("scenarios", [])
+    if any(r["kind"] == "none" and r["detected"] for r in rows):
+        return []
+    return [r for r in rows if r["kind"] != "none" and r["detected"]]
+
+
+def capacity_blocker(cap: dict | None, grid: list[dict] = ()) -> str:
+    """Why neither the capacity check nor the sensitivity grid (``grid``: its scenarios found) shows a bound (""
+    where one of them does)."""
+    from .capacity import bounds, null_found
+
+    if grid and (cap is None or not null_found(cap)):
+        return ""
+    if cap is None:
+        return "no capacity check was run: what this run can find is not known"
+    null = null_found(cap)
+    if null:
+        return (f"the capacity check found a difference where nothing was planted ({null['found_in']} of "
+                f"{null['plantings']} plantings): its findings bound nothing")
+    if not any(v["found"] for v in bounds(cap).values()):
+        return (f"this run found none of the defects planted on its own real galaxies ({cap['pairs']} pairs a "
+                "scenario): it could not have told a wrong injected model from a right one. To change: more bricks "
+                "(examples), or larger defects in sensitivity.grid to find where its reach ends")
+    return ""
+
+
 def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
     """The verdict class and its reasons (plain sentences), from the metrics."""
     lo, hi = m["ci95"]["auc"]
     p, mda = m["p_value"], m["power"]["min_detectable_auc"]
     p_said = p_text(p, m.get("test"))
     gate, folds = m.get("training"), m.get("folds", {})
+    note = training_note(gate)
     reasons = []
     if folds.get("note"):
         reasons.append(folds["note"])
@@ -154,58 +214,62 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
         reasons.append("an image statistic tells the fakes from the real galaxies of their pairs (the network's test "
                        f"and the statistics', Holm-corrected together): {names}; the network did not find it "
                        f"({p_said}): what it can see is smaller than the pixels allow")
-        if gate is not None and not gate["passed"]:
-            reasons.append("the network was not trained to capacity (" + "; ".join(gate["reasons"]) + ")")
-        return "distinguishable", reasons
+        return "distinguishable", reasons + ([note] if note else [])
     if network_rejects(m, alpha):
         reasons.append(f"labels permuted within {'matched pairs' if m.get('matched') else 'bricks'} reject 'no "
                        f"difference' ({p_said} < {alpha}"
                        + (f"; Holm-corrected with the image statistics' tests, p = {p_net:.2g}" if "p_holm" in m
                           else "") + ") and the AUC's interval lies above 0.5")
-        if m["tv_lower_limit95"] > 0:
-            reasons.append(f"the two populations differ by a total-variation distance of at least "
-                           f"{m['tv_lower_limit95']:.3f} (one-sided 95% lower limit)")
-        if gate is not None and not gate["passed"]:
-            reasons.append("the network was not trained to capacity (" + "; ".join(gate["reasons"]) +
-                           "): the true difference may be larger than this run shows")
-        return "distinguishable", reasons
+        tv = max(m["tv_lower_limit95"], m.get("tv_lower_limit95_auc", 0.0))
+        if tv > 0:
+            reasons.append(f"the two populations differ by a total-variation distance of at least {tv:.3f} "
+                           "(one-sided 95% lower limit)")
+        return "distinguishable", reasons + ([note] if note else [])
     if hi < 0.5:
         reasons.append(f"the AUC lies below 0.5 (95% CI {lo:.3f}-{hi:.3f}): no real difference makes a classifier "
                        "anti-correlated with the truth on bricks it never saw; suspect a fluctuation of few bricks, "
                        "or a network that learned brick-level features (class shares) that reverse between folds")
-        return "inconclusive", reasons
+        return "inconclusive", reasons + ([note] if note else [])
     if p_net < alpha or lo > 0.5:
         reasons.append(f"the test and the interval disagree ({p_said}, AUC 95% CI {lo:.3f}-{hi:.3f}): "
                        "marginal; more bricks are needed to decide")
-        return "inconclusive", reasons
+        return "inconclusive", reasons + ([note] if note else [])
     blockers = []
     if folds.get("split_by") == "example":
         blockers.append("the examples were split by example, not by brick: the test and training examples share "
                         "sky, depth and PSF; set shards.split_by: brick")
-    if gate is None:
-        blockers.append("no training history was given: whether the network learned is unknown")
-    elif not gate["passed"]:
-        blockers.extend(gate["reasons"])
-        blockers.append("to change: more bricks (examples), more epochs (train.epochs, early_stopping_patience), "
-                        "another learning rate or model (model.name), as the failing check suggests")
     if not np.isfinite(mda):
-        blockers.append("the power of the test could not be computed")
+        sim = m["power"].get("simulation", {})
+        worst = sim.get("scenarios", {}).get(sim.get("worst_scenario"), {})
+        blockers.append("this run is too small to detect any difference: even at AUC 0.99 its rule says "
+                        f"'distinguishable' in only {worst.get('power_at_max', float('nan')):.0%} of simulated runs "
+                        f"({sim.get('worst_scenario', '?')} effects between bricks); select more bricks")
     base = m.get("baseline")
-    if base and base["p_value"] < alpha and m["excess_over_baseline"]["ci95"][1] < 0:
+    if base and base["p_value"] < alpha:
         base_p = p_text(base["p_value"], m.get("test"))  # the same test, on the same examples
-        blockers.append(f"a classifier of catalogue quantities alone separates the classes (AUC {base['auc']:.3f}, "
-                        f"{base_p}) better than the network: the network has not learned what its "
-                        "pixels show (magnitudes and sizes are in them), so it was not trained to capacity")
+        blockers.append(f"a classifier of catalogue quantities alone separates the {'pairs' if m.get('matched') else 'classes'} "
+                        f"(AUC {base['auc']:.3f}, {base_p}): "
+                        + ("the calipers did not make the pairs alike in what the catalogue measures, so the "
+                           "appearance cannot be told apart from the catalogue; narrow shards.match" if m.get("matched")
+                           else "the classes differ in their catalogue values, which the pixels show; set "
+                                "shards.balance: matched to ask about the appearance alone"))
+    cap = capacity_blocker(m.get("capacity"), grid_found(m))
+    if cap:
+        blockers.append(cap)
     if blockers:
         reasons.append(f"no difference detected ({p_said}), but that cannot be read as a bound: " +
                        "; ".join(blockers))
-        return "inconclusive", reasons
+        return "inconclusive", reasons + ([note] if note else [])
     reasons.append(f"no difference detected: {p_said}; the AUC is below {m['power']['auc_upper_limit95']:.3f} "
                    "at 95% (one-sided)")
-    reasons.append(f"this run would have found a difference of AUC >= {mda:.3f} (80% power at alpha = {alpha}), "
-                   f"i.e. a total-variation distance of about {m['power']['min_detectable_tv_binormal']:.2f} "
-                   "(binormal scores); smaller differences may exist")
-    return "no_difference_detected", reasons
+    if m.get("capacity"):
+        reasons.append(m["capacity"]["statement"].rstrip(".") + " (planted on this run's real galaxies, tested by "
+                       "the verdict's image statistics with the network's test counted as not rejecting)")
+    reasons.append("in the network's scores, " + power_statement(m, alpha) + "; smaller differences may exist")
+    if "replicates" not in m:
+        reasons.append("one training per fold (evaluate.replicates: 1): the trainings' variance is not in the "
+                       "interval")
+    return "no_difference_detected", reasons + ([note] if note else [])
 
 
 def processing_statement(m: dict) -> str:
@@ -272,8 +336,9 @@ def verdict(m: dict) -> str:
 
 # The built-in controls (config/presets/<name>.yaml) and what their metrics must show
 CONTROLS = {
-    # one run at alpha = 0.05 rejects a true null once in twenty: the null calibration measures that rate
-    "null-test": "the verdict is not 'distinguishable'",
+    # the null test's fakes are drawn like the real galaxies: no difference, with the bound the run shows (one run
+    # at alpha = 0.05 rejects a true null once in twenty: the null calibration measures that rate)
+    "null-test": "the verdict is 'no_difference_detected', with the planted defects it found as its bound",
     "positive-control": "the verdict is 'distinguishable' with the AUC's 95% interval above 0.8",
 }
 
@@ -284,7 +349,7 @@ def control_outcome(m: dict, control: str) -> tuple[bool, str]:
     if control not in CONTROLS:
         raise ValueError(f"control must be one of {sorted(CONTROLS)}, not {control!r}")
     (lo, hi), p, kind = m["ci95"]["auc"], m["p_value"], m["verdict_class"]
-    ok = kind != "distinguishable" if control == "null-test" else kind == "distinguishable" and lo > 0.8
+    ok = kind == "no_difference_detected" if control == "null-test" else kind == "distinguishable" and lo > 0.8
     numbers = (f"{kind}: AUC {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}), permutation {p_text(p, m.get('test'))}, "
                f"{m['n']} test examples in {m['bricks']} bricks")
     return ok, f"{control} {'passed' if ok else 'FAILED'}: {numbers}; required: {CONTROLS[control]}"

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 # the package's brick selection plans the run even where realfake is not installed (a bare snakemake env)
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from realfake.bricks import batch_bricks, select_bricks
+from realfake.plant import KINDS as PLANTED_KINDS
 from realfake.sensitivity import scenarios, synthetic_defect
 from realfake.devices import train_device as resolve_device
 from realfake.distribute import task_resources
@@ -31,6 +32,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 wildcard_constraints:
     batch=r"\d{3}-\d+",
     fold=r"\d+",
+    replicate=r"[1-9]\d*",
     part=r"\d+",
     source="planted|synthetic",
     kind="[a-z_]+",
@@ -143,6 +145,20 @@ SENSITIVITY_FOLDS = n_folds(
     SENSITIVITY["folds"] or config["evaluate"]["folds"], len(BRICKS)
 )
 SENSITIVITY_FOLD_IDS = fold_ids(SENSITIVITY_FOLDS)
+# the capacity check plants the grid's kinds that can be planted on any release (realfake.capacity)
+PLANTED_GRID = {
+    k: v for k, v in SENSITIVITY["grid"].items() if k in PLANTED_KINDS and v
+}
+# replicate trainings beyond the run's own (workflow/rules/train.smk)
+REPLICATE_IDS = list(range(1, config["evaluate"]["replicates"]))
+
+
+def replicate_train(wildcards):
+    """The train: block of a replicate training: the run's, from another seed."""
+    return {
+        **config["train"],
+        "seed": config["train"]["seed"] + 1000 * int(wildcards.replicate),
+    }
 
 
 def scenario_paths(path, **more):

@@ -47,6 +47,61 @@ rule population:
         "../scripts/population.py"
 
 
+# What this run can find (realfake.capacity): the sensitivity grid's planted defects on the run's own real galaxies,
+# paired by its calipers and tested by the verdict's family of image statistics; the bound a "no difference" states
+rule plant_statistics:
+    input:
+        rules.make_cutouts.output[0],
+    output:
+        "results/capacity/{batch}.csv.gz",
+    log:
+        "logs/capacity/{batch}.log",
+    benchmark:
+        "results/benchmarks/capacity/{batch}.tsv"
+    conda:
+        "../../envs/io.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        grid=PLANTED_GRID,
+        plantings=SENSITIVITY["plantings"],
+        seed=SENSITIVITY["seed"],
+        calipers=config["shards"]["match"],
+        null_row=SENSITIVITY["null_row"],
+    script:
+        "../scripts/plant_statistics.py"
+
+
+rule capacity:
+    input:
+        statistics=expand(rules.plant_statistics.output, batch=BATCHES),
+        shards=rules.build_shards.output[0],
+    output:
+        **with_pdfs(
+            figure=report(
+                "results/evaluation/capacity.png",
+                caption="../report/capacity.rst",
+                category="Evaluation",
+            ),
+        ),
+        json="results/evaluation/capacity.json",
+    log:
+        "logs/capacity.log",
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        alpha=config["evaluate"]["alpha"],
+        seed=config["evaluate"]["seed"],
+    script:
+        "../scripts/capacity.py"
+
+
 rule nuisance_baseline:
     input:
         rules.build_shards.output[0],
@@ -75,6 +130,12 @@ rule evaluate_cnn:
         shards=rules.build_shards.output[0],
         processing=rules.processing_check.output.json,
         population=rules.population.output[0],
+        capacity=rules.capacity.output.json,
+        replicates=expand(
+            rules.replicate_predict_fold.output[0],
+            replicate=REPLICATE_IDS,
+            fold=FOLD_IDS,
+        ),
         sensitivity=sensitivity_in_verdict,
     output:
         **with_pdfs(

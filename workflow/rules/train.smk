@@ -86,3 +86,43 @@ rule predict_fold:
         runtime=30,
     script:
         "../scripts/predict_fold.py"
+
+
+# Replicate trainings (evaluate.replicates > 1): every fold's network trained again from another seed on the same
+# shards, under results/replicates/<r>/ (replicate 0 is the run's own, above). The verdict scores each example by
+# the mean of its replicates and adds the spread between their AUCs to its interval (realfake.stats).
+use rule training_state as replicate_training_state with:
+    output:
+        directory("results/replicates/{replicate}/folds/{fold}/training"),
+    log:
+        "logs/replicates/{replicate}/training_state/{fold}.log",
+
+
+use rule train_cnn as replicate_train_cnn with:
+    input:
+        shards=rules.fold_shards.output[0],
+        state=rules.replicate_training_state.output[0],
+    output:
+        model="results/replicates/{replicate}/folds/{fold}/model/model.keras",
+        history="results/replicates/{replicate}/folds/{fold}/history.csv",
+        record="results/replicates/{replicate}/folds/{fold}/run.json",
+    log:
+        "logs/replicates/{replicate}/train_cnn/{fold}.log",
+    benchmark:
+        "results/benchmarks/replicates/{replicate}/train_cnn/{fold}.tsv"
+    params:
+        model=config["model"],
+        train=replicate_train,
+        device=train_device,
+
+
+use rule predict_fold as replicate_predict_fold with:
+    input:
+        model=rules.replicate_train_cnn.output.model,
+        shards=rules.fold_shards.output[0],
+    output:
+        "results/replicates/{replicate}/folds/{fold}/predictions.csv",
+    log:
+        "logs/replicates/{replicate}/predict_fold/{fold}.log",
+    benchmark:
+        "results/benchmarks/replicates/{replicate}/predict_fold/{fold}.tsv"

@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
 from realfake.diagnostics import attribution_figure, compare, integrated_gradients, tested_within  # noqa: E402
-from realfake.evaluate import evaluate  # noqa: E402
+from realfake.evaluate import evaluate, with_replicates  # noqa: E402
 from realfake.model import load_model  # noqa: E402
 from realfake.plots import extremes, load_cutouts, roc_figure  # noqa: E402
 from realfake.runtime import configure_threads  # noqa: E402
@@ -24,6 +24,13 @@ shards = Path(snakemake.input.shards)
 keys = ["brick", "rs", "id", "label"]
 read = dict(dtype={"brick": str, "rs": str}, keep_default_na=False, na_values=[""])
 pred = pd.concat([pd.read_csv(p, **read) for p in snakemake.input.predictions], ignore_index=True)
+# replicate trainings (evaluate.replicates): each example scored by the mean of its replicates' networks
+replicates = getattr(snakemake.input, "replicates", [])
+if replicates:
+    by_replicate = {}
+    for p in replicates:  # results/replicates/<r>/folds/<fold>/predictions.csv
+        by_replicate.setdefault(int(Path(p).parents[2].name), []).append(pd.read_csv(p, **read))
+    pred = with_replicates(pred, {r: pd.concat(f, ignore_index=True) for r, f in by_replicate.items()}, keys)
 base = pd.read_csv(snakemake.input.baseline, **read)
 pred = pred.merge(base[keys + ["p_fake"]].rename(columns={"p_fake": "p_fake_baseline"}), on=keys, how="left")
 histories = {int(Path(h).parent.name): pd.read_csv(h, na_values=["NA"]) for h in snakemake.input.histories}
@@ -32,8 +39,8 @@ if baseline is None:
     logging.getLogger("realfake").warning("the baseline scored only some test examples: left out of the verdict")
 # the sensitivity grid of this run (sensitivity.enabled): quoted in the verdict
 grid = json.loads(Path(snakemake.input.sensitivity[0]).read_text()) if snakemake.input.sensitivity else None
-# the processing check and the population answer (the sensitivity grid's scenarios have neither)
-checks = {k: json.loads(Path(getattr(snakemake.input, k)).read_text()) for k in ("processing", "population")
+# the processing check, the population answer and the capacity check (the sensitivity grid's scenarios have none)
+checks = {k: json.loads(Path(getattr(snakemake.input, k)).read_text()) for k in ("processing", "population", "capacity")
           if hasattr(snakemake.input, k)}
 # the image statistics, tested within pairs (or bricks): what differs, in the verdict
 stats, _, _ = compare(pred, shards, channels)

@@ -1,0 +1,232 @@
+"""What this run can find: planted defects on its own real galaxies, tested as the verdict tests its fakes.
+
+A "no difference detected" is worth what the run would have found. Each brick's real galaxies are split in two
+random halves (:func:`realfake.plant.halves`), one half is perturbed by a known defect of a known size
+(:func:`realfake.plant.perturb`: the sensitivity grid's planted source), the halves are paired within the brick
+by the run's own calipers (``shards.match``, :func:`realfake.census.match_pairs`), and the pairs are tested by the
+verdict's appearance family: each image statistic of :data:`realfake.diagnostics.STATISTICS` within pairs, Holm-
+corrected together with the network's test. The network is not trained on the planted pairs here (that is ``make
+sensitivity``, minutes per scenario): its test is counted as not rejecting (p = 1). Holm's adjusted p-values only
+grow when one p-value grows, so what is found here the verdict's family finds whatever the network would have said:
+a lower bound on the run's capacity. Each scenario is planted ``plantings`` times (other halves, other noise), and
+a defect counts as found when every planting finds it.
+
+The planted pairs are as many as the run's test pairs (at most): the examples of the recipe, not more.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import BANDS, FAKE, REAL
+from .diagnostics import STATISTICS, cutout_statistics, tested_within
+from .sensitivity import DESCRIBE, NULL_KIND
+from .stats import holm
+
+KEYS = ["planting", "kind", "size", "brick", "id", "label", "pair"]
+# one tested planting of one scenario
+ROW_COLUMNS = ["planting", "kind", "size", "pairs", "bricks", "found", "statistic", "p_holm", "auc"]
+
+
+def planted_statistics(path, grid: dict, plantings: int, seed: int, calipers: dict, null_row: bool = True
+                       ) -> pd.DataFrame:
+    """The image statistics of one brick file's real galaxies, planted: for each planting (seed + k) and each
+    (kind, size) of ``grid``, one row per real galaxy in a matched pair of the two halves (:data:`KEYS` and the
+    statistics)."""
+    import h5py
+
+    from .brickfile import read_sources
+    from .census import example_keys, match_pairs
+    from .plant import brick_psfsize, halves, perturb, source_rng
+
+    sources = read_sources(path)
+    rows = np.flatnonzero(sources["label"].to_numpy() == REAL)
+    reals = sources.iloc[rows].reset_index(drop=True)
+    scenarios = ([(NULL_KIND, 0.0)] if null_row else []) + [(k, float(s)) for k, sizes in grid.items()
+                                                            for s in sizes or []]
+    if len(reals) < 2 or not scenarios:
+        return pd.DataFrame(columns=KEYS + list(STATISTICS))
+    with h5py.File(path, "r") as f:
+        channels = [c.decode() if isinstance(c, bytes) else str(c) for c in f["cutouts"].attrs["channels"]]
+        stamps = f["cutouts"][np.sort(rows)] if len(rows) else None
+    stamps = stamps[np.argsort(np.argsort(rows))]  # (h5py reads in increasing order; rows are)
+    psf = (brick_psfsize(reals, path) if any(k in ("psf", "flux") and s for k, s in scenarios) else None)
+    mags = reals[[f"mag_{b}" for b in BANDS if b in channels]].to_numpy(float)
+    out = []
+    for k in range(plantings):
+        s = seed + k
+        label = halves(reals, s)
+        src = reals.assign(label=label)
+        keys = example_keys(src, s)
+        pair = match_pairs(src, calipers, keys)
+        use = np.flatnonzero(pair > 0)
+        if not len(use):
+            continue
+        base = cutout_statistics(stamps[use], channels, "r", mags[use])[0]
+        for kind, size in scenarios:
+            # perturb(): the fake half changed; the real half too only where the defect brings noise with it (flux)
+            touch = use if kind == "flux" else use[label[use] == FAKE]
+            x = stamps[touch].copy()
+            for i, r in enumerate(touch):
+                band_psf = ({b: psf.iloc[r][f"psfsize_{b}"] for b in BANDS} if psf is not None else {})
+                x[i] = perturb(x[i], channels, kind, size, band_psf, source_rng(s, reals.at[r, "brick"],
+                                                                                reals.at[r, "id"]), half=int(label[r]))
+            st = base.copy()
+            if len(touch):
+                st.iloc[np.searchsorted(use, touch)] = cutout_statistics(x, channels, "r", mags[touch])[0].to_numpy()
+            out.append(pd.concat([pd.DataFrame({
+                "planting": k, "kind": kind, "size": size, "brick": reals["brick"].to_numpy()[use],
+                "id": reals["id"].to_numpy()[use], "label": label[use],
+                "pair": (pair[use] >> np.uint64(1)).astype(np.int64)}), st.reset_index(drop=True)], axis=1))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=KEYS + list(STATISTICS))
+
+
+def subsample_pairs(d: pd.DataFrame, n_pairs: int | None, seed: int) -> pd.DataFrame:
+    """At most ``n_pairs`` of the pairs of ``d``, drawn at random (all of them where there are fewer)."""
+    ids = pd.unique(d["pair"])
+    if n_pairs is None or len(ids) <= n_pairs:
+        return d
+    keep = np.random.default_rng(seed).choice(ids, n_pairs, replace=False)
+    return d[d["pair"].isin(keep)]
+
+
+def capacity(table: pd.DataFrame, alpha: float, n_pairs: int | None = None, seed: int = 1) -> dict:
+    """Each planted scenario tested by the verdict's family (module docstring): per (kind, size) the plantings
+    that found it, and per kind the smallest size found in every planting."""
+    rows = []
+    for (planting, kind, size), g in table.groupby(["planting", "kind", "size"], sort=True):
+        g = subsample_pairs(g.reset_index(drop=True), n_pairs, seed + int(planting))
+        tested = tested_within(g[list(STATISTICS) + ["label"]], g[["brick", "pair", "label"]], alpha, seed=seed)
+        # the family of the verdict: the network's test (here: not rejecting, p = 1) and the statistics'
+        adjusted = holm([1.0] + [v["p_value"] for v in tested.values()])[1:]
+        best, found = None, False
+        for (name, v), ph in zip(tested.items(), adjusted):
+            lo, hi = v["ci95"]
+            hit = bool(ph < alpha and (lo > 0.5 or hi < 0.5))
+            if best is None or ph < best[1]:
+                best = (name, float(ph), v["auc"])
+            found |= hit
+        rows.append({"planting": int(planting), "kind": kind, "size": float(size), "pairs": int(len(g) // 2),
+                     "bricks": int(g["brick"].nunique()), "found": found, "statistic": best[0] if best else None,
+                     "p_holm": best[1] if best else float("nan"), "auc": best[2] if best else float("nan")})
+    return result(pd.DataFrame(rows, columns=ROW_COLUMNS), alpha)
+
+
+def result(df: pd.DataFrame, alpha: float) -> dict:
+    """capacity.json from the table of tested plantings (one row per planting, kind and size: ``found``, the
+    ``statistic`` that found it best, its ``p_holm`` and ``auc``, ``pairs``, ``bricks``)."""
+    return {"alpha": alpha, "plantings": int(df["planting"].nunique()) if len(df) else 0,
+            "pairs": int(df["pairs"].median()) if len(df) else 0, "rows": df.to_dict(orient="records"),
+            "scenarios": summary(df), "statement": statement(df)}
+
+
+def summary(df: pd.DataFrame) -> list[dict]:
+    """Per (kind, size): how many plantings found it, of how many, and the statistic that found it most."""
+    out = []
+    for (kind, size), g in df.groupby(["kind", "size"], sort=False):
+        top = g.sort_values("p_holm").iloc[0]
+        out.append({"kind": kind, "size": float(size), "what": DESCRIBE[kind](float(size)),
+                    "found_in": int(g["found"].sum()), "plantings": int(len(g)), "found": bool(g["found"].all()),
+                    "statistic": top["statistic"], "auc": float(g["auc"].median()), "pairs": int(g["pairs"].median())})
+    return out
+
+
+def bounds(capacity_result: dict) -> dict:
+    """Per planted kind: the smallest size found in every planting (``found``, a scenario of :func:`summary`) and
+    the largest size below it not found (``missed``); a kind with nothing found has no bound."""
+    out = {}
+    for sc in capacity_result["scenarios"]:
+        if sc["kind"] == NULL_KIND:
+            continue
+        k = out.setdefault(sc["kind"], {"found": None, "missed": None})
+        if sc["found"] and (k["found"] is None or sc["size"] < k["found"]["size"]):
+            k["found"] = sc
+    for sc in capacity_result["scenarios"]:
+        k = out.get(sc["kind"])
+        if k is None or sc["found"]:
+            continue
+        if (k["found"] is None or sc["size"] < k["found"]["size"]) and (k["missed"] is None or
+                                                                         sc["size"] > k["missed"]["size"]):
+            k["missed"] = sc
+    return out
+
+
+def null_found(capacity_result: dict) -> dict | None:
+    """The null scenario (nothing planted) where some planting found it: the check is then not valid."""
+    for sc in capacity_result["scenarios"]:
+        if sc["kind"] == NULL_KIND and sc["found_in"]:
+            return sc
+    return None
+
+
+def statement(df: pd.DataFrame) -> str:
+    """The bound in physical units: what the run found, what it did not, and the kinds it leaves unbounded."""
+    if not len(df):
+        return "No planted defect could be tested (no brick held two real galaxies that the calipers pair)."
+    res = {"scenarios": summary(df)}
+    b = bounds(res)
+    found = [v["found"] for v in b.values() if v["found"]]
+    missed = [v["missed"] for v in b.values() if v["missed"]]
+    unbounded = [k for k, v in b.items() if not v["found"]]
+    n = res["scenarios"][0]["plantings"]
+    parts = []
+    if found:
+        parts.append("this run found " + " and ".join(f"{s['what']} ({s['found_in']} of {n} plantings, by the "
+                                                     f"{s['statistic'].replace('_', ' ')})" for s in found))
+    if missed:
+        parts.append("did not find " + " or ".join(f"{s['what']} ({s['found_in']} of {n})" for s in missed))
+    text = ", and ".join(parts) if found else "this run found none of the planted defects" + (
+        ": it " + parts[0] if parts else "")
+    if found:
+        text += ": the injected model is closer to the real galaxies than " + ("that" if len(found) == 1 else "those")
+    if unbounded:
+        text += "; " + ", ".join(f"{KIND_NAMES.get(k, k)}: none found, so none is bounded" for k in unbounded)
+    null = null_found(res)
+    if null:
+        text += (f". WARNING: with nothing planted, {null['found_in']} of {n} plantings were found: the check is not "
+                 "valid")
+    return text[0].upper() + text[1:] + "."
+
+
+KIND_NAMES = {"psf": "PSF widths", "flux": "fluxes", "noise": "noise levels", "noise_unrecorded": "unrecorded noise",
+              "offset": "offsets"}
+
+
+def figure(result: dict, path) -> None:
+    """Per planted kind, the AUC of the statistic that found each size best, against the size; filled: found in
+    every planting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plots import save
+    from .sensitivity import TITLES
+
+    df = pd.DataFrame(result["rows"])
+    kinds = [k for k in pd.unique(df["kind"]) if k != NULL_KIND] if len(df) else []
+    ncol = max(1, min(4, len(kinds)))
+    nrow = max(1, int(np.ceil(len(kinds) / ncol)))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.2 * nrow), squeeze=False)
+    sc = {(s["kind"], s["size"]): s for s in result["scenarios"]}
+    for ax, kind in zip(axes.flat, kinds):
+        g = df[df["kind"] == kind]
+        ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+        for size, gs in g.groupby("size"):
+            s = sc[(kind, size)]
+            ax.scatter(np.full(len(gs), size), gs["auc"], s=30, edgecolor="C0",
+                       facecolor="C0" if s["found"] else "white", zorder=3)
+            ax.annotate(f"{s['found_in']}/{s['plantings']}", (size, gs["auc"].max()), textcoords="offset points",
+                        xytext=(0, 6), ha="center", fontsize=8)
+        ax.set_xlabel(TITLES.get(kind, kind))
+        ax.set_ylabel("AUC of the best statistic, within pairs")
+        ax.set_ylim(min(0.25, float(g["auc"].min()) - 0.05), max(0.75, float(g["auc"].max()) + 0.08))
+    for ax in list(axes.flat)[len(kinds):]:
+        ax.axis("off")
+    fig.suptitle(f"Planted on this run's real galaxies, tested as the verdict tests (filled: found in every planting; "
+                 f"{result['pairs']} pairs)", fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
+
+
