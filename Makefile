@@ -5,7 +5,7 @@
 # Built-in controls, each in its own directory runs/<control>/ (docs/evaluation.md, "Controls"):
 #   make null-test          fakes drawn like the real galaxies: must be indistinguishable
 #   make positive-control   fakes clearly wrong: must be found
-#   make null-calibration   the null test over SEEDS seeds: false-positive rate and p-value uniformity
+#   make null-calibration   the null test over SEEDS seeds: false "distinguishable" and "no difference" rates
 # make sensitivity: the run, and what it could have found (the sensitivity grid, config sensitivity:), quoted in its verdict
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 
 CONTROLS := null-test positive-control
 
-SEEDS ?= 20
+SEEDS ?= 40
 
 .PHONY: setup run test faults lint dryrun report clean null-calibration sensitivity $(CONTROLS)
 
@@ -35,9 +35,7 @@ run: $(STAMP)
 	@start=$$(date +%s); \
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) && \
 	echo "pipeline wall time: $$(( $$(date +%s) - start )) s" && \
-	echo "figures (PNG and PDF): $(CURDIR)/results/evaluation/ (make report: all of them in report.html)" && \
-	echo "metrics and verdict: $(CURDIR)/results/evaluation/metrics.json" && \
-	$(BIN)/python -c "import json; print(json.load(open('results/evaluation/metrics.json'))['verdict'])"
+	$(BIN)/realfake verdict results/evaluation/metrics.json
 
 # the default config with the control's preset on top; fails unless the control comes out as it must
 $(CONTROLS): $(STAMP)
@@ -45,10 +43,7 @@ $(CONTROLS): $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --directory runs/$@ \
 		--configfile config/config.yaml config/presets/$@.yaml && \
 	echo "$@ wall time: $$(( $$(date +%s) - start )) s" && \
-	echo "figures and metrics: $(CURDIR)/runs/$@/results/evaluation/" && \
-	$(BIN)/python -c "import json, sys; from realfake.verdict import control_outcome; \
-		m = json.load(open('runs/$@/results/evaluation/metrics.json')); ok, line = control_outcome(m, '$@'); \
-		print(m['verdict']); print(line); sys.exit(not ok)"
+	$(BIN)/realfake verdict runs/$@/results/evaluation/metrics.json --control $@
 
 # the null test over SEEDS independent synthetic releases at the tests' scale: the verdict's false-positive rate and
 # the uniformity of its p-values (docs/evaluation.md, "Null calibration"); about 1.5 min a seed on 2 cores
@@ -62,9 +57,9 @@ sensitivity: $(STAMP)
 		--configfile config/config.yaml config/presets/sensitivity.yaml && \
 	echo "sensitivity wall time: $$(( $$(date +%s) - start )) s" && \
 	echo "table and figure: $(CURDIR)/results/sensitivity/sensitivity.csv, sensitivity.png" && \
-	$(BIN)/python -c "import json, pandas as pd; \
-		print(pd.read_csv('results/sensitivity/sensitivity.csv').drop(columns=['source', 'what']).to_string(index=False)); \
-		print(json.load(open('results/evaluation/metrics.json'))['verdict'])"
+	$(BIN)/python -c "import pandas as pd; \
+		print(pd.read_csv('results/sensitivity/sensitivity.csv').drop(columns=['source', 'what']).to_string(index=False))" && \
+	$(BIN)/realfake verdict results/evaluation/metrics.json
 
 # The SLURM path (tests/test_slurm.py) runs alongside the rest: most of its 5 minutes are waits on the executor
 # plugin's status polls, which back off by 10 s whenever no job has finished; its report follows the others'.

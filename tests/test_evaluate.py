@@ -31,6 +31,16 @@ def _pred(y, p, n_bricks=12, rng=None):
                          "fold": [k % n_bricks % 3 for k in range(n)], "mag_g": np.linspace(20.5, 24.4, n)})
 
 
+def _paired(p, n_bricks=12):
+    """Predictions of matched pairs (a real, then its fake) spread over bricks (in turn), with magnitudes."""
+    n = len(p) // 2
+    pair = np.repeat(np.arange(1, n + 1), 2)
+    brick = pair % n_bricks
+    return pd.DataFrame({"label": np.tile([0, 1], n), "p_fake": p[: 2 * n], "pair": pair,
+                         "brick": [f"b{b:02d}" for b in brick], "fold": brick % 3,
+                         "mag_g": np.repeat(np.linspace(20.5, 24.4, n), 2)})
+
+
 def history(loss, val_loss, auc, val_auc):
     """A training log as Keras' CSVLogger writes it."""
     return pd.DataFrame({"epoch": range(len(loss)), "loss": loss, "val_loss": val_loss, "auc": auc, "val_auc": val_auc})
@@ -68,8 +78,7 @@ def test_chance_classifier_with_planted_defects_found_gives_a_bound_in_physical_
     """Two identical populations: a network at ln 2 may have learned nothing or had nothing to learn; what the run
     finds is shown by the planted defects, and the verdict is a bound in their units, whatever the loss says."""
     rng = np.random.default_rng(1)
-    y = rng.integers(0, 2, 1200)
-    m = evaluate(_pred(y, rng.random(1200)), ECFG, {0: hist, 1: hist, 2: hist}, epochs=20, folds={"k": 3},
+    m = evaluate(_paired(rng.random(1200)), ECFG, {0: hist, 1: hist, 2: hist}, epochs=20, folds={"k": 3},
                  capacity=FOUND)
     assert m["verdict_class"] == "no_difference_detected", m["verdict_reasons"]
     assert m["p_value"] > 0.05 and m["ci95"]["auc"][0] < 0.5 < m["ci95"]["auc"][1]
@@ -90,28 +99,33 @@ def test_chance_classifier_with_planted_defects_found_gives_a_bound_in_physical_
 ], ids=["no check", "nothing found", "null found"])
 def test_no_difference_without_planted_defects_found_is_inconclusive(capacity, reason):
     rng = np.random.default_rng(1)
-    y = rng.integers(0, 2, 1200)
-    m = evaluate(_pred(y, rng.random(1200)), ECFG, {0: GOOD}, epochs=20, capacity=capacity)
+    m = evaluate(_paired(rng.random(1200)), ECFG, {0: GOOD}, epochs=20, capacity=capacity)
     assert m["verdict_class"] == "inconclusive" and reason in m["verdict"], m["verdict"]
+
+
+def test_planted_defects_found_by_the_statistics_bound_nothing_without_matched_pairs():
+    """Without pairs the image statistics do not join the verdict's family: what they find is not the run's reach."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 1200)
+    m = evaluate(_pred(y, rng.random(1200)), ECFG, {0: GOOD}, epochs=20, capacity=FOUND)
+    assert m["verdict_class"] == "inconclusive" and "without matched pairs" in m["verdict"], m["verdict"]
 
 
 def test_a_run_too_small_to_detect_anything_says_so_not_auc_1():
     rng = np.random.default_rng(1)
-    y = rng.integers(0, 2, 40)
-    m = evaluate(_pred(y, rng.random(40), n_bricks=2), ECFG, {0: GOOD}, epochs=20, capacity=FOUND)
+    m = evaluate(_paired(rng.random(40), n_bricks=2), ECFG, {0: GOOD}, epochs=20, capacity=FOUND)
     assert not np.isfinite(m["power"]["min_detectable_auc"])
     assert m["verdict_class"] == "inconclusive" and "too small to detect any difference" in m["verdict"]
-    assert "1.000" not in m["verdict"]
+    assert ">= 1.000" not in m["verdict"] and "would have found" not in m["verdict"]
 
 
 def test_a_catalogue_difference_with_an_untrained_network_is_never_no_difference():
     """The fakes fainter than the reals: the catalogue classifier finds it, a network at chance does not. The
     verdict may not call that 'no difference'."""
     rng = np.random.default_rng(6)
-    y = rng.integers(0, 2, 1200)
-    catalogue = np.clip(0.5 + 0.12 * (y - 0.5) + rng.normal(0, 0.2, 1200), 0, 1)
-    m = evaluate(_pred(y, rng.random(1200)), ECFG, {0: FLAT}, epochs=20, baseline=pd.Series(catalogue),
-                 capacity=FOUND)
+    pred = _paired(rng.random(1200))
+    catalogue = np.clip(0.5 + 0.12 * (pred["label"] - 0.5) + rng.normal(0, 0.2, 1200), 0, 1)
+    m = evaluate(pred, ECFG, {0: FLAT}, epochs=20, baseline=pd.Series(catalogue), capacity=FOUND)
     assert m["baseline"]["p_value"] < 0.05
     assert m["verdict_class"] == "inconclusive" and "catalogue quantities alone separates" in m["verdict"]
 
@@ -201,3 +215,30 @@ def test_a_permutation_p_value_at_its_floor_is_said_to_be_a_bound():
     normal = {"n_perm": 2000, "method": "normal approximation of the permutation distribution"}
     assert p_text(1 / 2001, normal) == "p = 0.0005"
     assert p_text(0.3, None) == "p = 0.3"
+
+
+def test_the_verdict_at_a_glance_is_at_most_ten_lines(tmp_path):
+    """What make run prints last: the answer, its number, the bound or what found it, where the rest is."""
+    import json
+
+    from realfake.cli import main
+    from realfake.verdict import GLANCE_WIDTH, at_a_glance
+
+    rng = np.random.default_rng(1)
+    null = evaluate(_paired(rng.random(1200)), ECFG, {0: FLAT}, epochs=20, capacity=FOUND)
+    y = rng.integers(0, 2, 600)
+    found = evaluate(_pred(y, np.clip(y * 0.6 + rng.random(600) * 0.4, 0, 1)), ECFG, {0: GOOD}, epochs=20)
+    small = evaluate(_paired(rng.random(40), n_bricks=2), ECFG, {0: GOOD}, epochs=20, capacity=FOUND)
+    for m, head in ((null, "NO DIFFERENCE DETECTED (appearance; 600 matched pairs in 12 bricks)"),
+                    (found, "DISTINGUISHABLE (fakes against reals; 600 examples in 12 bricks)"),
+                    (small, "INCONCLUSIVE")):
+        lines = at_a_glance(m)
+        assert lines[0].startswith(head) and len(lines) <= 10 and max(map(len, lines)) <= GLANCE_WIDTH, lines
+        assert lines[-1].startswith("Full verdict: results/evaluation/metrics.json")
+    assert "bound: This run found a PSF 15% too wide" in " ".join(at_a_glance(null))
+    assert "total-variation distance >=" in " ".join(at_a_glance(found))
+    assert "too small to detect any difference" in small["verdict"] and "  why: " in at_a_glance(small)[2]
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(null, default=float))
+    assert main(["verdict", str(path), "--control", "null-test"]) == 0
+    assert main(["verdict", str(path), "--control", "positive-control"]) == 1

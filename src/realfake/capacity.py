@@ -172,21 +172,28 @@ def statement(df: pd.DataFrame) -> str:
     n = res["scenarios"][0]["plantings"]
     parts = []
     if found:
-        parts.append("this run found " + " and ".join(f"{s['what']} ({s['found_in']} of {n} plantings, by the "
-                                                     f"{s['statistic'].replace('_', ' ')})" for s in found))
+        parts.append("this run found " + _listed([f"{s['what']} ({s['found_in']} of {n} plantings, by the "
+                                                 f"{s['statistic'].replace('_', ' ')})" for s in found], "and"))
     if missed:
-        parts.append("did not find " + " or ".join(f"{s['what']} ({s['found_in']} of {n})" for s in missed))
+        parts.append("did not find " + _listed([f"{s['what']} ({s['found_in']} of {n})" for s in missed], "or"))
     text = ", and ".join(parts) if found else "this run found none of the planted defects" + (
         ": it " + parts[0] if parts else "")
     if found:
         text += ": the injected model is closer to the real galaxies than " + ("that" if len(found) == 1 else "those")
-    if unbounded:
+    if unbounded and found:
         text += "; " + ", ".join(f"{KIND_NAMES.get(k, k)}: none found, so none is bounded" for k in unbounded)
     null = null_found(res)
     if null:
         text += (f". WARNING: with nothing planted, {null['found_in']} of {n} plantings were found: the check is not "
                  "valid")
     return text[0].upper() + text[1:] + "."
+
+
+def _listed(items: list[str], conjunction: str) -> str:
+    """"a", "a and b", "a; b; and c": the items are long and hold commas themselves."""
+    if len(items) <= 2:
+        return f" {conjunction} ".join(items)
+    return "; ".join(items[:-1]) + f"; {conjunction} " + items[-1]
 
 
 KIND_NAMES = {"psf": "PSF widths", "flux": "fluxes", "noise": "noise levels", "noise_unrecorded": "unrecorded noise",

@@ -71,6 +71,24 @@ def _cutouts(args) -> int:
     return 0
 
 
+def _verdict(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .verdict import at_a_glance, control_outcome
+
+    path = Path(args.metrics)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such metrics file (run the pipeline first: make run)")
+    m = json.loads(path.read_text())
+    print(m["verdict"] if args.full else "\n".join(at_a_glance(m, str(path.parent))))
+    if args.control:
+        ok, line = control_outcome(m, args.control)
+        print(line)
+        return 0 if ok else 1
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="realfake", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -115,6 +133,18 @@ def main(argv=None) -> int:
     c.add_argument("--results", default="results", help="the workflow's results directory [%(default)s]")
     c.add_argument("--out", help="write OUT/<brick>.h5 instead of replacing the brick in the results")
     c.set_defaults(func=_cutouts)
+    v = sub.add_parser(
+        "verdict",
+        help="a run's verdict at a glance (at most ten lines), or its full paragraph",
+        description="Print the verdict of a run from its metrics.json: the answer, its number with its interval and "
+        "p-value, what found the difference or the bound, the population and processing answers, where the rest is.",
+    )
+    v.add_argument("metrics", nargs="?", default="results/evaluation/metrics.json",
+                   help="the run's metrics.json [%(default)s]")
+    v.add_argument("--full", action="store_true", help="the full paragraph instead")
+    v.add_argument("--control", choices=["null-test", "positive-control"],
+                   help="also say whether a control came out as it must (exit status 1 if not)")
+    v.set_defaults(func=_verdict)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:

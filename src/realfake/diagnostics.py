@@ -181,13 +181,19 @@ def differs_statement(tested: dict) -> str:
     return f"What differs in the pixels, tested within {within} (Holm-corrected): " + "; ".join(names) + "."
 
 
-def statistics_figure(stats: pd.DataFrame, summary: dict, profiles: pd.DataFrame, path, band: str = "r") -> None:
-    """Radial profiles in two magnitude ranges, and the distributions of each statistic, real against fake."""
+def statistics_figure(stats: pd.DataFrame, summary: dict, profiles: pd.DataFrame, path, band: str = "r",
+                      tested: dict | None = None) -> None:
+    """Radial profiles in two magnitude ranges; each statistic's AUC within pairs (or bricks) with its interval,
+    Holm-corrected (``tested``: metrics.json's ``image_statistics``, the verdict's evidence); and the distributions
+    of each statistic, real against fake, titled with that test (the pooled KS test where none was made)."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     from .plots import save
 
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    names = [n for n in STATISTICS if n in stats]
+    fig, axes = plt.subplots(3, 4, figsize=(16, 10.5))
     mid = (RADII[:-1] + RADII[1:]) / 2 * 0.262
     med = stats["mag_g"].median()
     for ax, (label, sel) in zip(axes[0, :2], ((f"g < {med:.1f}", stats["mag_g"] < med),
@@ -202,7 +208,23 @@ def statistics_figure(stats: pd.DataFrame, summary: dict, profiles: pd.DataFrame
         ax.set(yscale="log", ylim=(1e-3, 1.5), xlabel="radius (arcsec)", ylabel="surface brightness / centre",
                title=f"Median radial profile, {band} band, {label}")
         ax.legend(fontsize=8)
-    for ax, name in zip([axes[0, 2], *axes[1]], STATISTICS):
+    forest = axes[0, 2]
+    tested = tested or {}
+    shown = [n for n in names if n in tested]
+    for i, n in enumerate(shown):
+        v = tested[n]
+        hit = v.get("found", v.get("differs"))
+        forest.errorbar(v["auc"], i, xerr=[[v["auc"] - v["ci95"][0]], [v["ci95"][1] - v["auc"]]], fmt="o",
+                        color="C3" if hit else "0.3", capsize=3)
+    forest.axvline(0.5, color="0.6", ls=":")
+    forest.set_yticks(range(len(shown)), [n.replace("_", " ") for n in shown], fontsize=8)
+    forest.invert_yaxis()
+    within = next(iter(tested.values()))["within"] if tested else "pairs"
+    forest.set(xlabel=f"AUC within {within} (fakes higher), 95% CI",
+               title="The verdict's test of each statistic\n(red: differs after Holm's correction)")
+    forest.title.set_fontsize(9)
+    axes[0, 3].axis("off")
+    for ax, name in zip(axes[1:].flat, names):
         real = stats.loc[stats["label"] == 0, name].dropna()
         fake = stats.loc[stats["label"] == 1, name].dropna()
         both = pd.concat([real, fake])
@@ -212,12 +234,19 @@ def statistics_figure(stats: pd.DataFrame, summary: dict, profiles: pd.DataFrame
         bins = np.linspace(lo, hi if hi > lo else lo + 1, 30)
         ax.hist(real.clip(lo, hi), bins, histtype="step", lw=2, color="C0", density=True, label="real")
         ax.hist(fake.clip(lo, hi), bins, histtype="step", lw=2, color="C3", density=True, label="fake")
-        s = summary[name]
-        ax.set(xlabel=STATISTICS[name], ylabel="density",
-               title=f"{name}: KS D = {s['ks_statistic']:.2f}, p = {s['ks_p_value']:.2g}")
-        ax.title.set_fontsize(9)
-        ax.xaxis.label.set_fontsize(8)
+        if name in tested:
+            v = tested[name]
+            title = (f"{name}: AUC {v['auc']:.2f} ({v['ci95'][0]:.2f}-{v['ci95'][1]:.2f}) within {v['within']}, "
+                     f"Holm p = {v.get('p_holm_family', v['p_holm']):.2g}")
+        else:
+            s = summary[name]
+            title = f"{name}: KS D = {s['ks_statistic']:.2f}, p = {s['ks_p_value']:.2g} (pooled)"
+        ax.set(xlabel=textwrap.fill(STATISTICS[name], 55), ylabel="density", title=title)
+        ax.title.set_fontsize(8)
+        ax.xaxis.label.set_fontsize(7)
         ax.legend(fontsize=8)
+    for ax in list(axes[1:].flat)[len(names):]:
+        ax.axis("off")
     fig.suptitle("What differs between real and injected galaxies (test cutouts)", fontsize=11)
     fig.tight_layout()
     save(fig, path)

@@ -150,6 +150,10 @@ def training_note(gate: dict | None) -> str:
             "planted defects show what this run finds)")
 
 
+SCENARIO_WORDS = {"same": "an effect equal in every brick", "varying": "an effect that varies between bricks",
+                  "shrinking": "an effect that shrinks with the brick's size"}  # realfake.power.SCENARIOS
+
+
 def power_statement(m: dict, alpha: float) -> str:
     """The smallest AUC the verdict's rule detects, as simulated (realfake.power)."""
     pw = m["power"]
@@ -171,13 +175,18 @@ def grid_found(m: dict) -> list[dict]:
     return [r for r in rows if r["kind"] != "none" and r["detected"]]
 
 
-def capacity_blocker(cap: dict | None, grid: list[dict] = ()) -> str:
+def capacity_blocker(cap: dict | None, grid: list[dict] = (), matched: bool = True) -> str:
     """Why neither the capacity check nor the sensitivity grid (``grid``: its scenarios found) shows a bound (""
-    where one of them does)."""
+    where one of them does). The capacity check tests the image statistics within matched pairs: it measures the
+    verdict's recipe only where the statistics join the verdict's family (``matched``)."""
     from .capacity import bounds, null_found
 
-    if grid and (cap is None or not null_found(cap)):
+    if grid and (cap is None or not matched or not null_found(cap)):
         return ""
+    if cap is not None and not matched:
+        return ("without matched pairs (shards.balance: matched) the image statistics do not decide, so the planted "
+                "defects they find bound nothing; the sensitivity grid (make sensitivity: the network trained on "
+                "each planted defect) can")
     if cap is None:
         return "no capacity check was run: what this run can find is not known"
     null = null_found(cap)
@@ -243,7 +252,7 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
         worst = sim.get("scenarios", {}).get(sim.get("worst_scenario"), {})
         blockers.append("this run is too small to detect any difference: even at AUC 0.99 its rule says "
                         f"'distinguishable' in only {worst.get('power_at_max', float('nan')):.0%} of simulated runs "
-                        f"({sim.get('worst_scenario', '?')} effects between bricks); select more bricks")
+                        f"(with {SCENARIO_WORDS.get(sim.get('worst_scenario'), 'some effect')}); select more bricks")
     base = m.get("baseline")
     if base and base["p_value"] < alpha:
         base_p = p_text(base["p_value"], m.get("test"))  # the same test, on the same examples
@@ -253,7 +262,7 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
                            "appearance cannot be told apart from the catalogue; narrow shards.match" if m.get("matched")
                            else "the classes differ in their catalogue values, which the pixels show; set "
                                 "shards.balance: matched to ask about the appearance alone"))
-    cap = capacity_blocker(m.get("capacity"), grid_found(m))
+    cap = capacity_blocker(m.get("capacity"), grid_found(m), bool(m.get("matched")))
     if cap:
         blockers.append(cap)
     if blockers:
@@ -262,7 +271,7 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
         return "inconclusive", reasons + ([note] if note else [])
     reasons.append(f"no difference detected: {p_said}; the AUC is below {m['power']['auc_upper_limit95']:.3f} "
                    "at 95% (one-sided)")
-    if m.get("capacity"):
+    if m.get("capacity") and m.get("matched"):
         reasons.append(m["capacity"]["statement"].rstrip(".") + " (planted on this run's real galaxies, tested by "
                        "the verdict's image statistics with the network's test counted as not rejecting)")
     reasons.append("in the network's scores, " + power_statement(m, alpha) + "; smaller differences may exist")
@@ -332,6 +341,69 @@ def verdict(m: dict) -> str:
         tail.append("The pairs share their catalogue values, so a defect that moves the measured catalogue (a flux "
                     "or size error) shows in the population answer, not in the appearance one.")
     return head + body + where + "".join(" " + t for t in tail if t)
+
+
+GLANCE_WIDTH = 118
+
+
+def _short(text: str, width: int) -> str:
+    import textwrap
+
+    return textwrap.shorten(text, width, placeholder=" ...")
+
+
+def at_a_glance(m: dict, results: str = "results/evaluation") -> list[str]:
+    """The verdict in at most ten lines: the answer, its number with its interval and p-value, what found it or the
+    bound, the population and processing answers, and where the full paragraph and the figures are."""
+    import textwrap
+
+    (lo, hi), test = m["ci95"]["auc"], m.get("test")
+    cls = m["verdict_class"].upper().replace("_", " ")
+    on = f"{m['n'] // 2} matched pairs" if m.get("matched") else f"{m['n']} examples"
+    items = [("", f"{cls} ({'appearance' if m.get('matched') else 'fakes against reals'}; {on} in {m['bricks']} "
+                  "bricks)"),
+             ("  ", f"network: {'paired ' if m.get('matched') else ''}AUC {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}), "
+                    f"{p_text(m['p_value'], test)}")]
+    found = {k: v for k, v in (m.get("image_statistics") or {}).items() if v.get("found")}
+    if m["verdict_class"] == "distinguishable":
+        if found:
+            items.append(("  ", _short("found by " + "; ".join(
+                f"{k.replace('_', ' ')}: fakes {v['median_fake']:.3g} vs reals {v['median_real']:.3g}, AUC "
+                f"{v['auc']:.2f} ({v['ci95'][0]:.2f}-{v['ci95'][1]:.2f}), Holm p = {v['p_holm_family']:.2g}"
+                for k, v in found.items()), 2 * GLANCE_WIDTH)))
+        if network_rejects(m, m["power"]["alpha"]):
+            tv = max(m["tv_lower_limit95"], m.get("tv_lower_limit95_auc", 0.0))
+            items.append(("  ", _short(f"total-variation distance >= {tv:.3f} (95%). "
+                                       + magnitude_statement(m.get("by_mag_g", [])), 2 * GLANCE_WIDTH)))
+    elif m["verdict_class"] == "no_difference_detected":
+        items.append(("  ", f"AUC below {m['power']['auc_upper_limit95']:.3f} (95%); the verdict's rule detects AUC >= "
+                            f"{m['power']['min_detectable_auc']:.3f} in {m['power']['power']:.0%} of simulated runs"))
+        if m.get("capacity"):
+            items.append(("  ", _short("bound: " + m["capacity"]["statement"], 3 * GLANCE_WIDTH)))
+    else:
+        why = [r for r in m["verdict_reasons"] if not r.startswith("training diagnostics")] or m["verdict_reasons"]
+        items.append(("  ", _short("why: " + why[-1], 2 * GLANCE_WIDTH)))
+    pop = m.get("population") or {}
+    if np.isfinite(pop.get("auc", np.nan)):
+        plo, phi = pop["ci95"]["auc"]
+        carried = ", ".join(q["name"] for q in pop.get("by_quantity", []) if q.get("significant"))
+        items.append(("", f"Population: {'DISTINGUISHABLE' if pop['differs'] else 'NO DIFFERENCE DETECTED'} (catalogue "
+                          f"AUC {pop['auc']:.3f}, 95% CI {plo:.3f}-{phi:.3f}, on {pop['n_real'] + pop['n_fake']} "
+                          "examples" + (f"; by {_short(carried, 60)}" if pop["differs"] and carried else "") + ")"))
+    proc = m.get("processing") or {}
+    if proc.get("n"):
+        items.append(("", _short("Processing (the release's coadds against the injection run's): " + (
+            "DIFFER: " + "; ".join(proc["reasons"]) if proc.get("differs") else "no difference beyond the tolerances"),
+            GLANCE_WIDTH)))
+    items.append(("", f"Full verdict: {results}/metrics.json (\"verdict\"); figures: {results}/; all: make report"))
+    blocks = [textwrap.wrap(text, GLANCE_WIDTH, initial_indent=indent, subsequent_indent=indent + "  ")
+              for indent, text in items]
+    while sum(map(len, blocks)) > 10:  # the longest block loses its last line, said by " ..."
+        b = max(blocks[:-1], key=len)
+        del b[-1]
+        indent = len(b[-1]) - len(b[-1].lstrip())
+        b[-1] = " " * indent + _short(b[-1] + " ...", GLANCE_WIDTH - indent)
+    return [line for b in blocks for line in b]
 
 
 # The built-in controls (config/presets/<name>.yaml) and what their metrics must show

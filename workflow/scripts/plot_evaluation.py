@@ -23,6 +23,6 @@ binned_figure(metrics, snakemake.output.binned)
 calibration_figure(pred, snakemake.output.calibration)
 training_figure(histories, snakemake.output.training, metrics.get("training"))
 folds_figure(metrics, snakemake.output.folds)
-statistics_figure(stats, summary, profiles, snakemake.output.statistics)
+statistics_figure(stats, summary, profiles, snakemake.output.statistics, tested=metrics.get("image_statistics"))
 with atomic_path(snakemake.output.statistics_json) as tmp:
     tmp.write_text(json.dumps(summary, indent=1))
