@@ -137,16 +137,28 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     assert {"region", "rs"} <= set(man.columns) and set(man.loc[man["label"] == 1, "rs"]) == {"rs0"}
     assert (pred["split"] == "fold" + pred["fold"].astype(str)).all()
     figures = ("roc", "binned", "calibration", "training", "folds", "statistics", "attribution", "mosaic",
-               "mosaic_extremes")
+               "mosaic_extremes", "capacity")
     for name in figures:
         assert (w / "results" / "evaluation" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (w / "results" / "evaluation" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
     stats = json.loads((w / "results" / "evaluation" / "image_statistics.json").read_text())
-    assert set(stats) == {"concentration", "asymmetry", "noise_chi", "neighbours"}
+    assert set(stats) == {"concentration", "asymmetry", "noise_chi", "neighbours", "second_moment", "flux_ratio",
+                          "centroid_offset"}
+    # two trainings of each fold (evaluate.replicates: 2): each example scored by their mean, their spread in the
+    # interval; the capacity check planted the grid on the run's reals
+    assert {"p_fake_replicate_0", "p_fake_replicate_1"} <= set(pred.columns)
+    assert np.allclose(pred["p_fake"], pred[["p_fake_replicate_0", "p_fake_replicate_1"]].mean(axis=1))
+    assert m["replicates"]["n"] == 2 and m["power"]["training_variance"] >= 0
+    for k in (0, 1):
+        assert (w / "results" / "replicates" / "1" / "folds" / str(k) / "model" / "model.keras").stat().st_size > 0
+    cap = json.loads((w / "results" / "evaluation" / "capacity.json").read_text())
+    assert set(cap) >= {"plantings", "pairs", "rows", "scenarios", "statement"}  # (2 tiny bricks: few or no pairs)
+    assert m["capacity"]["statement"] == cap["statement"] and m["answers"]["classes"] == m["verdict_class"]
     assert {len(m[f"by_{k}"]) > 0 for k in ("mag_g", "rz", "size")} == {True}
     for log in ("mock_release", "summarise_cutouts", "cutouts/121-0", "shards/plan", "shards/scatter/121-0",
-                "shards/gather/1", "shards/build", "fold_shards/0", "train_cnn/0",
-                "predict_fold/1", "nuisance_baseline", "evaluate_cnn", "plot_evaluation", "plot_mosaic"):
+                "shards/gather/1", "shards/build", "fold_shards/0", "train_cnn/0", "replicates/1/train_cnn/1",
+                "predict_fold/1", "nuisance_baseline", "capacity/121-0", "capacity", "evaluate_cnn", "plot_evaluation",
+                "plot_mosaic"):
         assert (w / "logs" / f"{log}.log").exists()
 
 
