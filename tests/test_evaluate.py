@@ -95,7 +95,7 @@ def test_chance_classifier_with_planted_defects_found_gives_a_bound_in_physical_
 @pytest.mark.parametrize("capacity, reason", [
     (None, "no capacity check was run"),
     (planted({"psf": {0.05: 0, 0.15: 2}, "flux": {0.1: 0}}), "found none of the defects planted"),
-    (planted({"psf": {0.15: 3}}, null_found=1), "where nothing was planted"),
+    (planted({"psf": {0.15: 3}}, null_found=3), "where nothing was planted"),
 ], ids=["no check", "nothing found", "null found"])
 def test_no_difference_without_planted_defects_found_is_inconclusive(capacity, reason):
     rng = np.random.default_rng(1)
