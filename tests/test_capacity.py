@@ -86,3 +86,14 @@ def test_counting_the_network_as_not_rejecting_is_conservative():
 def test_statement_without_any_finding():
     t = table({("psf", 0.05): 0.0})
     assert statement(pd.DataFrame(capacity(t, 0.05)["rows"])).startswith("This run found none of the planted")
+
+
+def test_survey_scale_bounds_the_bricks_and_the_reals_planted(brick_files):
+    from realfake.capacity import brick_planted
+
+    names = [f"{ra:04d}p{dec:03d}" for ra in range(0, 3600, 7) for dec in range(0, 300, 60)]
+    share = np.mean([brick_planted(b, 0.25, 1) for b in names])
+    assert 0.2 < share < 0.3 and all(brick_planted(b, 1.0, 1) for b in names[:50])
+    assert [brick_planted(b, 0.25, 1) for b in names[:50]] == [brick_planted(b, 0.25, 1) for b in names[:50]]
+    t = planted_statistics(brick_files[1], GRID, plantings=1, seed=3, calipers=CALIPERS, max_reals=4)
+    assert t.groupby("kind").size().max() <= 4

@@ -29,11 +29,20 @@ KEYS = ["planting", "kind", "size", "brick", "id", "label", "pair"]
 ROW_COLUMNS = ["planting", "kind", "size", "pairs", "bricks", "found", "statistic", "p_holm", "auc"]
 
 
-def planted_statistics(path, grid: dict, plantings: int, seed: int, calipers: dict, null_row: bool = True
-                       ) -> pd.DataFrame:
+def brick_planted(brick: str, fraction: float, seed: int) -> bool:
+    """Whether a brick is among the planted ones: all where ``fraction`` >= 1, else a share ``fraction`` of the
+    bricks drawn by their names' hashes (the same bricks whichever batch or job asks)."""
+    from .plant import _seed
+
+    return fraction >= 1 or (_seed(seed, "capacity", brick) >> 11) / 2.0**53 < fraction
+
+
+def planted_statistics(path, grid: dict, plantings: int, seed: int, calipers: dict, null_row: bool = True,
+                       max_reals: int | None = None) -> pd.DataFrame:
     """The image statistics of one brick file's real galaxies, planted: for each planting (seed + k) and each
     (kind, size) of ``grid``, one row per real galaxy in a matched pair of the two halves (:data:`KEYS` and the
-    statistics)."""
+    statistics). ``max_reals``: at most that many of the brick's reals, drawn by their ids' hashes (the cost of a
+    survey's dense bricks bounded; the synthetic release's bricks hold fewer)."""
     import h5py
 
     from .brickfile import read_sources
@@ -42,11 +51,14 @@ def planted_statistics(path, grid: dict, plantings: int, seed: int, calipers: di
 
     sources = read_sources(path)
     rows = np.flatnonzero(sources["label"].to_numpy() == REAL)
+    if max_reals is not None and len(rows) > max_reals:
+        keys = example_keys(sources.iloc[rows], seed)
+        rows = np.sort(rows[np.argsort(keys, kind="stable")[:max_reals]])
     reals = sources.iloc[rows].reset_index(drop=True)
     scenarios = ([(NULL_KIND, 0.0)] if null_row else []) + [(k, float(s)) for k, sizes in grid.items()
                                                             for s in sizes or []]
     if len(reals) < 2 or not scenarios:
-        return pd.DataFrame(columns=KEYS + list(STATISTICS))
+        return empty_table()
     with h5py.File(path, "r") as f:
         channels = [c.decode() if isinstance(c, bytes) else str(c) for c in f["cutouts"].attrs["channels"]]
         stamps = f["cutouts"][np.sort(rows)] if len(rows) else None
@@ -79,7 +91,12 @@ def planted_statistics(path, grid: dict, plantings: int, seed: int, calipers: di
                 "planting": k, "kind": kind, "size": size, "brick": reals["brick"].to_numpy()[use],
                 "id": reals["id"].to_numpy()[use], "label": label[use],
                 "pair": (pair[use] >> np.uint64(1)).astype(np.int64)}), st.reset_index(drop=True)], axis=1))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=KEYS + list(STATISTICS))
+    return pd.concat(out, ignore_index=True) if out else empty_table()
+
+
+def empty_table() -> pd.DataFrame:
+    """A table of planted statistics with no rows (a brick or batch with nothing to plant)."""
+    return pd.DataFrame(columns=KEYS + list(STATISTICS))
 
 
 def subsample_pairs(d: pd.DataFrame, n_pairs: int | None, seed: int) -> pd.DataFrame:

@@ -149,6 +149,10 @@ SENSITIVITY_FOLD_IDS = fold_ids(SENSITIVITY_FOLDS)
 PLANTED_GRID = {
     k: v for k, v in SENSITIVITY["grid"].items() if k in PLANTED_KINDS and v
 }
+# the share of the bricks the capacity check plants: all but at survey scale (sensitivity.capacity.max_bricks)
+CAPACITY_FRACTION = min(
+    1.0, SENSITIVITY["capacity"]["max_bricks"] / max(1, len(BRICKS))
+)
 # replicate trainings beyond the run's own (workflow/rules/train.smk)
 REPLICATE_IDS = list(range(1, config["evaluate"]["replicates"]))
 

@@ -70,6 +70,8 @@ rule plant_statistics:
         seed=SENSITIVITY["seed"],
         calipers=config["shards"]["match"],
         null_row=SENSITIVITY["null_row"],
+        max_reals=SENSITIVITY["capacity"]["max_reals_per_brick"],
+        fraction=CAPACITY_FRACTION,
     script:
         "../scripts/plant_statistics.py"
 
