@@ -45,8 +45,9 @@ $(CONTROLS): $(STAMP)
 	echo "$@ wall time: $$(( $$(date +%s) - start )) s" && \
 	$(BIN)/realfake verdict runs/$@/results/evaluation/metrics.json --control $@
 
-# the null test over SEEDS independent synthetic releases at the tests' scale: the verdict's false-positive rate and
-# the uniformity of its p-values (docs/evaluation.md, "Null calibration"); about 1.5 min a seed on 2 cores
+# the null test over SEEDS independent synthetic releases at the tests' scale: how often the verdict says
+# "distinguishable" (at most alpha) and "no difference detected" with its bound (docs/evaluation.md, "Null
+# calibration"); about 3 minutes a seed on 2 cores, 2 hours for the 40
 null-calibration: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/null_calibration.py --seeds $(SEEDS) --cores $(CORES)
 
