@@ -97,3 +97,11 @@ def test_survey_scale_bounds_the_bricks_and_the_reals_planted(brick_files):
     assert [brick_planted(b, 0.25, 1) for b in names[:50]] == [brick_planted(b, 0.25, 1) for b in names[:50]]
     t = planted_statistics(brick_files[1], GRID, plantings=1, seed=3, calipers=CALIPERS, max_reals=4)
     assert t.groupby("kind").size().max() <= 4
+
+
+def test_a_run_with_nothing_to_plant_still_draws_its_figure(tmp_path):
+    from realfake.capacity import KEYS, figure
+
+    r = capacity(pd.DataFrame(columns=KEYS + list(STATISTICS)), 0.05)
+    figure(r, tmp_path / "capacity.png")
+    assert (tmp_path / "capacity.png").read_bytes()[:4] == b"\x89PNG"

@@ -230,7 +230,7 @@ def figure(result: dict, path) -> None:
     from .plots import save
     from .sensitivity import TITLES
 
-    df = pd.DataFrame(result["rows"])
+    df = pd.DataFrame(result["rows"], columns=ROW_COLUMNS)
     kinds = [k for k in pd.unique(df["kind"]) if k != NULL_KIND] if len(df) else []
     ncol = max(1, min(4, len(kinds)))
     nrow = max(1, int(np.ceil(len(kinds) / ncol)))
