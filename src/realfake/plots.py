@@ -295,7 +295,10 @@ def training_figure(histories: dict, path: str | Path, gate: dict | None = None)
     for ax, key in zip(axes, ("loss", "AUC")):
         ax.set(xlabel="epoch", ylabel=key)
     axes[1].legend(fontsize=6, ncol=2)
-    verdict = "" if gate is None else (" - training gate passed" if gate["passed"] else " - training gate FAILED")
+    from .verdict import training_counts
+
+    verdict = "" if gate is None else (" - diagnostics: every fold learned, converged and generalised" if gate["passed"]
+                                       else " - diagnostics: " + training_counts(gate))
     fig.suptitle(f"Training curves of the fold networks{verdict}", fontsize=10)
     fig.tight_layout()
     save(fig, path)

@@ -141,13 +141,17 @@ def training_note(gate: dict | None) -> str:
     run can find is shown by the planted defects instead)."""
     if not gate or gate["passed"]:
         return ""
+    return (f"training diagnostics: {training_counts(gate)} (metrics.json, training; reported, not a condition of "
+            "the verdict: the planted defects show what this run finds)")
+
+
+def training_counts(gate: dict) -> str:
+    """"3 of 5 folds did not learn, 1 of 5 folds did not converge": the folds failing each training diagnostic."""
     rows = gate["folds"]
     counts = [(sum(not f[k] for f in rows), what) for k, what in (("learned", "did not learn"),
                                                                   ("converged", "did not converge"),
                                                                   ("generalises", "did not generalise"))]
-    said = ", ".join(f"{n} of {len(rows)} folds {what}" for n, what in counts if n)
-    return (f"training diagnostics: {said} (metrics.json, training; reported, not a condition of the verdict: the "
-            "planted defects show what this run finds)")
+    return ", ".join(f"{n} of {len(rows)} folds {what}" for n, what in counts if n)
 
 
 SCENARIO_WORDS = {"same": "an effect equal in every brick", "varying": "an effect that varies between bricks",
