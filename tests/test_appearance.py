@@ -12,7 +12,7 @@ from realfake.evaluate import clustered, evaluate
 from realfake.population import population
 
 CALIPERS = {"mag_g": 0.05, "mag_r": 0.05, "mag_z": 0.05, "size": 0.1}
-ECFG = {"bootstrap": 300, "permutations": 500, "seed": 1, "alpha": 0.05, "power": 0.8, "power_simulations": 60, "bins": {},
+ECFG = {"bootstrap": 300, "permutations": 500, "seed": 1, "alpha": 0.05, "power": 0.8, "power_simulations": 30, "bins": {},
         "training_gate": {"last_epochs": 3, "min_loss_drop": 0.02, "min_train_auc": 0.6, "max_loss_change": 0.02,
                           "max_auc_gap": 0.15}}
 

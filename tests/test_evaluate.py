@@ -18,7 +18,7 @@ def test_auc_known_values():
     assert abs(roc_auc(y, rng.random(4000)) - 0.5) < 0.03
 
 
-ECFG = {"bootstrap": 300, "permutations": 499, "seed": 1, "alpha": 0.05, "power": 0.8, "power_simulations": 60,
+ECFG = {"bootstrap": 300, "permutations": 499, "seed": 1, "alpha": 0.05, "power": 0.8, "power_simulations": 30,
         "bins": {"mag_g": [20.5, 21.5, 22.5, 23.5, 24.5]},
         "training_gate": {"last_epochs": 3, "min_loss_drop": 0.02, "min_train_auc": 0.6, "max_loss_change": 0.02,
                           "max_auc_gap": 0.15}}
