@@ -44,9 +44,11 @@ def test_control_comes_out_as_it_must(name, tmp_path):
 
 def test_control_outcome_states_the_numbers_and_the_requirement():
     m = {"auc": 0.52, "ci95": {"auc": [0.45, 0.6]}, "p_value": 0.4, "n": 300, "bricks": 16,
-         "verdict_class": "inconclusive"}
+         "verdict_class": "no_difference_detected"}
     ok, line = control_outcome(m, "null-test")
     assert ok and "AUC 0.520 (95% CI 0.450-0.600)" in line and "p = 0.4" in line and "300 test examples" in line
+    # a null test that cannot state its bound has not shown what it must
+    assert not control_outcome({**m, "verdict_class": "inconclusive"}, "null-test")[0]
     assert not control_outcome(m, "positive-control")[0]
     assert not control_outcome({**m, "p_value": 0.01, "verdict_class": "distinguishable"}, "null-test")[0]
     assert control_outcome({**m, "ci95": {"auc": [0.85, 0.9]}, "p_value": 1e-4, "verdict_class": "distinguishable"},

@@ -78,15 +78,19 @@ def test_every_job_went_through_sbatch_and_training_to_the_partition_it_asked_fo
     work, profile = slurm_run
     jobs = _jobs(work)
     # fold_shards is a local rule (links, seconds): it runs on the submitting host
+    # (.test trains two replicates of each fold: replicate_train_cnn goes where train_cnn goes)
     rules = {"mock_release", "make_cutouts", "summarise_cutouts", "plan_shards", "scatter_shards", "gather_shards",
-             "build_shards", "train_cnn", "predict_fold",
-             "nuisance_baseline", "processing_check", "population", "evaluate_cnn", "plot_evaluation", "plot_mosaic"}
+             "build_shards", "train_cnn", "predict_fold", "replicate_train_cnn", "replicate_predict_fold",
+             "plant_statistics", "capacity", "nuisance_baseline", "processing_check", "population", "evaluate_cnn",
+             "plot_evaluation", "plot_mosaic"}
     assert set(jobs["rule"]) == rules and (jobs["state"] == "COMPLETED").all()
     assert (jobs["rule"] == "make_cutouts").sum() == 2  # one per batch: .test has two bricks, one per batch
     assert (jobs["rule"] == "train_cnn").sum() == 2  # one per fold: two bricks, two folds
     train = jobs[jobs["rule"] == "train_cnn"].iloc[0]
     assert train["partition"] == profile["set-resources"]["train_cnn"]["slurm_partition"] == "knl"
-    assert (jobs.loc[jobs["rule"] != "train_cnn", "partition"] == profile["default-resources"]["slurm_partition"]).all()
+    trains = jobs["rule"].isin(["train_cnn", "replicate_train_cnn"])
+    assert (jobs.loc[trains, "partition"] == "knl").all() and trains.sum() == 4
+    assert (jobs.loc[~trains, "partition"] == profile["default-resources"]["slurm_partition"]).all()
     out = subprocess.run(["scontrol", "show", "job", train["job"]], capture_output=True, text=True).stdout
     assert "Features=knl" in out  # the constraint reached SLURM (MinJobAge keeps the finished job visible)
 

@@ -96,6 +96,7 @@ use rule training_state as replicate_training_state with:
         directory("results/replicates/{replicate}/folds/{fold}/training"),
     log:
         "logs/replicates/{replicate}/training_state/{fold}.log",
+    localrule: True
 
 
 use rule train_cnn as replicate_train_cnn with:
