@@ -12,7 +12,9 @@ the family's size: Holm's adjusted p-value can be no larger). The effect per bri
 - ``shrinking``: delta_b proportional to 1 / sqrt(n_b): large bricks show less (a defect that shows most where
   the sky is sparse).
 
-The effect a run states is the AUC of its estimand (each brick's AUC, Phi(delta_b / sqrt 2), weighted as the
+On matched pairs a simulated run is exact and cheap: each pair's fake scores higher with probability
+Phi(delta_b / sqrt 2), so a brick's count is binomial, and the test's permutation distribution a binomial of all
+pairs at 1/2. The effect a run states is the AUC of its estimand (each brick's AUC, Phi(delta_b / sqrt 2), weighted as the
 statistic weighs the bricks), and the minimum detectable AUC is the smallest at which the rule says
 ``distinguishable`` in at least ``power`` of the simulated runs in *every* scenario. Where no AUC below
 :data:`MAX_AUC` reaches it (two bricks: the interval's t quantile on one degree of freedom is 12.7), there is
@@ -67,6 +69,10 @@ class Layout:
         brick_of = np.zeros(len(n), np.int64)
         brick_of[strata_codes] = self.codes
         self.null_var = np.bincount(brick_of, n1 * (n - n1) / (12.0 * (n + 1.0)), minlength=len(self.sizes))
+        # matched pairs: each pair's U is 1 where its fake scores higher (untied scores), so a brick's U is a
+        # binomial draw of its pairs; the run's test, labels permuted within pairs, a binomial of all pairs at 1/2
+        self.pairs = (np.bincount(brick_of, minlength=len(self.sizes)).astype(float)
+                      if strata is not None and (n == 2).all() and (n1 == 1).all() else None)
 
     def run(self, scores, *, alpha: float, family: int, n_perm: int, n_boot: int, seed: int,
             extra_var: float = 0.0) -> bool:
@@ -86,11 +92,15 @@ class Layout:
     def run_bricks(self, u, *, alpha: float, family: int, n_perm: int, n_boot: int, seed: int,
                    extra_var: float = 0.0) -> np.ndarray:
         """The verdict's rule on simulated runs given as their bricks' weighted U statistics (runs x bricks)."""
+        from scipy.stats import binom
         from scipy.stats import norm as normal
 
         pairs, var = self.weights, self.null_var
-        z = (u.sum(1) - pairs.sum() / 2) / np.sqrt(var.sum())
-        p = normal.sf(z)
+        if self.pairs is not None:  # the within-pair permutation test's exact distribution (w = 1/3 a pair)
+            k = np.rint(u.sum(1) * 3).astype(np.int64)
+            p = binom.sf(k - 1, int(self.pairs.sum()), 0.5)
+        else:
+            p = normal.sf((u.sum(1) - pairs.sum() / 2) / np.sqrt(var.sum()))
         if n_perm and len(self.y) * n_perm <= stats.PERMUTATION_WORK:
             p = np.maximum(p, 1.0 / (n_perm + 1))
         auc = u.sum(1) / pairs.sum()
@@ -105,10 +115,13 @@ class Layout:
     def simulate(self, scenario: str, delta: float, n_sim: int, seed: int, **rule) -> tuple[float, float]:
         """(the estimand's AUC, averaged over the simulated runs; the share of runs the rule calls distinguishable)."""
         rng = np.random.default_rng(seed)
-        if len(self.y) > EXACT_MAX:
+        if self.pairs is not None or len(self.y) > EXACT_MAX:
             d = np.stack([brick_effects(scenario, delta, self.sizes, rng) for _ in range(n_sim)])
             a = norm.cdf(d / np.sqrt(2))
-            u = rng.normal(a * self.weights, np.sqrt(self.null_var))
+            if self.pairs is not None:  # exact: each pair's fake higher with probability a_b
+                u = rng.binomial(self.pairs.astype(np.int64), a) / 3.0
+            else:
+                u = rng.normal(a * self.weights, np.sqrt(self.null_var))
             truth = float(np.mean(a @ self.weights / self.weights.sum()))
             return truth, float(np.mean(self.run_bricks(u, seed=seed, **rule)))
         hits, truth = 0, 0.0
