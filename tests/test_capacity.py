@@ -85,7 +85,7 @@ def test_counting_the_network_as_not_rejecting_is_conservative():
 
 def test_statement_without_any_finding():
     t = table({("psf", 0.05): 0.0})
-    assert statement(pd.DataFrame(capacity(t, 0.05)["rows"])).startswith("This run found none of the planted")
+    assert statement(capacity(t, 0.05)["scenarios"]).startswith("This run found none of the planted")
 
 
 def test_survey_scale_bounds_the_bricks_and_the_reals_planted(brick_files):

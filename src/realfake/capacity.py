@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 
 from . import BANDS, FAKE, REAL
-from .diagnostics import STATISTICS, cutout_statistics, tested_within
+from .diagnostics import STATISTICS, cutout_statistics, holm_family, tested_within
 from .sensitivity import DESCRIBE, NULL_KIND
-from .stats import holm
 
 KEYS = ["planting", "kind", "size", "brick", "id", "label", "pair"]
 # one tested planting of one scenario
@@ -116,26 +115,22 @@ def capacity(table: pd.DataFrame, alpha: float, n_pairs: int | None = None, seed
         g = subsample_pairs(g.reset_index(drop=True), n_pairs, seed + int(planting))
         tested = tested_within(g[list(STATISTICS) + ["label"]], g[["brick", "pair", "label"]], alpha, seed=seed)
         # the family of the verdict: the network's test (here: not rejecting, p = 1) and the statistics'
-        adjusted = holm([1.0] + [v["p_value"] for v in tested.values()])[1:]
-        best, found = None, False
-        for (name, v), ph in zip(tested.items(), adjusted):
-            lo, hi = v["ci95"]
-            hit = bool(ph < alpha and (lo > 0.5 or hi < 0.5))
-            if best is None or ph < best[1]:
-                best = (name, float(ph), v["auc"])
-            found |= hit
+        holm_family(tested, alpha, network_p=1.0)
+        best = min(tested, key=lambda k: tested[k]["p_holm_family"]) if tested else None
         rows.append({"planting": int(planting), "kind": kind, "size": float(size), "pairs": int(len(g) // 2),
-                     "bricks": int(g["brick"].nunique()), "found": found, "statistic": best[0] if best else None,
-                     "p_holm": best[1] if best else float("nan"), "auc": best[2] if best else float("nan")})
+                     "bricks": int(g["brick"].nunique()), "found": any(v["found"] for v in tested.values()),
+                     "statistic": best, "p_holm": tested[best]["p_holm_family"] if best else float("nan"),
+                     "auc": tested[best]["auc"] if best else float("nan")})
     return result(pd.DataFrame(rows, columns=ROW_COLUMNS), alpha)
 
 
 def result(df: pd.DataFrame, alpha: float) -> dict:
     """capacity.json from the table of tested plantings (one row per planting, kind and size: ``found``, the
     ``statistic`` that found it best, its ``p_holm`` and ``auc``, ``pairs``, ``bricks``)."""
+    scenarios = summary(df)
     return {"alpha": alpha, "plantings": int(df["planting"].nunique()) if len(df) else 0,
             "pairs": int(df["pairs"].median()) if len(df) else 0, "rows": df.to_dict(orient="records"),
-            "scenarios": summary(df), "statement": statement(df)}
+            "scenarios": scenarios, "statement": statement(scenarios)}
 
 
 def summary(df: pd.DataFrame) -> list[dict]:
@@ -179,16 +174,17 @@ def null_found(capacity_result: dict) -> dict | None:
     return None
 
 
-def statement(df: pd.DataFrame) -> str:
-    """The bound in physical units: what the run found, what it did not, and the kinds it leaves unbounded."""
-    if not len(df):
+def statement(scenarios: list[dict]) -> str:
+    """The bound in physical units, from the scenarios of :func:`summary`: what the run found, what it did not, and
+    the kinds it leaves unbounded."""
+    if not scenarios:
         return "No planted defect could be tested (no brick held two real galaxies that the calipers pair)."
-    res = {"scenarios": summary(df)}
+    res = {"scenarios": scenarios}
     b = bounds(res)
     found = [v["found"] for v in b.values() if v["found"]]
     missed = [v["missed"] for v in b.values() if v["missed"]]
     unbounded = [k for k, v in b.items() if not v["found"]]
-    n = res["scenarios"][0]["plantings"]
+    n = scenarios[0]["plantings"]
     parts = []
     if found:
         parts.append("this run found " + _listed([f"{s['what']} ({s['found_in']} of {n} plantings, by the "

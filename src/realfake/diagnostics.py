@@ -166,6 +166,21 @@ def tested_within(stats: pd.DataFrame, pred: pd.DataFrame, alpha: float = 0.05, 
     return out
 
 
+def holm_family(tested: dict, alpha: float, network_p: float | None = None) -> float | None:
+    """Holm's correction over one family of tests: the network's (``network_p``, where it is one of them) and the
+    image statistics' of ``tested`` (:func:`tested_within`). Marks each statistic's ``p_holm_family`` and ``found``
+    (Holm's p < alpha and its interval off 0.5, either way) and returns the network's adjusted p (None without it)."""
+    from .stats import holm
+
+    head = [] if network_p is None else [network_p]
+    adjusted = holm(head + [v["p_value"] for v in tested.values()])
+    for v, ph in zip(tested.values(), adjusted[len(head):]):
+        lo, hi = v["ci95"]
+        v["p_holm_family"] = float(ph)
+        v["found"] = bool(ph < alpha and (lo > 0.5 or hi < 0.5))
+    return float(adjusted[0]) if head else None
+
+
 def differs_statement(tested: dict) -> str:
     """The image statistics that differ, in one sentence ("" where none was tested)."""
     if not tested:

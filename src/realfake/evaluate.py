@@ -230,13 +230,9 @@ def appearance_family(m: dict, alpha: float) -> None:
     for a defect (concentration for a wrong profile) can see what a network trained on a few hundred pairs does
     not. Marks ``p_holm`` (the network's) and, per statistic, ``p_holm_family`` and ``found`` (Holm's p < alpha
     and its interval off 0.5)."""
-    tested = m["image_statistics"]
-    adjusted = stats.holm([m["p_value"]] + [v["p_value"] for v in tested.values()])
-    m["p_holm"] = float(adjusted[0])
-    for v, ph in zip(tested.values(), adjusted[1:]):
-        lo, hi = v["ci95"]
-        v["p_holm_family"] = float(ph)
-        v["found"] = bool(ph < alpha and (lo > 0.5 or hi < 0.5))
+    from .diagnostics import holm_family
+
+    m["p_holm"] = holm_family(m["image_statistics"], alpha, m["p_value"])
 
 
 def evaluate(pred: pd.DataFrame, ecfg: dict, histories: dict | None = None, epochs: int | None = None,

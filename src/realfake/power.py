@@ -73,6 +73,8 @@ class Layout:
         # binomial draw of its pairs; the run's test, labels permuted within pairs, a binomial of all pairs at 1/2
         self.pairs = (np.bincount(brick_of, minlength=len(self.sizes)).astype(float)
                       if strata is not None and (n == 2).all() and (n1 == 1).all() else None)
+        # a pair's weight in the weighted U (van Elteren's 1 / (n + 1) of a stratum of two)
+        self.pair_weight = self.weights.sum() / self.pairs.sum() if self.pairs is not None else None
 
     def run(self, scores, *, alpha: float, family: int, n_perm: int, n_boot: int, seed: int,
             extra_var: float = 0.0) -> bool:
@@ -96,8 +98,8 @@ class Layout:
         from scipy.stats import norm as normal
 
         pairs, var = self.weights, self.null_var
-        if self.pairs is not None:  # the within-pair permutation test's exact distribution (w = 1/3 a pair)
-            k = np.rint(u.sum(1) * 3).astype(np.int64)
+        if self.pairs is not None:  # the within-pair permutation test's exact distribution
+            k = np.rint(u.sum(1) / self.pair_weight).astype(np.int64)
             p = binom.sf(k - 1, int(self.pairs.sum()), 0.5)
         else:
             p = normal.sf((u.sum(1) - pairs.sum() / 2) / np.sqrt(var.sum()))
@@ -106,10 +108,9 @@ class Layout:
         auc = u.sum(1) / pairs.sum()
         nb = len(pairs)
         w = np.random.default_rng(seed).multinomial(nb, np.full(nb, 1.0 / nb), size=n_boot).astype(float)
-        draws = (u @ w.T) / (w @ pairs)  # runs x resamples
-        g = int((pairs > 0).sum())
-        se = np.sqrt(np.var(draws, axis=1, ddof=1) * g / max(g - 1, 1) + extra_var)
-        lo = auc - stats.t_quantile(0.975, g, stats.effective_bricks(pairs)) * se
+        draws = (u @ w.T) / (w @ pairs)  # runs x resamples, as stats.brick_bootstrap reweights the bricks' sums
+        g, eff = int((pairs > 0).sum()), stats.effective_bricks(pairs)
+        lo = np.array([stats.interval(a, d, g, effective=eff, extra_var=extra_var)[0] for a, d in zip(auc, draws)])
         return (np.minimum(1.0, family * p) < alpha) & (lo > 0.5)
 
     def simulate(self, scenario: str, delta: float, n_sim: int, seed: int, **rule) -> tuple[float, float]:
@@ -119,7 +120,7 @@ class Layout:
             d = np.stack([brick_effects(scenario, delta, self.sizes, rng) for _ in range(n_sim)])
             a = norm.cdf(d / np.sqrt(2))
             if self.pairs is not None:  # exact: each pair's fake higher with probability a_b
-                u = rng.binomial(self.pairs.astype(np.int64), a) / 3.0
+                u = rng.binomial(self.pairs.astype(np.int64), a) * self.pair_weight
             else:
                 u = rng.normal(a * self.weights, np.sqrt(self.null_var))
             truth = float(np.mean(a @ self.weights / self.weights.sum()))

@@ -135,6 +135,23 @@ def network_rejects(m: dict, alpha: float) -> bool:
     return bool(m.get("p_holm", m["p_value"]) < alpha and m["ci95"]["auc"][0] > 0.5)
 
 
+def found_statistics(m: dict) -> dict:
+    """The image statistics that the verdict's family found (evaluate.appearance_family)."""
+    return {k: v for k, v in (m.get("image_statistics") or {}).items() if v.get("found")}
+
+
+def statistic_found_text(name: str, v: dict, versus: str = "against") -> str:
+    """One found statistic with its medians, paired AUC, interval and Holm p (the family's)."""
+    return (f"{name.replace('_', ' ')}: fakes {v['median_fake']:.3g} {versus} reals {v['median_real']:.3g}, AUC "
+            f"{v['auc']:.2f} ({v['ci95'][0]:.2f}-{v['ci95'][1]:.2f}), Holm p = {v['p_holm_family']:.2g}")
+
+
+def tv_limit(m: dict) -> float:
+    """The larger of the two one-sided 95% lower limits on the total-variation distance (the network's balanced
+    accuracy; its AUC, stats.tv_lower_bound)."""
+    return max(m["tv_lower_limit95"], m.get("tv_lower_limit95_auc", 0.0))
+
+
 def training_note(gate: dict | None) -> str:
     """The training diagnostics, where some fold failed them: reported beside the verdict, never a condition of it
     (a network well trained on two identical populations sits at ln 2, as one that learned nothing does; what a
@@ -209,44 +226,45 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
     lo, hi = m["ci95"]["auc"]
     p, mda = m["p_value"], m["power"]["min_detectable_auc"]
     p_said = p_text(p, m.get("test"))
-    gate, folds = m.get("training"), m.get("folds", {})
-    note = training_note(gate)
+    folds = m.get("folds", {})
+    note = training_note(m.get("training"))
     reasons = []
+
+    def said(cls: str) -> tuple[str, list[str]]:  # the class, its reasons and the training diagnostics' note
+        return cls, reasons + ([note] if note else [])
+
     if folds.get("note"):
         reasons.append(folds["note"])
     if not np.isfinite(m["auc"]) or m["bricks_with_both_classes"] < 2:
         reasons.append(f"only {m['bricks_with_both_classes']} brick(s) of the test examples hold both classes: "
                        "no brick-level inference is possible; select more bricks")
         return "inconclusive", reasons
-    found = {k: v for k, v in (m.get("image_statistics") or {}).items() if v.get("found")}
+    found = found_statistics(m)
     p_net = m.get("p_holm", p)  # (Holm-corrected with the image statistics' tests on matched pairs)
     if found and not network_rejects(m, alpha):
-        names = "; ".join(f"{k.replace('_', ' ')}: fakes {v['median_fake']:.3g} against reals {v['median_real']:.3g}, "
-                          f"AUC {v['auc']:.2f} ({v['ci95'][0]:.2f}-{v['ci95'][1]:.2f}), Holm p = "
-                          f"{v['p_holm_family']:.2g}" for k, v in found.items())
+        names = "; ".join(statistic_found_text(k, v) for k, v in found.items())
         reasons.append("an image statistic tells the fakes from the real galaxies of their pairs (the network's test "
                        f"and the statistics', Holm-corrected together): {names}; the network did not find it "
                        f"({p_said}): what it can see is smaller than the pixels allow")
-        return "distinguishable", reasons + ([note] if note else [])
+        return said("distinguishable")
     if network_rejects(m, alpha):
         reasons.append(f"labels permuted within {'matched pairs' if m.get('matched') else 'bricks'} reject 'no "
                        f"difference' ({p_said} < {alpha}"
                        + (f"; Holm-corrected with the image statistics' tests, p = {p_net:.2g}" if "p_holm" in m
                           else "") + ") and the AUC's interval lies above 0.5")
-        tv = max(m["tv_lower_limit95"], m.get("tv_lower_limit95_auc", 0.0))
-        if tv > 0:
-            reasons.append(f"the two populations differ by a total-variation distance of at least {tv:.3f} "
+        if tv_limit(m) > 0:
+            reasons.append(f"the two populations differ by a total-variation distance of at least {tv_limit(m):.3f} "
                            "(one-sided 95% lower limit)")
-        return "distinguishable", reasons + ([note] if note else [])
+        return said("distinguishable")
     if hi < 0.5:
         reasons.append(f"the AUC lies below 0.5 (95% CI {lo:.3f}-{hi:.3f}): no real difference makes a classifier "
                        "anti-correlated with the truth on bricks it never saw; suspect a fluctuation of few bricks, "
                        "or a network that learned brick-level features (class shares) that reverse between folds")
-        return "inconclusive", reasons + ([note] if note else [])
+        return said("inconclusive")
     if p_net < alpha or lo > 0.5:
         reasons.append(f"the test and the interval disagree ({p_said}, AUC 95% CI {lo:.3f}-{hi:.3f}): "
                        "marginal; more bricks are needed to decide")
-        return "inconclusive", reasons + ([note] if note else [])
+        return said("inconclusive")
     blockers = []
     if folds.get("split_by") == "example":
         blockers.append("the examples were split by example, not by brick: the test and training examples share "
@@ -272,7 +290,7 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
     if blockers:
         reasons.append(f"no difference detected ({p_said}), but that cannot be read as a bound: " +
                        "; ".join(blockers))
-        return "inconclusive", reasons + ([note] if note else [])
+        return said("inconclusive")
     reasons.append(f"no difference detected: {p_said}; the AUC is below {m['power']['auc_upper_limit95']:.3f} "
                    "at 95% (one-sided)")
     if m.get("capacity") and m.get("matched"):
@@ -282,7 +300,7 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
     if "replicates" not in m:
         reasons.append("one training per fold (evaluate.replicates: 1): the trainings' variance is not in the "
                        "interval")
-    return "no_difference_detected", reasons + ([note] if note else [])
+    return said("no_difference_detected")
 
 
 def processing_statement(m: dict) -> str:
@@ -368,16 +386,13 @@ def at_a_glance(m: dict, results: str = "results/evaluation") -> list[str]:
                   "bricks)"),
              ("  ", f"network: {'paired ' if m.get('matched') else ''}AUC {m['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}), "
                     f"{p_text(m['p_value'], test)}")]
-    found = {k: v for k, v in (m.get("image_statistics") or {}).items() if v.get("found")}
+    found = found_statistics(m)
     if m["verdict_class"] == "distinguishable":
         if found:
-            items.append(("  ", _short("found by " + "; ".join(
-                f"{k.replace('_', ' ')}: fakes {v['median_fake']:.3g} vs reals {v['median_real']:.3g}, AUC "
-                f"{v['auc']:.2f} ({v['ci95'][0]:.2f}-{v['ci95'][1]:.2f}), Holm p = {v['p_holm_family']:.2g}"
-                for k, v in found.items()), 2 * GLANCE_WIDTH)))
+            items.append(("  ", _short("found by " + "; ".join(statistic_found_text(k, v, "vs") for k, v in found.items()),
+                                       2 * GLANCE_WIDTH)))
         if network_rejects(m, m["power"]["alpha"]):
-            tv = max(m["tv_lower_limit95"], m.get("tv_lower_limit95_auc", 0.0))
-            items.append(("  ", _short(f"total-variation distance >= {tv:.3f} (95%). "
+            items.append(("  ", _short(f"total-variation distance >= {tv_limit(m):.3f} (95%). "
                                        + magnitude_statement(m.get("by_mag_g", [])), 2 * GLANCE_WIDTH)))
     elif m["verdict_class"] == "no_difference_detected":
         items.append(("  ", f"AUC below {m['power']['auc_upper_limit95']:.3f} (95%); the verdict's rule detects AUC >= "
