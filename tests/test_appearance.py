@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from realfake.census import example_keys, match_pairs
-from realfake.evaluate import clustered, evaluate
+from realfake.evaluate import evaluate
+from realfake.scores import clustered
 from realfake.population import population
 
 CALIPERS = {"mag_g": 0.05, "mag_r": 0.05, "mag_z": 0.05, "size": 0.1}
@@ -101,7 +102,7 @@ def test_the_population_of_a_faithful_injection_does_not_differ():
 
 @pytest.mark.parametrize("pairs", [None, [1, 1, 2]])
 def test_incomplete_pairs_fall_back_to_bricks(pairs):
-    from realfake.evaluate import matched_pairs
+    from realfake.scores import matched_pairs
 
     d = pd.DataFrame({"label": [0, 1, 0], "p_fake": [0.1, 0.9, 0.5], "brick": "a"})
     if pairs is not None:

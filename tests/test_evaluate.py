@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from realfake.evaluate import evaluate, roc_auc
+from realfake.evaluate import evaluate
+from realfake.scores import roc_auc
 
 
 def test_auc_known_values():
@@ -207,7 +208,7 @@ def test_predictions_line_up_with_the_manifest_over_several_test_shards(tmp_path
 
 
 def test_a_permutation_p_value_at_its_floor_is_said_to_be_a_bound():
-    from realfake.verdict import p_text
+    from realfake.stats import p_text
 
     monte_carlo = {"n_perm": 2000, "method": "labels permuted within bricks (Monte Carlo)"}
     assert p_text(1 / 2001, monte_carlo) == "p <= 0.0005"  # none of 2,000 permutations reached the observed AUC

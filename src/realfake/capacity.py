@@ -223,7 +223,7 @@ def figure(result: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots import save
+    from .figures import save
     from .sensitivity import TITLES
 
     df = pd.DataFrame(result["rows"], columns=ROW_COLUMNS)

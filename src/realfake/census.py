@@ -19,7 +19,7 @@ from . import FAKE, REAL
 from .brickfile import read_sources
 
 if TYPE_CHECKING:
-    from .shardplan import ShardConfig
+    from .shardconfig import ShardConfig
 
 log = logging.getLogger(__name__)
 

@@ -137,7 +137,7 @@ def tested_within(stats: pd.DataFrame, pred: pd.DataFrame, alpha: float = 0.05, 
     the bricks, and the pairs' shared catalogue values: it is evidence of the kind the verdict uses."""
     from scipy.stats import norm
 
-    from .evaluate import clustered, matched_pairs
+    from .scores import clustered, matched_pairs
     from .stats import holm
 
     d = stats.join(pred[["brick"] + (["pair"] if "pair" in pred else [])], how="left")
@@ -205,7 +205,7 @@ def statistics_figure(stats: pd.DataFrame, summary: dict, profiles: pd.DataFrame
 
     import matplotlib.pyplot as plt
 
-    from .plots import save
+    from .figures import save
 
     names = [n for n in STATISTICS if n in stats]
     fig, axes = plt.subplots(3, 4, figsize=(16, 10.5))
@@ -292,7 +292,7 @@ def attribution_figure(rows, cutouts: dict, attributions: dict, channels, path) 
     """Per galaxy: the colour composite, then where the light pushed P(fake) up (red) or down (blue)."""
     import matplotlib.pyplot as plt
 
-    from .plots import image_grid_labels, rgb_composite, save
+    from .figures import image_grid_labels, rgb_composite, save
 
     bands = [c for c in channels if not c.startswith("ivar")]
     fig, axes = plt.subplots(len(rows), 1 + len(bands) + 1, figsize=(2.0 * (len(bands) + 2), 1.9 * len(rows) + 0.6),

@@ -1,19 +1,6 @@
 """obiwan injection runs in every layout they were written in: detected from what is on disk, read into one form.
 
-obiwan changed its output layout over the years (docs/inputs.md); each layout is described once here, in ``LAYOUTS``: where a
-brick's seed folders lie and how they are named, where each seed folder's
-simulation catalogue, coadds and rerun Tractor catalogue are, which columns
-hold what, and whether pixel positions count from 0 or 1.
-
-- ``obiwan2018`` (legacysurvey/obiwan master): ``obiwan/<AAA>/<brick>/<rsdir>/simcat-elg-<brick>.fits``,
-  ``coadd/<AAA>/<brick>/<rsdir>/``, ``tractor/<AAA>/<brick>/<rsdir>/tractor-<brick>.fits``; ``<rsdir>`` is
-  ``rs<N>``, ``skip_rs<N>``, ``more_rs<N>`` or ``more_skip_rs<N>`` (N: a start row of the randoms table);
-  x, y 1-indexed; ``sim_ids_added.fits`` lists the ids actually injected.
-- ``obiwan2017`` (before Nov 2017): ``elg/<AAA>/<brick>/rs<N>/{obiwan,coadd,tractor}/``; a simcat
-  without ``mw_transmission_*``; the coadds of rs != 0 were deleted after the run.
-- ``obiwan2021`` (adematti/obiwan, DR9 era): ``obiwan/<AAA>/<brick>/file<F>_rs<R>_skip<S>/randoms-<brick>.fits``
-  with ``flux_g/r/z``, ``shape_r``, 0-indexed ``bx``, ``by`` and ``collided`` (not injected); coadds and
-  rerun catalogue in folders of the same name under ``coadd/`` and ``tractor/``.
+Where each layout keeps its files is described once, in :data:`realfake.layout.LAYOUTS`.
 
 Fluxes are observed (Milky Way extinction applied) in every layout. Where a
 catalogue has no ``mw_transmission_<b>``, it is derived from the release: the
@@ -32,91 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import BANDS
+from . import BANDS, layout
 from .catalogs import CatalogError, native, nearest_rows, read_table
+from .layout import LAYOUT_NAMES, LAYOUTS, Layout, Run, seed_sort_key  # noqa: F401 (LAYOUT_NAMES: read from here)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where one obiwan layout keeps a brick's runs, and what its simulation catalogue's columns mean."""
-
-    name: str
-    seeds: str  # the folder whose subfolders are a brick's seed folders ({aaa}: first 3 characters of {brick})
-    seed_re: str  # a seed folder's name
-    simcat: str  # these three below a seed folder ({rs})
-    coadd: str
-    tractor: str
-    columns: dict  # common name -> the catalogue's column (lower case)
-    one_indexed: bool  # x, y count from 1 (FITS, astrometry's radec2pixelxy) rather than 0 (Tractor's bx, by)
-    ids_added: str | None = None  # a table of the ids actually injected
-    not_injected: str | None = None  # a boolean column: true where a random was not injected
-    optional: tuple = ()  # common names a catalogue may lack (an id: then the row number)
-
-    def path(self, template: str, root, brick: str, rs: str = "") -> Path:
-        return Path(root) / template.format(aaa=brick[:3], brick=brick, rs=rs)
-
-    def seed_folders(self, root, brick: str) -> list[str]:
-        """The seed folders of ``brick`` on disk, in a natural order (rs0, rs500, ..., more_rs0, ...)."""
-        d = self.path(self.seeds, root, brick)
-        if not d.is_dir():
-            return []
-        names = [p.name for p in d.iterdir() if p.is_dir() and re.fullmatch(self.seed_re, p.name)]
-        return sorted(names, key=seed_sort_key)
-
-
-def _flux_columns(template: str) -> dict:
-    return {f"flux_{b}": template.format(b=b) for b in BANDS}
-
-
-_COMMON_2018 = {"id": "id", "ra": "ra", "dec": "dec", "x": "x", "y": "y", "size": "rhalf", **_flux_columns("{b}flux")}
-LAYOUTS = {
-    "obiwan2018": Layout(
-        name="obiwan2018",
-        seeds="obiwan/{aaa}/{brick}",
-        seed_re=r"(more_)?(skip_)?rs\d+",
-        simcat="obiwan/{aaa}/{brick}/{rs}/simcat-elg-{brick}.fits",
-        coadd="coadd/{aaa}/{brick}/{rs}",
-        tractor="tractor/{aaa}/{brick}/{rs}/tractor-{brick}.fits",
-        columns={**_COMMON_2018, **{f"mw_transmission_{b}": f"mw_transmission_{b}" for b in BANDS}},
-        one_indexed=True,
-        ids_added="obiwan/{aaa}/{brick}/{rs}/sim_ids_added.fits",
-    ),
-    "obiwan2017": Layout(
-        name="obiwan2017",
-        seeds="elg/{aaa}/{brick}",
-        seed_re=r"rs\d+",
-        simcat="elg/{aaa}/{brick}/{rs}/obiwan/simcat-elg-{brick}.fits",
-        coadd="elg/{aaa}/{brick}/{rs}/coadd",
-        tractor="elg/{aaa}/{brick}/{rs}/tractor/tractor-{brick}.fits",
-        columns=_COMMON_2018,
-        one_indexed=True,
-    ),
-    "obiwan2021": Layout(
-        name="obiwan2021",
-        seeds="obiwan/{aaa}/{brick}",
-        seed_re=r"file\d+_rs\d+_skip\d+",
-        simcat="obiwan/{aaa}/{brick}/{rs}/randoms-{brick}.fits",
-        coadd="coadd/{aaa}/{brick}/{rs}",
-        tractor="tractor/{aaa}/{brick}/{rs}/tractor-{brick}.fits",
-        columns={"id": "id", "ra": "ra", "dec": "dec", "x": "bx", "y": "by", "size": "shape_r",
-                 **_flux_columns("flux_{b}")},
-        one_indexed=False,
-        not_injected="collided",
-        optional=("id",),  # (the randoms are listed in id order)
-    ),
-}
-LAYOUT_NAMES = tuple(LAYOUTS)
-
-
-def seed_sort_key(name: str):
-    """rs0 < rs500 < rs1000 < skip_rs0 < more_rs0 ...; file0_rs0_skip0 < file0_rs500_skip0 < file0_rs0_skip1."""
-    numbers = [int(n) for n in re.findall(r"\d+", name)]
-    prefix = re.sub(r"\d+", "#", name)
-    if prefix.startswith("file"):  # file<F>_rs<R>_skip<S>: by file, skip, then start row
-        numbers = [numbers[0], numbers[2], numbers[1]]
-    return (prefix.count("_") if not prefix.startswith("file") else 0, prefix, numbers)
 
 
 class LayoutError(ValueError):
@@ -167,47 +74,6 @@ def choose_seeds(found: list[str], wanted) -> tuple[list[str], list[str]]:
         else:
             absent.append(w)
     return sorted(chosen, key=seed_sort_key), absent
-
-
-@dataclass(frozen=True)
-class Run:
-    """One seed folder of one brick: where its catalogue, coadds and rerun Tractor catalogue are."""
-
-    root: Path
-    brick: str
-    rs: str
-    layout: Layout
-
-    @property
-    def simcat(self) -> Path:
-        """The run's simulation catalogue: ``simcat-elg-<brick>.fits``, or the one ``simcat-<objtype>-<brick>.fits``
-        of a run of another object type (lrg, qso, star)."""
-        path = self.layout.path(self.layout.simcat, self.root, self.brick, self.rs)
-        if not path.exists() and "simcat-elg-" in path.name:
-            others = sorted(path.parent.glob(f"simcat-*-{self.brick}.fits"))
-            if len(others) == 1:
-                return others[0]
-        return path
-
-    @property
-    def coadd_dir(self) -> Path:
-        return self.layout.path(self.layout.coadd, self.root, self.brick, self.rs)
-
-    @property
-    def rerun_tractor(self) -> Path:
-        return self.layout.path(self.layout.tractor, self.root, self.brick, self.rs)
-
-    @property
-    def ids_added(self) -> Path | None:
-        return self.layout.path(self.layout.ids_added, self.root, self.brick, self.rs) if self.layout.ids_added else None
-
-    def absent(self) -> str | None:
-        """Why this run cannot give cutouts (its catalogue or coadd folder absent), or None."""
-        if not self.simcat.exists():
-            return f"no simulation catalogue ({self.simcat})"
-        if not self.coadd_dir.is_dir():
-            return f"no coadd folder ({self.coadd_dir}; obiwan's 2017 runs deleted those of rs != 0)"
-        return None
 
 
 def read_fakes(run: Run, release: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -295,8 +161,6 @@ class BrickPlan:
 
     def missing(self) -> str | None:
         """Why the brick's release files are absent (None when they are there), naming the paths looked at."""
-        from . import layout
-
         folders = [self.release_dir] if self.release_dir is not None else self.searched
         absent = []
         for folder in folders:
@@ -311,8 +175,6 @@ def plan_brick(brick: str, release_root, injection_root, rs="all", region: str =
     """Find a brick's files: its release region (``release.region``, ``release.region_overlap``), the layout of its
     injection runs (``release.injection_layout``) and its seed folders (``release.rs``). Looks only at this brick's
     folders."""
-    from . import layout
-
     regions = layout.chosen_regions(release_root, region)
     name, have = layout.resolve_region(brick, regions, overlap)
     release_dir = regions[name] if name is not None else None

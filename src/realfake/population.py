@@ -59,7 +59,7 @@ def population(src: pd.DataFrame, ecfg: dict, folds: int, pairs: int | None = No
     man["label"], man["brick"], man["rs"], man["id"] = y, bricks, src["rs"].to_numpy(), src["id"].to_numpy()
     present = [c for c in QUANTITIES if man[c].notna().any()]  # (older brick files lack some)
     p = cross_fit(man, seed, features=present)["p_fake"].reindex(man.index).to_numpy()
-    from .evaluate import clustered
+    from .scores import clustered
 
     c = clustered(y, p, bricks, ecfg["bootstrap"], ecfg["permutations"], seed, alpha, ecfg["power"])
     out.update({key: c[key] for key in ("auc", "ci95", "p_value", "test", "tv_lower_limit95")})
@@ -101,7 +101,7 @@ def by_quantity(q: pd.DataFrame, y, bricks, alpha: float) -> list[dict]:
 
 def sentence(m: dict, carried: list[dict]) -> str:
     """The population answer in one or two sentences."""
-    from .verdict import p_text
+    from .stats import p_text
 
     (lo, hi) = m["ci95"]["auc"]
     head = (f"Population: a classifier of catalogue quantities alone, on all {m['n_real'] + m['n_fake']} selected "

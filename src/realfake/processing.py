@@ -487,7 +487,7 @@ def processing_figure(summary: dict, diffs: pd.DataFrame, out_png) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots import save
+    from .figures import save
 
     fig, axes = plt.subplots(1, 5, figsize=(18, 4.6))
     checks = summary.get("checks", [])

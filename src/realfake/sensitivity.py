@@ -15,7 +15,7 @@ import pandas as pd
 
 from .bricks import PIXSCALE_ARCSEC
 from .plant import KINDS as PLANTED_KINDS
-from .verdict import p_text
+from .stats import p_text
 
 SOURCES = ("planted", "synthetic")
 NULL_KIND = "none"  # the null row's kind: nothing changed (size 0)
@@ -157,7 +157,7 @@ def figure(df: pd.DataFrame, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots import save
+    from .figures import save
 
     kinds = [k for k in pd.unique(df["kind"]) if k != NULL_KIND] or [NULL_KIND]
     null = df[df["kind"] == NULL_KIND]

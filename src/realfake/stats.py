@@ -393,3 +393,13 @@ def paired_difference(y, score_a, score_b, groups, n_boot: int = 1000, seed: int
         draws = (w @ (a["u"] - b["u"])) / (w @ a["pairs"])
     est = float((a["u"].sum() - b["u"].sum()) / pairs)
     return {"difference": est, "ci95": interval(est, draws, int((a["pairs"] > 0).sum()))}
+
+
+def p_text(p: float, test: dict | None) -> str:
+    """"p = x", or "p <= x" where a Monte Carlo permutation test (``test``: the metrics' ``test``) gave the smallest
+    value it can give, 1 / (permutations + 1): then the p-value is bounded by the number of permutations, not
+    measured."""
+    n = (test or {}).get("n_perm")
+    if n and "Monte Carlo" in test.get("method", "") and p * (n + 1) <= 1 + 1e-9:
+        return f"p <= {p:.2g}"
+    return f"p = {p:.2g}"
