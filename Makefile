@@ -21,12 +21,12 @@ SEEDS ?= 40
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt setup.py src/realfake/_stamps.c
+$(STAMP): pyproject.toml constraints.txt setup.py src/realfake/cutouts/_stamps.c
 	@start=$$(date +%s); set -e; \
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
 	$(BIN)/python -m pip install --quiet --upgrade pip; \
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[cpu,dev,slurm]'; \
-	$(BIN)/python -c 'import realfake._stamps' 2>/dev/null || echo "note: the C stamp kernels were not built" \
+	$(BIN)/python -c 'import realfake.cutouts._stamps' 2>/dev/null || echo "note: the C stamp kernels were not built" \
 		"(no C compiler or Python headers?): cutouts are cut with numpy, the same stamps, more slowly"; \
 	touch $(STAMP); \
 	echo "install wall time: $$(( $$(date +%s) - start )) s"

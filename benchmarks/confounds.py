@@ -1,7 +1,7 @@
 """Confounds: releases whose truth is known, each differing from a perfect injection in one way that is *not* the
 injected model, run through the real-release path; does the verdict blame the model?
 
-Each scenario renders a release of its own with the synthetic generator (realfake.mock) into a folder outside
+Each scenario renders a release of its own with the synthetic generator (realfake.synthetic.release) into a folder outside
 ``synthetic.root``, so that the pipeline reads it as it reads a real Data Release and obiwan run, then runs the
 default config on it. The fakes are drawn and rendered like the real galaxies (``fake_model: real``) unless the
 scenario says otherwise:
@@ -44,7 +44,7 @@ SCENARIOS = {
 
 def scenario(name: str, out: Path, cores: int) -> dict:
     from realfake.config import load_config
-    from realfake.mock import MockConfig, make_release
+    from realfake.synthetic.release import MockConfig, make_release
 
     work = out / name
     shutil.rmtree(work, ignore_errors=True)

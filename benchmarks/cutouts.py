@@ -14,13 +14,13 @@ reads them once first):
   fitsio    decompress every coadd file the stage reads (release and injection run, 12 per brick)
   astropy   the same with astropy.io.fits
   astropy+kept  the same, with the stage's malloc setting (batches.keep_freed_memory: freed planes reused)
-  tiles     the same with the stage's own decoding (realfake.fitstiles: astropy's codecs, tile by tile, into
+  tiles     the same with the stage's own decoding (realfake.inputs.fitstiles: astropy's codecs, tile by tile, into
             one reused plane): not a reader a user has, but what the stage's own overhead is measured against
   floor     the fastest decompression (tiles, where it is the fastest), each brick's files followed by a
             file of its share of the stage's cutout bytes (in 96 KB writes, one chunk each, as HDF5 writes
             them), settled as the stage's are (atomic.Settler: flushed and dropped from the page cache in
             the background): what any stage must do
-  stage     realfake.batches.run_batch on the bricks: catalogues, selection, WCS check, decompression (of
+  stage     realfake.cutouts.batches.run_batch on the bricks: catalogues, selection, WCS check, decompression (of
             the tiles under the cutouts), cutouts, HDF5 (the libraries' import, once per job, is not
             timed, here or in the others; nor is Python's start)
 The stage and the floor write to --out (--data by default). Writing 300 MB of cutouts a dense brick costs what
@@ -50,7 +50,7 @@ from pathlib import Path
 REFERENCE_PER_CORE = 1e6 / 1600 / 3600
 SEED_BRICK = "1210p060"
 LIBRARIES = ("fitsio", "astropy", "astropy+kept")  # the readers a user has: the issue's "fastest reader available"
-READERS = (*LIBRARIES, "tiles")  # and the stage's own decoding (realfake.fitstiles), for its overhead
+READERS = (*LIBRARIES, "tiles")  # and the stage's own decoding (realfake.inputs.fitstiles), for its overhead
 PARTS = (("release", None), ("injection", "rs0"))  # the coadds a brick's cutouts read: (directory, run)
 CUTOUT_BYTES = 64 * 64 * 6 * 4  # one float32 stamp: one HDF5 chunk
 
@@ -61,11 +61,11 @@ import fitsio, numpy as np  # imported before the clock starts, as in the stage
 from astropy.io import fits
 from realfake.atomic import Settler
 if reader.endswith("kept") or reader == "tiles":  # the stage's allocator setting
-    from realfake.batches import keep_freed_memory
+    from realfake.cutouts.batches import keep_freed_memory
     assert keep_freed_memory()
 if reader == "tiles":
-    from realfake.coadds import PlaneBuffers
-    from realfake.fitstiles import TiledImage
+    from realfake.inputs.coadds import PlaneBuffers
+    from realfake.inputs.fitstiles import TiledImage
     buffers = PlaneBuffers()
 stamp = np.ones((64, 64, 6), np.float32)
 bricks = [paths[i : i + per_brick] for i in range(0, len(paths), per_brick)]
@@ -82,7 +82,7 @@ with Settler() as settler:  # as the stage does with its brick files
             for p in brick:
                 with fits.open(p) as f:
                     image = TiledImage.of(f)
-                    assert image is not None, f"{p}: not a compression realfake.fitstiles reads"
+                    assert image is not None, f"{p}: not a compression realfake.inputs.fitstiles reads"
                     image.read(buffers.get("plane", image.shape, np.float32))
         else:
             for p in brick:
@@ -109,7 +109,7 @@ print(time.perf_counter() - t0)
 STAGE = """
 import json, re, sys, time
 import astropy.io.fits, astropy.wcs, h5py  # imported once per job (about 1 s for a batch of 100 bricks): not timed
-from realfake.batches import CutoutSettings, run_batch
+from realfake.cutouts.batches import CutoutSettings, run_batch
 root, out, bricks = sys.argv[1], sys.argv[2], sys.argv[3:]
 sel = json.loads(open(out + ".selection.json").read())
 s = CutoutSettings(release_root=root + "/release", injection_root=root + "/injection", rs=["rs0"], selection=sel)
@@ -134,9 +134,9 @@ def make_data(data: Path, n_bricks: int, sparse: int) -> tuple[list[str], dict[s
     """The bricks, and the root of each variant (rendered and derived once, kept in ``data``)."""
     import fitsio
 
-    from realfake import layout
-    from realfake.bricks import brick_grid
-    from realfake.mock import MockConfig, make_release
+    from realfake.inputs import layout
+    from realfake.inputs.bricks import brick_grid
+    from realfake.synthetic.release import MockConfig, make_release
     from realfake.testing import clone_brick, retile
 
     seed = data / "seed"
@@ -218,10 +218,10 @@ def main(argv=None) -> int:
 
     import yaml
 
-    from realfake import layout
-    from realfake.stamps import _stamps
+    from realfake.inputs import layout
+    from realfake.cutouts.stamps import _stamps
 
-    kernels = "numpy (realfake._stamps not built)" if _stamps is None else "the C kernels (realfake._stamps)"
+    kernels = "numpy (realfake.cutouts._stamps not built)" if _stamps is None else "the C kernels (realfake.cutouts._stamps)"
     bricks, variants = make_data(args.data, args.bricks, args.sparse)
     warm_memory(args.warm_gb)
     selection = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())["selection"]

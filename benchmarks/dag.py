@@ -63,9 +63,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="cutouts.batch_size [the config's]")
     args = p.parse_args(argv)
 
-    from realfake import layout
-    from realfake.bricks import brick_grid, bricks_in_box
-    from realfake.mockfiles import write_survey_bricks
+    from realfake.inputs import layout
+    from realfake.inputs.bricks import brick_grid, bricks_in_box
+    from realfake.synthetic.files import write_survey_bricks
 
     tmp = Path(tempfile.mkdtemp(prefix="realfake-dag-"))
     try:

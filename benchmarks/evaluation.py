@@ -54,8 +54,8 @@ def main(argv=None) -> int:
 
     import yaml
 
-    from realfake.evaluate import evaluate
-    from realfake.plots import roc_curve
+    from realfake.evaluation.evaluate import evaluate
+    from realfake.evaluation.plots import roc_curve
 
     ecfg = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "config", "config.yaml")))["evaluate"]
     rows = []

@@ -1,17 +1,17 @@
-"""Benchmark of the training loader alone: images/s per core of realfake.data's training stream, no model.
+"""Benchmark of the training loader alone: images/s per core of realfake.training.data's training stream, no model.
 
     .venv/bin/python benchmarks/loader.py [--examples 8192] [--epochs 3] [--cores 1 2] [--batches 256 32]
                                           [--cold-rounds 2] [--no-bytes] [--workdir DIR]
 
 Writes brick cutout files of random pixels (64x64x6 float32, realfake.testing.mock_cutout_file) and builds
-shards of 512 from them (realfake.shards.build), then measures, side by side in one run on the same disk:
+shards of 512 from them (realfake.shards.build.build), then measures, side by side in one run on the same disk:
 
-  loader  realfake.data.train_stream exactly as training streams it (realfake.train.TrainingData: the
+  loader  realfake.training.data.train_stream exactly as training streams it (realfake.training.train.TrainingData: the
           config's shuffle buffer, seed, augmentation and weights; interleaved shard readers, shuffle
           buffer, augmentation, batching, prefetch), its batches taken one after the other and nothing
           done with them. One child process per (cores, batch size), pinned to that many cores
           (os.sched_setaffinity, before TensorFlow starts) and given as many threads: TensorFlow's
-          intra-op pool and the loader's own (train.loader_threads), as `realfake.train` sizes them.
+          intra-op pool and the loader's own (train.loader_threads), as `realfake.training.train` sizes them.
           Batch sizes: the GPU preset's (config/presets/gpu.yaml) and the base config's.
           warm   one stream over --epochs + 1 epochs, as `model.fit` gets it; the first (reading the files
                  into the page cache, tracing) not counted; images/s is the median epoch.
@@ -23,7 +23,7 @@ shards of 512 from them (realfake.shards.build), then measures, side by side in 
   bytes   the training shards' pixel files read whole, one after the other (warm: the median of three
           passes after one untimed; cold: each file dropped from the page cache first): `cat` > /dev/null,
           reads of 8 MiB into one buffer (the plain sequential read), np.fromfile (a new array for each file),
-          the loader's np.load (realfake.shardset.load_shard), two files at a time (the loader's two
+          the loader's np.load (realfake.shards.shardset.load_shard), two files at a time (the loader's two
           interleaved readers), O_DIRECT reads of 8 MiB, and the same pixels stored as float16.
   decode  turning float16 (or bfloat16) pixels back into float32: tf.cast (in the loader's graph) and
           numpy's astype, CPU time per image on one core.
@@ -126,7 +126,7 @@ def read_fromfile(path) -> None:
 
 
 def read_npy(path) -> None:
-    from realfake.shardset import load_shard
+    from realfake.shards.shardset import load_shard
 
     load_shard(path)
 
@@ -201,10 +201,10 @@ def pin(cores: int) -> None:
 
 
 def training_data(shards: str, batch: int, cores: int):
-    """The training split and train_stream's options exactly as realfake.train makes them, with ``batch`` and
+    """The training split and train_stream's options exactly as realfake.training.train makes them, with ``batch`` and
     ``cores`` threads (TensorFlow's pools and the loader's own)."""
-    from realfake.runtime import configure_threads
-    from realfake.train import TrainingData, train_config
+    from realfake.training.runtime import configure_threads
+    from realfake.training.train import TrainingData, train_config
 
     tcfg = train_config(dict(configs()[0], batch_size=batch, loader_threads=cores))
     configure_threads(cores, tcfg["inter_op_threads"])
@@ -226,7 +226,7 @@ def clock(it, steps: int) -> tuple[float, float]:
 def child_loader(shards: str, cores: int, batch: int, epochs: int, cold_rounds: int) -> dict:
     pin(cores)
     data, tcfg = training_data(shards, batch, cores)
-    from realfake.data import train_stream
+    from realfake.training.data import train_stream
 
     files = [*data.train.x, *data.train.y]
     load = [os.getloadavg()[0]]
@@ -258,7 +258,7 @@ def child_stages(shards: str, batch: int, epochs: int, f16: str) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from realfake.data import _load, loader_options, train_stream
+    from realfake.training.data import _load, loader_options, train_stream
 
     train, n = data.train, data.train.n_examples
     stream = dict(data.stream)
@@ -392,7 +392,7 @@ def report(a, runs, stages, reads, gpu_batch, started) -> None:
     first = next(iter(runs.values()))
     n = first["n"]
     print(f"machine: {lscpu_model()}, {os.cpu_count()} CPUs; at the start: {started}")
-    print(f"loader: realfake.data.train_stream as realfake.train streams it: shuffle buffer {first['shuffle']}, "
+    print(f"loader: realfake.training.data.train_stream as realfake.training.train streams it: shuffle buffer {first['shuffle']}, "
           f"augmentation {'on' if first['augment'] else 'off'}, deterministic {first['deterministic']}, "
           f"2 interleaved shard readers; {n} training examples ({n * EXAMPLE_BYTES / 1e9:.2f} GB of float32 "
           f"pixels) in shards of 512; warm: median of {a.epochs} epochs of one stream after an untimed one; "

@@ -52,15 +52,31 @@ def replicate(seed: int, scale: str, out: Path, cores: int) -> dict:
     if r.returncode:
         raise RuntimeError(f"replicate {seed} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
     m = json.loads((work / "results" / "evaluation" / "metrics.json").read_text())
-    from realfake.capacity import bounds
+    from realfake.evaluation.capacity import bounds
 
     found = {k: v["found"]["size"] for k, v in bounds(m["capacity"]).items() if v["found"]} if "capacity" in m else {}
     row = {"seed": seed, "n": m["n"], "bricks": m["bricks"], "auc": m["auc"], "ci": m["ci95"]["auc"],
            "p": m["p_value"], "p_family": m.get("p_holm", m["p_value"]), "verdict": m["verdict_class"],
            "mda": m["power"]["min_detectable_auc"], "found": found, "reasons": m["verdict_reasons"],
-           "naive_p": m["naive"]["mann_whitney_p"], "seconds": time.time() - t0}
+           "naive_p": m["naive"]["mann_whitney_p"], "statistics_p": statistics_p(m), "seconds": time.time() - t0}
     shutil.rmtree(work / "resources", ignore_errors=True)  # the release: the largest part, and rebuilt per seed
     return row
+
+
+def statistics_p(m: dict) -> dict:
+    """Each image statistic's own p-value within pairs (before Holm's correction): uniform under a true null."""
+    return {k: v["p_value"] for k, v in m.get("image_statistics", {}).items() if isinstance(v, dict) and "p_value" in v}
+
+
+def read_back(out: Path) -> list[dict]:
+    """A calibration's replicates as its calibration.jsonl holds them; the statistics' p-values from each seed's
+    metrics where a row predates them."""
+    rows = [json.loads(line) for line in (out / "calibration.jsonl").read_text().splitlines() if line.strip()]
+    for r in rows:
+        metrics = out / f"seed{r['seed']:03d}" / "results" / "evaluation" / "metrics.json"
+        if "statistics_p" not in r and metrics.exists():
+            r["statistics_p"] = statistics_p(json.loads(metrics.read_text()))
+    return rows
 
 
 def main(argv=None) -> int:
@@ -71,7 +87,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "null-calibration", help="working directories")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--summarise", action="store_true", help="no new replicate: the summary of those in --out")
     a = p.parse_args(argv)
+    if a.summarise:
+        summarise(read_back(a.out), a.alpha)
+        return 0
     rows = []
     print(f"{'seed':>4} {'examples':>8} {'bricks':>6} {'AUC':>6} {'95% CI':>13} {'p':>7} {'naive p':>8} "
           f"{'min. det. AUC':>13} {'verdict':<24} {'smallest found':<40} {'s':>5}", flush=True)
@@ -113,6 +133,15 @@ def summarise(rows: list[dict], alpha: float) -> None:
           + (", ".join(f"{k}: {c}" for k, c in sorted(bounds.items())) or "none"))
     print(f"network p-values against the uniform distribution: KS D = {kstest(p_values, 'uniform').statistic:.3f}, "
           f"p = {kstest(p_values, 'uniform').pvalue:.3f}")
+    names = sorted({k for r in rows for k in r.get("statistics_p", {})})
+    if names:  # each statistic alone, before Holm's correction: rejects in alpha of the seeds, uniform p-values
+        print(f"\nthe image statistics' own tests (within pairs, before Holm): rejections at alpha = {alpha}, "
+              "and their p-values against the uniform distribution")
+        for name in names:
+            ps = np.array([r["statistics_p"][name] for r in rows if name in r.get("statistics_p", {})])
+            ks = kstest(ps, "uniform")
+            print(f"  {name:<16} {rate(int(np.sum(ps < alpha)), len(ps))}; KS D = {ks.statistic:.3f}, "
+                  f"p = {ks.pvalue:.3f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 verdict's family and (where its sensitivity grid was run) the network trained on it.
 
 On a run's own real galaxies (the default run's unless told: its brick files, calipers and number of test pairs),
-every defect of the ladder is planted ``--plantings`` times as the capacity check plants it (realfake.capacity:
+every defect of the ladder is planted ``--plantings`` times as the capacity check plants it (realfake.evaluation.capacity:
 halves of each brick, one perturbed, paired by the run's calipers, at most as many pairs as the run's test), and
 tested within pairs, brick-bootstrap interval and permutation p-value:
 
@@ -30,9 +30,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from realfake.batches import brick_files
-from realfake.capacity import capacity, planted_statistics, subsample_pairs
-from realfake.diagnostics import holm_family, tested_within
+from realfake.cutouts.batches import brick_files
+from realfake.evaluation.capacity import capacity, planted_statistics, subsample_pairs
+from realfake.evaluation.diagnostics import holm_family, tested_within
 
 ROOT = Path(__file__).resolve().parents[1]
 LADDER = yaml.safe_load((ROOT / "benchmarks" / "reach.yaml").read_text())["sensitivity"]["grid"]

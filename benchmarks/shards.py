@@ -44,9 +44,9 @@ for k in range(n_bricks):
 JOB = """
 import re, sys, time
 t0 = time.perf_counter()
-from realfake.brickfile import DEFAULT_CHANNELS
-from realfake.shardplan import ShardConfig, ShardPlan, make_plan
-from realfake.shards import assemble, gather, scatter
+from realfake.cutouts.brickfile import DEFAULT_CHANNELS
+from realfake.shards.plan import ShardConfig, ShardPlan, make_plan
+from realfake.shards.build import assemble, gather, scatter
 def rss(key):
     return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) // 1024
 base, started = rss("VmRSS"), time.perf_counter() - t0

@@ -3,10 +3,10 @@
     .venv/bin/python benchmarks/training.py [--examples 8192] [--rounds 5] [--threads N] [--workdir DIR]
 
 Writes brick cutout files of random pixels (64x64x6 float32, realfake.testing.mock_cutout_file) and
-builds shards of 512 from them (realfake.shards.build), then trains the configured network
+builds shards of 512 from them (realfake.shards.build.build), then trains the configured network
 (config/config.yaml: model, batch size, shuffle buffer, determinism) in two ways:
   memory     every training example loaded into one NumPy array, `model.fit(x, y, shuffle=True)`
-  streaming  realfake.data.train_stream, as the rule trains: shards read by interleaved readers,
+  streaming  realfake.training.data.train_stream, as the rule trains: shards read by interleaved readers,
              shuffle buffer, prefetch (`model.fit(stream, steps_per_epoch=...)`)
 Throughput: one child process trains one model, alternating one epoch (one `model.fit`) of each
 mode (ABBA...) for --rounds rounds, so that other load on the machine hits both alike; each mode's
@@ -57,16 +57,16 @@ def child(mode: str, shards: str, rounds: int, threads: int, max_steps: int = 0)
     """In this (child) process: ``mode`` "both" alternates epochs of the two modes; otherwise one mode alone."""
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     tcfg = cfg["train"]
-    from realfake.runtime import configure_threads
+    from realfake.training.runtime import configure_threads
 
     configure_threads(threads, tcfg.get("inter_op_threads", 2))
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from realfake.data import train_stream
-    from realfake.model import FakeAUC, build_model
-    from realfake.shardset import ShardSet
+    from realfake.training.data import train_stream
+    from realfake.training.model import FakeAUC, build_model
+    from realfake.shards.shardset import ShardSet
 
     keras.utils.set_random_seed(tcfg["seed"])
     if tcfg["deterministic"]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from realfake.mock import MockConfig, make_release
+from realfake.synthetic.release import MockConfig, make_release
 
 BRICKS = ("1210p060", "1212p060")
 
@@ -41,8 +41,8 @@ def selection():
 
 @pytest.fixture(scope="session")
 def brick_files(mock_dr9, selection, tmp_path_factory):
-    from realfake.brickfile import DEFAULT_CHANNELS
-    from realfake.cutouts import make_brick_file
+    from realfake.cutouts.brickfile import DEFAULT_CHANNELS
+    from realfake.cutouts.cut import make_brick_file
 
     root, cfg = mock_dr9
     out = tmp_path_factory.mktemp("cutouts")
@@ -65,6 +65,44 @@ def assert_same_brick_file(path, other) -> None:
         assert len(a["cutouts"]) > 0
         for key in ("cutouts", "labels", "sources", "offedge", "cuts"):
             assert a[key][()].tobytes() == b[key][()].tobytes(), (path, key)
+
+
+def module_imports(module: str) -> set[str]:
+    """The realfake modules ``module`` imports itself: at its top, inside a function, or for type checking only."""
+    import ast
+
+    path = ROOT / "src" / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = path.with_suffix("") / "__init__.py"
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]) if node.level else ""
+            base = ".".join(p for p in (base, node.module) if p)
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        found |= {n for n in names if n.startswith("realfake.") and is_module(n)}
+    return found - {module}
+
+
+def is_module(name: str) -> bool:
+    path = ROOT / "src" / name.replace(".", "/")
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def realfake_imports(module: str) -> set[str]:
+    """The realfake modules ``module`` imports, at its top or inside a function, and theirs in turn."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += module_imports(name)
+    return seen
 
 
 def snakemake(*args, cwd=ROOT, env=None, timeout=900):

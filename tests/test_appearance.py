@@ -1,5 +1,5 @@
 """Population and appearance answered apart: matched pairs (census.match_pairs), the paired test, the population
-answer (realfake.population), on simulated catalogues and scores."""
+answer (realfake.evaluation.population), on simulated catalogues and scores."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from realfake.census import example_keys, match_pairs
-from realfake.evaluate import evaluate
-from realfake.scores import clustered
-from realfake.population import population
+from realfake.shards.census import example_keys, match_pairs
+from realfake.evaluation.evaluate import evaluate
+from realfake.evaluation.scores import clustered
+from realfake.evaluation.population import population
 
 CALIPERS = {"mag_g": 0.05, "mag_r": 0.05, "mag_z": 0.05, "size": 0.1}
 ECFG = {"bootstrap": 300, "permutations": 500, "seed": 1, "alpha": 0.05, "power": 0.8, "power_simulations": 30, "bins": {},
@@ -102,7 +102,7 @@ def test_the_population_of_a_faithful_injection_does_not_differ():
 
 @pytest.mark.parametrize("pairs", [None, [1, 1, 2]])
 def test_incomplete_pairs_fall_back_to_bricks(pairs):
-    from realfake.scores import matched_pairs
+    from realfake.evaluation.scores import matched_pairs
 
     d = pd.DataFrame({"label": [0, 1, 0], "p_fake": [0.1, 0.9, 0.5], "brick": "a"})
     if pairs is not None:
@@ -111,7 +111,7 @@ def test_incomplete_pairs_fall_back_to_bricks(pairs):
 
 
 def test_a_log_quantity_matches_on_ratios():
-    from realfake.census import matched_values
+    from realfake.shards.census import matched_values
 
     src = pd.DataFrame({"size": [0.2, 0.22, 1.0, 1.1, 0.0], "label": [0, 1, 0, 1, 1], "brick": "b", "rs": "",
                         "id": range(5)})
@@ -123,15 +123,15 @@ def test_a_log_quantity_matches_on_ratios():
 
 
 def test_no_pair_anywhere_is_a_clear_error(brick_files, tmp_path):
-    from realfake.brickfile import DEFAULT_CHANNELS
-    from realfake.shards import build
+    from realfake.cutouts.brickfile import DEFAULT_CHANNELS
+    from realfake.shards.build import build
 
     with pytest.raises(ValueError, match=r"no fake has a real galaxy of its brick within the calipers of shards.match"):
         build(brick_files, tmp_path, DEFAULT_CHANNELS, balance="matched", match={"mag_g": 1e-6}, split_by="example")
 
 
 def test_image_statistics_are_tested_within_pairs_and_named_where_they_differ():
-    from realfake.diagnostics import differs_statement, tested_within
+    from realfake.evaluation.diagnostics import differs_statement, tested_within
 
     rng = np.random.default_rng(8)
     d = _paired_scores(rng, 10, 0.0, 0.0)
@@ -146,7 +146,7 @@ def test_image_statistics_are_tested_within_pairs_and_named_where_they_differ():
 
 
 def test_an_image_statistic_that_finds_the_difference_within_pairs_makes_the_appearance_distinguishable():
-    from realfake.diagnostics import tested_within
+    from realfake.evaluation.diagnostics import tested_within
 
     rng = np.random.default_rng(9)
     d = _paired_scores(rng, 10, 0.0, 0.0)  # a network that sees nothing
@@ -164,7 +164,7 @@ def test_an_image_statistic_that_finds_the_difference_within_pairs_makes_the_app
 
 
 def test_a_statistic_found_beside_a_network_that_finds_the_difference_is_named_too():
-    from realfake.diagnostics import tested_within
+    from realfake.evaluation.diagnostics import tested_within
 
     rng = np.random.default_rng(10)
     d = _paired_scores(rng, 10, 0.8, 0.1)  # a network that sees the difference

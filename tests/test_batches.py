@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 from conftest import assert_same_brick_file
 
-from realfake import layout
+from realfake.inputs import layout
 from realfake.atomic import Settler, settle
-from realfake.batches import BrickError, CutoutSettings, brick_files, format_summary, rebuild_brick, run_batch, summarise
-from realfake.brickfile import read_sources
-from realfake.bricks import BrickSelectionError, batch_bricks, bricks_in_box, brick_grid, select_bricks
-from realfake.shards import build
+from realfake.cutouts.batches import BrickError, CutoutSettings, brick_files, format_summary, rebuild_brick, run_batch, summarise
+from realfake.cutouts.brickfile import read_sources
+from realfake.inputs.bricks import BrickSelectionError, batch_bricks, bricks_in_box, brick_grid, select_bricks
+from realfake.shards.build import build
 from realfake.testing import clone_brick
 
 
@@ -172,16 +172,16 @@ def test_rebuilding_one_brick_replaces_its_rows_only(mock_dr9, selection, tmp_pa
 
 def test_without_the_c_kernels_a_job_says_so_and_writes_the_same_files(mock_dr9, selection, tmp_path, monkeypatch,
                                                                        caplog):
-    from realfake import stamps
+    from realfake.cutouts import stamps
 
-    pytest.importorskip("realfake._stamps")
+    pytest.importorskip("realfake.cutouts._stamps")
     root, cfg = mock_dr9
     s = _settings(root, cfg, selection)
     run_batch(list(cfg.bricks), tmp_path / "c", s)
     monkeypatch.setattr(stamps, "_stamps", None)
-    with caplog.at_level("WARNING", logger="realfake.batches"):
+    with caplog.at_level("WARNING", logger="realfake.cutouts.batches"):
         run_batch(list(cfg.bricks), tmp_path / "numpy", s)
-    assert "realfake._stamps (C) was not built" in caplog.text
+    assert "realfake.cutouts._stamps (C) was not built" in caplog.text
     for brick in cfg.bricks:
         assert_same_brick_file(tmp_path / "c" / f"{brick}.h5", tmp_path / "numpy" / f"{brick}.h5")
 
@@ -216,7 +216,7 @@ def test_a_cutout_job_reuses_the_memory_of_freed_planes():
     """After keep_freed_memory, the next coadd's 52 MB plane lands in the freed one's pages: no page faults."""
     code = """
 import resource, sys, numpy as np
-from realfake.batches import keep_freed_memory
+from realfake.cutouts.batches import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 np.ones(3600 * 3600, np.float32)  # a plane, freed
@@ -270,7 +270,7 @@ def test_settling_names_the_file_it_cannot_flush(tmp_path):
 def test_bricks_of_one_class_are_listed_in_the_cut_flow():
     import pandas as pd
 
-    from realfake.batches import one_class_bricks
+    from realfake.cutouts.batches import one_class_bricks
 
     cuts = pd.DataFrame({"brick": ["a", "a", "a", "b", "b", "c"], "rs": ["", "rs0", "rs1", "", "rs0", ""],
                          "label": [0, 1, 1, 0, 1, 0], "kept": [5, 0, 0, 3, 2, 4]})

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 
 from realfake import FAKE, REAL
-from realfake.capacity import bounds, capacity, planted_statistics, statement
-from realfake.diagnostics import STATISTICS
-from realfake.stats import holm
+from realfake.evaluation.capacity import bounds, capacity, planted_statistics, statement
+from realfake.evaluation.diagnostics import STATISTICS
+from realfake.evaluation.stats import holm
 
 CALIPERS = {"mag_r": 3.0}  # wide: the mock bricks of the tests hold a few real galaxies each
 GRID = {"psf": [1.0], "offset": [1.0]}
@@ -89,7 +89,7 @@ def test_statement_without_any_finding():
 
 
 def test_survey_scale_bounds_the_bricks_and_the_reals_planted(brick_files):
-    from realfake.capacity import brick_planted
+    from realfake.evaluation.capacity import brick_planted
 
     names = [f"{ra:04d}p{dec:03d}" for ra in range(0, 3600, 7) for dec in range(0, 300, 60)]
     share = np.mean([brick_planted(b, 0.25, 1) for b in names])
@@ -100,7 +100,7 @@ def test_survey_scale_bounds_the_bricks_and_the_reals_planted(brick_files):
 
 
 def test_a_run_with_nothing_to_plant_still_draws_its_figure(tmp_path):
-    from realfake.capacity import KEYS, figure
+    from realfake.evaluation.capacity import KEYS, figure
 
     r = capacity(pd.DataFrame(columns=KEYS + list(STATISTICS)), 0.05)
     figure(r, tmp_path / "capacity.png")

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, snakemake
-from realfake.verdict import CONTROLS, control_outcome
-from realfake.selection import select_fakes, select_real
+from realfake.evaluation.verdict import CONTROLS, control_outcome
+from realfake.inputs.selection import select_fakes, select_real
 
 
 def run_control(name, work):

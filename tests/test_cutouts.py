@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from conftest import assert_same_brick_file
 
-from realfake import layout
-from realfake.brickfile import DEFAULT_CHANNELS, read_sources, read_table
-from realfake.catalogs import CatalogError, read_tractor
-from realfake.coadds import read_coadd
-from realfake.injection import LAYOUTS, Run, read_fakes
-from realfake.selection import select_real
+from realfake.inputs import layout
+from realfake.cutouts.brickfile import DEFAULT_CHANNELS, read_sources, read_table
+from realfake.inputs.catalogs import CatalogError, read_tractor
+from realfake.inputs.coadds import read_coadd
+from realfake.inputs.injection import LAYOUTS, Run, read_fakes
+from realfake.inputs.selection import select_real
 
 
 def test_hdf5_layout(brick_files):
@@ -109,7 +109,6 @@ def test_missing_column_is_named(tmp_path, mock_dr9):
 def test_no_cutout_is_centred_on_missing_data_real_or_fake(brick_files):
     with h5py.File(brick_files[0], "r") as f:
         x = f["cutouts"][()]
-        cuts = pd.DataFrame(f["cuts"][()])
     src = read_sources(brick_files[0])
     ivar = [DEFAULT_CHANNELS.index(c) for c in ("ivar_g", "ivar_r", "ivar_z")]
     assert (x[:, 32, 32][:, ivar] > 0).all()
@@ -125,7 +124,7 @@ def test_no_cutout_is_centred_on_missing_data_real_or_fake(brick_files):
 
 
 def test_tile_regions_cover_every_stamp_tile_once():
-    from realfake.coadds import tile_regions
+    from realfake.inputs.coadds import tile_regions
 
     rng = np.random.default_rng(1)
     iy, ix = rng.integers(0, 3600 - 64, 40), rng.integers(0, 3600 - 64, 40)
@@ -169,9 +168,9 @@ def test_reading_only_the_tiles_under_the_stamps_gives_the_same_stamps(mock_dr9,
     import fitsio
     from astropy.io import fits
 
-    from realfake.coadds import stamp_origins
-    from realfake.stamps import cut_stamps
-    from realfake.fitstiles import TiledImage
+    from realfake.inputs.coadds import stamp_origins
+    from realfake.cutouts.stamps import cut_stamps
+    from realfake.inputs.fitstiles import TiledImage
 
     root, _ = mock_dr9
     brick, release = "1210p060", root / "release"
@@ -194,7 +193,7 @@ def test_reading_only_the_tiles_under_the_stamps_gives_the_same_stamps(mock_dr9,
 
 
 def test_pixels_without_data_are_zeroed_and_counted_per_stamp():
-    from realfake.stamps import clean_stamps
+    from realfake.cutouts.stamps import clean_stamps
 
     stamps = np.ones((3, 6, 8, 8), np.float32)  # channel-first
     c = list(DEFAULT_CHANNELS)
@@ -211,7 +210,7 @@ def test_pixels_without_data_are_zeroed_and_counted_per_stamp():
 
 
 def test_stamps_are_cut_channels_last_in_the_configured_order(mock_dr9):
-    from realfake.stamps import cut_stamps
+    from realfake.cutouts.stamps import cut_stamps
 
     root, _ = mock_dr9
     coadd = read_coadd(root / "release", "1210p060")
@@ -233,9 +232,9 @@ def test_stamps_are_cut_channels_last_in_the_configured_order(mock_dr9):
                     reason="no C compiler: the install falls back to numpy")
 def test_the_c_kernels_are_built_where_a_compiler_is():
     """setup.py builds them optionally (an install without a compiler falls back to numpy): here they must be."""
-    from realfake import stamps
+    from realfake.cutouts import stamps
 
-    assert stamps._stamps is not None, "realfake._stamps was not built: pip install -e . -v shows why"
+    assert stamps._stamps is not None, "realfake.cutouts._stamps was not built: pip install -e . -v shows why"
 
 
 @pytest.mark.parametrize("size", [64, 8, 5], ids=["64", "8", "odd 5 (the kernel's scalar tail)"])
@@ -244,10 +243,10 @@ def test_the_c_kernels_are_built_where_a_compiler_is():
 def test_the_c_kernels_cut_what_numpy_cuts_bit_for_bit(mock_dr9, size, channels):
     """Every way a pixel can lack data (invvar 0, negative, NaN or inf; image NaN or inf), in a corner, the centre
     and a whole stamp: the stamps, their fraction without data and their centre flag agree exactly."""
-    from realfake.coadds import stamp_origins
-    from realfake.stamps import cut_stamps
+    from realfake.inputs.coadds import stamp_origins
+    from realfake.cutouts.stamps import cut_stamps
 
-    pytest.importorskip("realfake._stamps")
+    pytest.importorskip("realfake.cutouts._stamps")
     root, _ = mock_dr9
     coadd = read_coadd(root / "release", "1210p060")
     rng = np.random.default_rng(11)
@@ -267,7 +266,7 @@ def test_the_c_kernels_cut_what_numpy_cuts_bit_for_bit(mock_dr9, size, channels)
 
 
 def test_the_c_kernels_refuse_what_would_take_them_out_of_bounds():
-    _stamps = pytest.importorskip("realfake._stamps")
+    _stamps = pytest.importorskip("realfake.cutouts._stamps")
     plane, staged = np.zeros((100, 100), np.float32), np.zeros((1, 6, 8, 8), np.float32)
     one, two = np.array([0]), np.array([0, 0])
     with pytest.raises(ValueError, match=r"stamp 0 at \(95, 0\) is not on the 100x100 plane"):
@@ -291,8 +290,8 @@ def test_planes_read_in_parts_into_a_reused_buffer_give_the_stamps_of_whole_plan
     """The job's one buffer for planes read in parts holds the last plane's pixels outside the parts: stamps never
     see them (the buffer is filled with NaN first, and the coadd retiled in 32x32 tiles so that it is read in
     parts)."""
-    from realfake import stamps
-    from realfake.coadds import stamp_origins
+    from realfake.cutouts import stamps
+    from realfake.inputs.coadds import stamp_origins
 
     root, _ = mock_dr9
     brick = "1210p060"
@@ -313,8 +312,8 @@ def test_planes_read_in_parts_into_a_reused_buffer_give_the_stamps_of_whole_plan
 def test_a_coadd_with_more_stamps_than_staged_at_once_is_read_in_passes(mock_dr9, selection, tmp_path, monkeypatch,
                                                                           brick_files):
     """The bound on staged memory: room for 7 stamps at a time gives the brick file of a single pass."""
-    from realfake import stamps
-    from realfake.cutouts import make_brick_file
+    from realfake.cutouts import stamps
+    from realfake.cutouts.cut import make_brick_file
 
     root, cfg = mock_dr9
     read = []
@@ -331,7 +330,7 @@ def test_a_coadd_with_more_stamps_than_staged_at_once_is_read_in_passes(mock_dr9
 
 
 def test_a_truncated_coadd_is_named_even_when_the_stamps_lie_before_the_cut(mock_dr9, tmp_path):
-    from realfake.coadds import CoaddError
+    from realfake.inputs.coadds import CoaddError
 
     root, _ = mock_dr9
     brick = "1210p060"
@@ -346,7 +345,7 @@ def test_a_truncated_coadd_is_named_even_when_the_stamps_lie_before_the_cut(mock
 
 def test_stamps_appended_in_blocks_read_back_in_order(tmp_path):
     """brick_writer's blocks of any size, an empty one too, make one dataset of one-stamp chunks, in order."""
-    from realfake.brickfile import brick_writer
+    from realfake.cutouts.brickfile import brick_writer
 
     rng = np.random.default_rng(3)
     stamps = rng.normal(size=(3000, 16, 16, 6)).astype(np.float32)
@@ -367,8 +366,8 @@ def test_every_cutout_carries_the_observing_conditions_at_its_source(brick_files
     """Reals: their Tractor row's PSF size, exposures and E(B-V); fakes: their row of the run's rerun catalogue."""
     from scipy.spatial import cKDTree
 
-    from realfake.brickfile import read_sources
-    from realfake.catalogs import CONDITIONS, read_tractor
+    from realfake.cutouts.brickfile import read_sources
+    from realfake.inputs.catalogs import CONDITIONS, read_tractor
 
     root, _ = mock_dr9
     src = read_sources(brick_files[0])
@@ -387,7 +386,7 @@ def test_every_cutout_carries_the_observing_conditions_at_its_source(brick_files
 
 
 def _cut_one(mock_dr9, selection, out, **kw):
-    from realfake.cutouts import make_brick_file
+    from realfake.cutouts.cut import make_brick_file
 
     root, cfg = mock_dr9
     make_brick_file(out, "1210p060", root / "release", root / "injection", cfg.rs, selection, 64, DEFAULT_CHANNELS,
@@ -415,8 +414,8 @@ def test_reals_cut_from_the_release_where_asked_or_where_no_run_has_coadds(mock_
 
 
 def test_one_neighbour_rule_for_both_classes(mock_dr9, selection, tmp_path):
-    from realfake.bricks import PIXSCALE_ARCSEC
-    from realfake.injection import plan_brick
+    from realfake.inputs.bricks import PIXSCALE_ARCSEC
+    from realfake.inputs.injection import plan_brick
 
     root, cfg = mock_dr9
     src, cuts, attrs, _ = _cut_one(mock_dr9, selection, tmp_path / "n.h5", neighbour_radius=6.0)
@@ -453,10 +452,10 @@ def test_a_run_whose_coadds_disagree_with_the_release_is_set_aside_and_named(moc
 
 
 def test_the_processing_check_sees_the_same_reals_in_both_coadds(tmp_path, selection):
-    from realfake.brickfile import DEFAULT_CHANNELS as CH
-    from realfake.cutouts import make_brick_file
-    from realfake.mock import MockConfig, make_release
-    from realfake.processing import check_bricks
+    from realfake.cutouts.brickfile import DEFAULT_CHANNELS as CH
+    from realfake.cutouts.cut import make_brick_file
+    from realfake.synthetic.release import MockConfig, make_release
+    from realfake.cutouts.processing import check_bricks
 
     files = {}
     for name, kw in (("same", {}), ("sky", {"rerun_sky_offset": 0.1}), ("depth", {"rerun_noise": 0.1})):

@@ -108,8 +108,8 @@ def test_the_gpu_env_is_the_tf_env_with_the_cuda_build():
 
 
 def test_without_tensorflow_training_names_both_extras():
-    """An environment installed without the cpu or gpu extra: importing realfake.train says which to add."""
-    code = "import sys; sys.modules['tensorflow'] = None; import realfake.train"  # as if TensorFlow were absent
+    """An environment installed without the cpu or gpu extra: importing realfake.training.train says which to add."""
+    code = "import sys; sys.modules['tensorflow'] = None; import realfake.training.train"  # as if TensorFlow were absent
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
     assert r.returncode != 0

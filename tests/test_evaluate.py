@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from realfake.evaluate import evaluate
-from realfake.scores import roc_auc
+from realfake.evaluation.evaluate import evaluate
+from realfake.evaluation.scores import roc_auc
 
 
 def test_auc_known_values():
@@ -59,7 +59,7 @@ MEMORISED = history([0.69, 0.6, 0.5, 0.4, 0.3, 0.2], [0.69, 0.7, 0.72, 0.75, 0.8
 
 def planted(found: dict, plantings: int = 3, null_found: int = 0) -> dict:
     """A capacity check's result: kind -> {size: plantings that found it}, and the null row."""
-    from realfake.capacity import result
+    from realfake.evaluation.capacity import result
 
     rows = [{"planting": k, "kind": "none", "size": 0.0, "pairs": 300, "bricks": 12, "found": k < null_found,
              "statistic": "noise_chi", "p_holm": 0.5, "auc": 0.5} for k in range(plantings)]
@@ -188,10 +188,10 @@ def test_predictions_line_up_with_the_manifest_over_several_test_shards(tmp_path
     """Each prediction belongs to the manifest row it is written to, however many test shards there are."""
     import keras
 
-    from realfake.brickfile import DEFAULT_CHANNELS
-    from realfake.evaluate import predict
+    from realfake.cutouts.brickfile import DEFAULT_CHANNELS
+    from realfake.evaluation.evaluate import predict
     from realfake.testing import mock_cutout_file
-    from realfake.shards import build
+    from realfake.shards.build import build
 
     files = [tmp_path / f"{b}.h5" for b in ("1210p060", "1212p060")]
     for k, f in enumerate(files):
@@ -208,7 +208,7 @@ def test_predictions_line_up_with_the_manifest_over_several_test_shards(tmp_path
 
 
 def test_a_permutation_p_value_at_its_floor_is_said_to_be_a_bound():
-    from realfake.stats import p_text
+    from realfake.evaluation.stats import p_text
 
     monte_carlo = {"n_perm": 2000, "method": "labels permuted within bricks (Monte Carlo)"}
     assert p_text(1 / 2001, monte_carlo) == "p <= 0.0005"  # none of 2,000 permutations reached the observed AUC
@@ -223,7 +223,7 @@ def test_the_verdict_at_a_glance_is_at_most_ten_lines(tmp_path):
     import json
 
     from realfake.cli import main
-    from realfake.verdict import GLANCE_WIDTH, at_a_glance
+    from realfake.evaluation.verdict import GLANCE_WIDTH, at_a_glance
 
     rng = np.random.default_rng(1)
     null = evaluate(_paired(rng.random(1200)), ECFG, {0: FLAT}, epochs=20, capacity=FOUND)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from realfake.fitstiles import TiledImage, TileError, _table_dtype
+from realfake.inputs.fitstiles import TiledImage, TileError, _table_dtype
 
 
 def _image(shape=(250, 173), seed=3):
@@ -189,7 +189,7 @@ def test_a_damaged_tile_is_named(tmp_path):
 @pytest.fixture
 def fresh_check():
     """fitstiles' start-up check made again in the test, and again after it (nothing it finds outlives the test)."""
-    from realfake import fitstiles
+    from realfake.inputs import fitstiles
 
     fitstiles.adopt(None)
     yield fitstiles
@@ -198,7 +198,7 @@ def fresh_check():
 
 def _failing_codecs(how):
     """astropy's codecs as a later astropy might break them: other pixels, other arguments, gone."""
-    from realfake import fitstiles
+    from realfake.inputs import fitstiles
 
     decode, unquantize = fitstiles._codecs()
     def off_by_one(buf, *rest):
@@ -222,7 +222,7 @@ def test_the_start_up_check_passes_once_per_process(fresh_check, monkeypatch, ca
     t0 = time.perf_counter()
     checked = fresh_check.decoder()
     took = time.perf_counter() - t0
-    assert checked.private and checked.note == f"realfake.fitstiles (checked against astropy {astropy.__version__})"
+    assert checked.private and checked.note == f"realfake.inputs.fitstiles (checked against astropy {astropy.__version__})"
     assert took < 0.5, f"the start-up check took {took:.3f} s"  # ~12 ms
     monkeypatch.setattr(fresh_check, "_self_check", lambda: pytest.fail("checked twice"))
     assert fresh_check.decoder() is checked
@@ -234,7 +234,7 @@ def test_codecs_that_fail_the_check_leave_the_files_to_astropy_saying_so_once(fr
                                                                                 tmp_path, how):
     path = _coadd(tmp_path, (50, 50), image=True)
     monkeypatch.setattr(fresh_check, "_codecs", _failing_codecs(how))
-    with caplog.at_level("WARNING", logger="realfake.fitstiles"):
+    with caplog.at_level("WARNING", logger="realfake.inputs.fitstiles"):
         for _ in range(3):
             with fits.open(path) as f:
                 assert TiledImage.of(f) is None
@@ -243,7 +243,7 @@ def test_codecs_that_fail_the_check_leave_the_files_to_astropy_saying_so_once(fr
     assert {"other pixels": "other pixels than astropy's reader", "other arguments": "TypeError",
             "gone": "ImportError"}[how] in checked.note
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "realfake.fitstiles is disabled" in warnings[0], warnings
+    assert len(warnings) == 1 and "realfake.inputs.fitstiles is disabled" in warnings[0], warnings
 
 
 def _attr(path, key):
@@ -257,15 +257,15 @@ def _attr(path, key):
 def test_a_brick_file_says_which_decoder_cut_it(brick_files):
     import astropy
 
-    assert _attr(brick_files[0], "tile_decoder") == f"realfake.fitstiles (checked against astropy {astropy.__version__})"
+    assert _attr(brick_files[0], "tile_decoder") == f"realfake.inputs.fitstiles (checked against astropy {astropy.__version__})"
 
 
 def test_without_fitstiles_a_brick_is_cut_identically_by_astropys_reader(fresh_check, monkeypatch, mock_dr9,
                                                                         selection, brick_files, tmp_path):
     from conftest import assert_same_brick_file
 
-    from realfake.brickfile import DEFAULT_CHANNELS
-    from realfake.cutouts import make_brick_file
+    from realfake.cutouts.brickfile import DEFAULT_CHANNELS
+    from realfake.cutouts.cut import make_brick_file
 
     root, cfg = mock_dr9
     monkeypatch.setattr(fresh_check, "_codecs", _failing_codecs("other pixels"))
@@ -273,7 +273,7 @@ def test_without_fitstiles_a_brick_is_cut_identically_by_astropys_reader(fresh_c
     make_brick_file(path, "1210p060", root / "release", root / "injection", cfg.rs, selection, 64, DEFAULT_CHANNELS)
     assert_same_brick_file(path, brick_files[0])
     assert _attr(path, "tile_decoder").startswith("astropy ")
-    assert "public reader (realfake.fitstiles disabled: the SUBTRACTIVE_DITHER_2 test image decodes to other " \
+    assert "public reader (realfake.inputs.fitstiles disabled: the SUBTRACTIVE_DITHER_2 test image decodes to other " \
            "pixels" in _attr(path, "tile_decoder")
 
 
@@ -283,10 +283,10 @@ def test_a_codec_error_on_a_good_file_is_not_called_damage(fresh_check, monkeypa
     pixels, the same stamps, with a warning and a note in its attributes; a really damaged tile is still named."""
     from conftest import assert_same_brick_file
 
-    from realfake import coadds, layout
-    from realfake.brickfile import DEFAULT_CHANNELS
-    from realfake.coadds import CoaddError, read_coadd
-    from realfake.cutouts import make_brick_file
+    from realfake.inputs import coadds, layout
+    from realfake.cutouts.brickfile import DEFAULT_CHANNELS
+    from realfake.inputs.coadds import CoaddError, read_coadd
+    from realfake.cutouts.cut import make_brick_file
 
     root, cfg = mock_dr9
     assert fresh_check.decoder().private
@@ -298,13 +298,13 @@ def test_a_codec_error_on_a_good_file_is_not_called_damage(fresh_check, monkeypa
     monkeypatch.setattr(fresh_check, "_codecs", lambda: (failing, unquantize))
     monkeypatch.setattr(coadds, "PUBLIC_READS", [])
     path = tmp_path / "1210p060.h5"
-    with caplog.at_level("WARNING", logger="realfake.coadds"):
+    with caplog.at_level("WARNING", logger="realfake.inputs.coadds"):
         make_brick_file(path, "1210p060", root / "release", root / "injection", cfg.rs, selection, 64,
                         DEFAULT_CHANNELS)
     assert_same_brick_file(path, brick_files[0])
     note = _attr(path, "tile_decoder")
-    assert note.startswith("realfake.fitstiles (checked against astropy")
-    assert "astropy's public reader where realfake.fitstiles failed: " in note and "decompression error" in note
+    assert note.startswith("realfake.inputs.fitstiles (checked against astropy")
+    assert "astropy's public reader where realfake.inputs.fitstiles failed: " in note and "decompression error" in note
     assert "legacysurvey-1210p060-image-g.fits.fz" in note
     assert any("astropy's public reader could: its pixels are used" in r.getMessage() for r in caplog.records)
 

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from realfake import layout
-from realfake.batches import CutoutSettings, run_batch
-from realfake.bricks import brick_grid, select_bricks
-from realfake.catalogs import CatalogError, read_tractor
+from realfake.inputs import layout
+from realfake.cutouts.batches import CutoutSettings, run_batch
+from realfake.inputs.bricks import brick_grid, select_bricks
+from realfake.inputs.catalogs import CatalogError, read_tractor
 from realfake.config import ConfigError, check_release_roots
-from realfake.injection import LAYOUTS, choose_seeds, detect_layout, match_detections, plan_brick, read_fakes
-from realfake.mock import MockConfig, make_release
-from realfake.selection import select_real
+from realfake.inputs.injection import LAYOUTS, choose_seeds, detect_layout, match_detections, plan_brick, read_fakes
+from realfake.synthetic.release import MockConfig, make_release
+from realfake.inputs.selection import select_real
 
 SELECTION = dict(brick_primary=False, min_nobs=0, types=["REX", "EXP", "SER", "SIMP", "COMP", "DEV", "PSF"],
                  maskbits=0, colour_pad=5.0, size_min=0.0, size_max=50.0, mag_faint={"g": 30, "r": 30, "z": 30},
@@ -43,7 +43,7 @@ def _cut(tmp_path, bricks, release_root, injection_root, **kw):
 
 
 def _sources(tmp_path, brick) -> tuple[pd.DataFrame, dict]:
-    from realfake.brickfile import read_sources
+    from realfake.cutouts.brickfile import read_sources
 
     path = tmp_path / "out" / f"{brick}.h5"
     with h5py.File(path, "r") as f:

@@ -8,8 +8,9 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from realfake import BANDS, layout
-from realfake.bricks import read_survey_bricks
+from realfake import BANDS
+from realfake.inputs import layout
+from realfake.inputs.bricks import read_survey_bricks
 
 TRACTOR_DR9 = {"brickid", "brickname", "objid", "brick_primary", "type", "ra", "dec", "bx", "by", "maskbits",
                "shape_r", "shape_e1", "shape_e2", "sersic"}
@@ -134,7 +135,7 @@ def test_fakes_are_added_to_the_same_sky(mock_dr9):
 
 
 def test_deterministic_from_seed(tmp_path):
-    from realfake.mock import MockConfig, make_release
+    from realfake.synthetic.release import MockConfig, make_release
 
     cfg = MockConfig(bricks=("1210p060",), image_size=96, seed=5)
     make_release(cfg, tmp_path / "a")
@@ -153,8 +154,8 @@ def test_cli_help_and_bad_brick(capsys):
 
 def test_control_options_change_only_what_they_say(tmp_path):
     """fake_model real + wide separation (the null test), fake_flux_scale (a positive control)."""
-    from realfake.bricks import PIXSCALE_ARCSEC
-    from realfake.mock import MockConfig, make_release
+    from realfake.inputs.bricks import PIXSCALE_ARCSEC
+    from realfake.synthetic.release import MockConfig, make_release
 
     brick = "1210p060"
     base = dict(bricks=(brick,), image_size=256, seed=5)
@@ -207,7 +208,7 @@ def _moments(stamp, x0, y0):
 def test_graded_defects_change_the_pixels_as_specified(tmp_path):
     """Each defect of the injected model changes what it says and by how much: a PSF scaled by f scales the second
     moment of a point-like fake by f^2; an offset moves its centroid; the invvar scale and the shot noise show."""
-    from realfake.mock import MockConfig, make_release
+    from realfake.synthetic.release import MockConfig, make_release
 
     brick = "1210p060"
     base = dict(bricks=(brick,), image_size=240, seed=11, fake_density=20.0, min_fake_separation=12.0,
@@ -246,7 +247,7 @@ def test_rerun_processing_and_fake_mag_offset(tmp_path):
     """The rerun's processing differences change the injection coadds as specified: rerun_sky_offset a constant
     offset in units of the pixel noise, rerun_noise extra noise recorded in the invvar; fake_mag_offset draws the
     fakes brighter in every band, the same fakes otherwise."""
-    from realfake.mock import MockConfig, make_release
+    from realfake.synthetic.release import MockConfig, make_release
 
     brick = "1210p060"
     base = dict(bricks=(brick,), image_size=96, seed=5, fake_density=30.0)  # (some 5 fakes)
@@ -292,7 +293,7 @@ def test_rerun_processing_and_fake_mag_offset(tmp_path):
 
 
 def test_rerun_options_validated():
-    from realfake.mock import MockConfig
+    from realfake.synthetic.release import MockConfig
 
     with pytest.raises(ValueError, match="synthetic.rerun_noise must be >= 0, not -0.1"):
         MockConfig(bricks=("1210p060",), rerun_noise=-0.1)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pathlib import Path
 
-from realfake.brickfile import DEFAULT_CHANNELS
+from realfake.cutouts.brickfile import DEFAULT_CHANNELS
 
 CONFIG = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
 STATS = {c: {"median": 1.0 if c.startswith("ivar") else 0.0, "scale": 0.01} for c in DEFAULT_CHANNELS}
@@ -18,7 +18,7 @@ STATS = {c: {"median": 1.0 if c.startswith("ivar") else 0.0, "scale": 0.01} for 
 def test_reference_cnn_architecture():
     from keras import layers
 
-    from realfake.model import build_model
+    from realfake.training.model import build_model
 
     m = build_model(dict(CONFIG["model"], name="lenet"), (64, 64, 6), DEFAULT_CHANNELS, STATS)
     convs = [l for l in m.layers if isinstance(l, layers.Conv2D)]
@@ -35,7 +35,7 @@ def test_reference_cnn_architecture():
 def test_default_lenet_bn_sees_the_central_crop_through_batch_normalised_3x3_convolutions():
     from keras import layers
 
-    from realfake.model import build_model
+    from realfake.training.model import build_model
 
     assert CONFIG["model"]["name"] == "lenet_bn"
     m = build_model(CONFIG["model"], (64, 64, 6), DEFAULT_CHANNELS, STATS)
@@ -53,7 +53,7 @@ def test_default_lenet_bn_sees_the_central_crop_through_batch_normalised_3x3_con
 
 
 def test_resnet_option_builds():
-    from realfake.model import build_model
+    from realfake.training.model import build_model
 
     cfg = dict(CONFIG["model"], name="resnet", resnet=dict(filters=[8, 16], blocks_per_stage=1, dropout=0.2, dense=16))
     m = build_model(cfg, (64, 64, 6), DEFAULT_CHANNELS, STATS)
@@ -63,7 +63,7 @@ def test_resnet_option_builds():
 def test_input_scaling_choices_and_mixed_precision_keep_float32_ends():
     import keras
 
-    from realfake.model import InputTransform, build_model
+    from realfake.training.model import InputTransform, build_model
 
     x = np.array([[[[0.03, 4.0]]]], np.float32)  # one pixel: an image value and an inverse variance
     for image, ivar, expected in (("asinh", "median", [np.arcsinh(3.0), 2.0]), ("linear", "sqrt", [3.0, np.sqrt(2.0)]),
@@ -83,9 +83,9 @@ def test_input_scaling_choices_and_mixed_precision_keep_float32_ends():
 
 
 def test_smoke_fit_saves_a_model_that_reloads_with_its_input_transform(brick_files, tmp_path):
-    from realfake.model import load_model
-    from realfake.shards import build
-    from realfake.train import fit
+    from realfake.training.model import load_model
+    from realfake.shards.build import build
+    from realfake.training.train import fit
 
     build(brick_files, tmp_path / "shards", DEFAULT_CHANNELS, split_by="example", size=8, seed=1, validation_fraction=0.2,
           balance="brick")

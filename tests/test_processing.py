@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from realfake.processing import (check_bricks, compare, compare_table, processing_figure, stamp_statistics,
+from realfake.cutouts.processing import (check_bricks, compare, compare_table, processing_figure, stamp_statistics,
                                  summarise)
 
 CHANNELS = ["g", "ivar_g", "r", "ivar_r", "z", "ivar_z"]
@@ -210,7 +210,7 @@ def test_check_bricks(sky, release, tmp_path):
     """Brick files: the ``processing`` tables of those that have one compared; a brick whose reals fell back to
     the release's coadds is listed."""
     h5py = pytest.importorskip("h5py")
-    from realfake.brickfile import _records
+    from realfake.cutouts.brickfile import _records
 
     inj = release.copy()
     inj["sky_g"] += 0.1 * release["sigma_g"]

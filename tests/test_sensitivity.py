@@ -11,9 +11,9 @@ import pytest
 
 from conftest import ROOT, snakemake
 from realfake import FAKE, REAL
-from realfake.plant import (add_noise, halves, match_flux_noise, perturb, plant_brick, psf_sigma_px, scale_flux,
+from realfake.evaluation.plant import (add_noise, halves, match_flux_noise, perturb, plant_brick, psf_sigma_px, scale_flux,
                             shift, widen_psf)
-from realfake.sensitivity import quote, scenarios, synthetic_defect, table
+from realfake.evaluation.sensitivity import quote, scenarios, synthetic_defect, table
 
 CHANNELS = ["g", "ivar_g", "r", "ivar_r", "z", "ivar_z"]
 
@@ -125,7 +125,7 @@ def test_halves_are_brick_balanced_and_a_function_of_identity_only():
 
 
 def test_plant_brick_on_a_real_brick_file(brick_files, tmp_path):
-    from realfake.brickfile import read_sources
+    from realfake.cutouts.brickfile import read_sources
 
     path = brick_files[0]
     src = read_sources(path)

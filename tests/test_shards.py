@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from realfake.brickfile import DEFAULT_CHANNELS
-from realfake.shards import build
-from realfake.shardset import shard_files
+from realfake.cutouts.brickfile import DEFAULT_CHANNELS
+from realfake.shards.build import build
+from realfake.shards.shardset import shard_files
 
 
 def test_shards_named_shaped_and_traceable(brick_files, tmp_path):
@@ -149,14 +149,14 @@ def test_the_same_bytes_whatever_the_number_of_scatter_and_gather_jobs(ten_brick
     # 0.2 MB: about 27 examples a bucket, shards of 16 across bucket and job boundaries; 60 jobs leave some idle
     kw = dict(size=16, seed=4, memory_mb=0.2, **split)
     one = build(ten_bricks, tmp_path / "one", DEFAULT_CHANNELS, **kw, balance="brick")
-    many = build(ten_bricks, tmp_path / "many", DEFAULT_CHANNELS, batches=batches, parts=parts, **kw, balance="brick")
+    build(ten_bricks, tmp_path / "many", DEFAULT_CHANNELS, batches=batches, parts=parts, **kw, balance="brick")
     assert one["scatter_buckets"] > 6
     assert _bytes(tmp_path / "one") == _bytes(tmp_path / "many")
 
 
 def test_jobs_refuse_a_plan_they_were_not_made_with(ten_bricks, tmp_path):
-    from realfake.shardplan import ShardConfig, make_plan
-    from realfake.shards import assemble, gather, scatter
+    from realfake.shards.plan import ShardConfig, make_plan
+    from realfake.shards.build import assemble, gather, scatter
 
     cfg = ShardConfig(size=16, memory_mb=0.2, folds=2, balance="brick")
     plan = make_plan(ten_bricks[:5], DEFAULT_CHANNELS, cfg)
@@ -225,7 +225,7 @@ def test_folds_of_whole_bricks_balanced_within_each_brick(ten_bricks, tmp_path):
 
 
 def test_fold_views_test_every_brick_once_and_copy_no_pixel(ten_bricks, tmp_path):
-    from realfake.folds import make_view, roles
+    from realfake.evaluation.folds import make_view, roles
 
     build(ten_bricks, tmp_path / "shards", DEFAULT_CHANNELS, size=16, folds=4, balance="brick", seed=3)
     man = pd.read_csv(tmp_path / "shards" / "manifest.csv", dtype={"brick": str, "rs": str})
@@ -265,8 +265,8 @@ def test_bad_shard_config_is_refused(brick_files, tmp_path):
 KILLABLE = """
 import sys
 from realfake.atomic import atomic_path
-from realfake.brickfile import DEFAULT_CHANNELS
-from realfake.shards import build
+from realfake.cutouts.brickfile import DEFAULT_CHANNELS
+from realfake.shards.build import build
 with atomic_path(sys.argv[1], directory=True) as tmp:  # as the rule's script does
     build(sys.argv[3:], tmp, DEFAULT_CHANNELS, split_by="example", size=4, seed=6, memory_mb=float(sys.argv[2]),
           balance="brick")
@@ -306,7 +306,7 @@ def test_killed_at_any_point_leaves_nothing_that_looks_complete_and_rerun_is_ide
 
 
 def test_matched_pairs_go_into_the_shards_together_and_are_named_in_the_manifest(brick_files, tmp_path):
-    from realfake.brickfile import read_sources
+    from realfake.cutouts.brickfile import read_sources
 
     calipers = {"mag_g": 0.3, "mag_r": 0.3, "mag_z": 0.3, "size": 0.3}
     s = build(brick_files, tmp_path, DEFAULT_CHANNELS, size=8, seed=2, balance="matched", match=calipers, folds=2)

@@ -177,7 +177,7 @@ def two_tasks(slurm_run, tmp_path_factory):
                SLURM_TASKS_PER_NODE="2")
     hand = run.parent / "by_hand"
     hand.mkdir()
-    workers = [subprocess.Popen([sys.executable, "-m", "realfake.train", "--shards", str(run / "results" / "folds" / "0"
+    workers = [subprocess.Popen([sys.executable, "-m", "realfake.training.train", "--shards", str(run / "results" / "folds" / "0"
                                  / "shards"), "--model", str(hand / "model.keras"), "--config", by_hand, "--threads",
                                  "1"], env=dict(env, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank)),
                                 stdout=open(hand / f"worker{rank}.log", "w"), stderr=subprocess.STDOUT)

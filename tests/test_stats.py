@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm, rankdata
 
-from realfake import stats as S
+from realfake.evaluation import stats as S
 
 
 def clustered_null(rng, n_bricks=10, n_per=50, confound=1.5):
@@ -158,7 +158,7 @@ def test_interval_covers_when_bricks_differ_in_size_and_effect(n_bricks, scenari
 def test_stated_minimum_detectable_auc_is_the_verdicts_power():
     """At the stated minimum detectable AUC the verdict's own rule (Holm over a family of 8, interval above 0.5)
     says distinguishable in >= 75% of fresh simulated runs, whether the effect is equal, varies or shrinks."""
-    from realfake import power
+    from realfake.evaluation import power
 
     rng = np.random.default_rng(7)
     y, _, g, strata = lognormal_bricks(rng, 16, "varying", 0.0, True)
@@ -172,7 +172,7 @@ def test_stated_minimum_detectable_auc_is_the_verdicts_power():
 
 
 def test_a_run_of_two_bricks_has_no_minimum_detectable_auc():
-    from realfake import power
+    from realfake.evaluation import power
 
     y, _, g, strata = lognormal_bricks(np.random.default_rng(8), 2, "varying", 0.0, True)
     assert not np.isfinite(power.min_detectable_auc(y, g, strata, n_sim=60)["min_detectable_auc"])
@@ -201,7 +201,7 @@ def test_survey_scale_shortcuts_agree_with_the_exact_statistics():
     approximation, all bricks at once: both agree with the exact computations where those run."""
     import pandas as pd
 
-    from realfake import evaluate
+    from realfake.evaluation import evaluate
 
     rng = np.random.default_rng(3)
     n, nb = 20_000, 1200

@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from realfake.brickfile import DEFAULT_CHANNELS
+from realfake.cutouts.brickfile import DEFAULT_CHANNELS
 from realfake.testing import free_port_pair
 
 ROOT = Path(__file__).parents[1]
@@ -30,7 +29,7 @@ STEPS = 7
 
 def make_shards(root: Path, balance="none", n_real=20, n_fake=20) -> Path:
     from realfake.testing import mock_cutout_file
-    from realfake.shards import build
+    from realfake.shards.build import build
 
     files = []
     for k in range(2):
@@ -48,7 +47,7 @@ def shards(tmp_path_factory):
 
 
 def weights_of(path):
-    from realfake.model import load_model
+    from realfake.training.model import load_model
 
     return load_model(path).get_weights()
 
@@ -62,7 +61,7 @@ def assert_same_as_uninterrupted(model, uninterrupted):
 
 @pytest.fixture(scope="module")
 def uninterrupted(shards, tmp_path_factory):
-    from realfake.train import fit
+    from realfake.training.train import fit
 
     run = tmp_path_factory.mktemp("uninterrupted") / "model.keras"
     fit(shards, run, {"model": CONFIG["model"], "train": TRAIN}, threads=2)
@@ -92,8 +91,8 @@ def sigterm_at(epoch: int, batch: int):
 ])
 def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(shards, uninterrupted, tmp_path, epoch,
                                                                         batch, resume_at):
-    from realfake.checkpoints import EXIT_SIGTERM
-    from realfake.train import fit
+    from realfake.training.checkpoints import EXIT_SIGTERM
+    from realfake.training.train import fit
 
     cfg = {"model": CONFIG["model"], "train": TRAIN}
     model = tmp_path / "model.keras"
@@ -117,7 +116,7 @@ def test_a_kill_before_the_first_checkpoint_leaves_no_epoch_logged_twice(shards,
     """Killed after the first epoch's row in history.csv but before its checkpoint, the rerun starts afresh."""
     import keras
 
-    from realfake.train import fit
+    from realfake.training.train import fit
 
     class Killed(Exception):
         pass
@@ -140,7 +139,7 @@ def test_a_kill_before_the_first_checkpoint_leaves_no_epoch_logged_twice(shards,
 def test_checkpoints_every_n_batches_and_each_epoch(shards, tmp_path):
     import keras
 
-    from realfake.train import fit
+    from realfake.training.train import fit
 
     seen = []
 
@@ -192,10 +191,10 @@ def test_tensorboard_events_hold_scalars_images_graph_and_profile(uninterrupted)
 
 
 def test_options_class_weights_lr_schedule_and_weight_shards(tmp_path):
-    from realfake.data import epoch_dataset
-    from realfake.model import LearningRate
-    from realfake.shardset import ShardSet
-    from realfake.train import fit
+    from realfake.training.data import epoch_dataset
+    from realfake.training.model import LearningRate
+    from realfake.shards.shardset import ShardSet
+    from realfake.training.train import fit
 
     # cosine with warm-up: rises linearly over the warm-up steps, then decays to 0 at the last step
     lr = LearningRate(1e-3, "cosine", total_steps=100, warmup_steps=10)
@@ -219,8 +218,8 @@ def test_options_class_weights_lr_schedule_and_weight_shards(tmp_path):
 
 
 def test_epoch_order_depends_on_the_epoch_only(shards):
-    from realfake.data import train_stream
-    from realfake.shardset import ShardSet
+    from realfake.training.data import train_stream
+    from realfake.shards.shardset import ShardSet
 
     train = ShardSet.read(shards, "train")
 
@@ -233,8 +232,8 @@ def test_epoch_order_depends_on_the_epoch_only(shards):
 
 
 def test_augmentation_is_a_symmetry_drawn_from_the_epoch_and_position_only(shards):
-    from realfake.data import train_stream
-    from realfake.shardset import ShardSet
+    from realfake.training.data import train_stream
+    from realfake.shards.shardset import ShardSet
 
     train = ShardSet.read(shards, "train")
 
@@ -262,13 +261,13 @@ def test_augmentation_is_a_symmetry_drawn_from_the_epoch_and_position_only(shard
     ],
 )
 def test_expand_nodelist(nodelist, expected):
-    from realfake.distribute import expand_nodelist
+    from realfake.training.distribute import expand_nodelist
 
     assert expand_nodelist(nodelist) == expected
 
 
 def test_tf_config_from_slurm_variables():
-    from realfake.distribute import expand_tasks_per_node, is_chief, slurm_tf_config
+    from realfake.training.distribute import expand_tasks_per_node, is_chief, slurm_tf_config
 
     assert expand_tasks_per_node("2(x2),1") == [2, 2, 1]
     env = {"SLURM_NTASKS": "5", "SLURM_PROCID": "3", "SLURM_JOB_NODELIST": "knl[7-9]",
@@ -280,12 +279,12 @@ def test_tf_config_from_slurm_variables():
 
 
 def test_tensorflows_slurm_cluster_resolver_cannot_serve(monkeypatch):
-    """Why realfake.distribute builds the cluster itself (its docstring): TensorFlow's SlurmClusterResolver orders the
+    """Why realfake.training.distribute builds the cluster itself (its docstring): TensorFlow's SlurmClusterResolver orders the
     workers by host name, not as SLURM numbers the tasks, and fails on a node without GPUs. When this test fails, a
     TensorFlow release has fixed that: hand the cluster to the resolver instead."""
     import tensorflow as tf
 
-    from realfake.distribute import slurm_tf_config
+    from realfake.training.distribute import slurm_tf_config
 
     env = {"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "node[9-10]",
            "SLURM_STEP_TASKS_PER_NODE": "1(x2)"}
@@ -303,7 +302,7 @@ def test_tensorflows_slurm_cluster_resolver_cannot_serve(monkeypatch):
 
 def test_slurm_tasks_of_the_train_cnn_job():
     """train.nodes x train.tasks_per_node: the SLURM executor's resources (none for one task) and the job's srun."""
-    from realfake.distribute import srun_command, start_tasks, task_resources
+    from realfake.training.distribute import srun_command, start_tasks, task_resources
 
     assert task_resources({"nodes": 1, "tasks_per_node": 1}) == task_resources({}) == {}
     assert task_resources({"nodes": 4, "tasks_per_node": 1}) == {"nodes": 4, "tasks": 4, "mpi": "srun",
@@ -312,9 +311,9 @@ def test_slurm_tasks_of_the_train_cnn_job():
                                                                  "tasks_per_gpu": 0}
     with pytest.raises(ValueError, match="distribute"):
         task_resources({"nodes": 2, "distribute": "off"})
-    assert srun_command(["python", "-m", "realfake.train"], 2, 2, 34) == [
+    assert srun_command(["python", "-m", "realfake.training.train"], 2, 2, 34) == [
         "srun", "--nodes=2", "--ntasks=4", "--ntasks-per-node=2", "--cpus-per-task=34", "--kill-on-bad-exit=1",
-        "--label", "python", "-m", "realfake.train"]
+        "--label", "python", "-m", "realfake.training.train"]
     # outside a SLURM job there is nothing to start the tasks in: said at once, nothing trained
     cfg = {"model": CONFIG["model"], "train": dict(TRAIN, nodes=2)}
     with pytest.raises(RuntimeError, match="inside a SLURM job"):
@@ -326,7 +325,7 @@ GPU_VARS = ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_G
 
 
 def test_the_variables_that_say_a_job_was_given_gpus():
-    from realfake.devices import gpus_given
+    from realfake.training.devices import gpus_given
 
     assert gpus_given({"CUDA_VISIBLE_DEVICES": "0", "SLURM_JOB_ID": "7"}) == {"CUDA_VISIBLE_DEVICES": "0"}
     assert gpus_given({"SLURM_GPUS_ON_NODE": "1", "SLURM_JOB_GPUS": "2,3", "SLURM_STEP_GPUS": "2"}) == {
@@ -338,7 +337,7 @@ def test_the_variables_that_say_a_job_was_given_gpus():
 
 
 def test_train_device_auto_follows_the_jobs_gpu_request():
-    from realfake.devices import train_device
+    from realfake.training.devices import train_device
 
     # as the SLURM executor reads a job's resources: `gpu` (the profile's *gpu-node), or a gres naming gpu
     assert [train_device("auto", r) for r in ({"gpu": 1}, {"gres": "gpu:a100:2"}, {"gpu": "2"})] == ["gpu"] * 3
@@ -352,7 +351,7 @@ def test_train_device_auto_follows_the_jobs_gpu_request():
 def test_the_no_gpu_message_names_the_cause(monkeypatch):
     import tensorflow as tf
 
-    from realfake import devices
+    from realfake.training import devices
 
     assert devices.check_gpus(env={}) == []  # no GPU given, none required: train on the CPUs
     with pytest.raises(devices.NoGPUError, match=r"^train.device is gpu .*, but TensorFlow sees no GPU"):
@@ -368,8 +367,8 @@ def test_the_no_gpu_message_names_the_cause(monkeypatch):
 
 def test_a_job_given_gpus_that_tensorflow_cannot_see_stops_before_training(shards, tmp_path, monkeypatch):
     """The CPU build of TensorFlow (this test environment's) in a job given a GPU: a clear error, nothing written."""
-    from realfake.devices import NoGPUError
-    from realfake.train import fit
+    from realfake.training.devices import NoGPUError
+    from realfake.training.train import fit
 
     for name in GPU_VARS:
         monkeypatch.delenv(name, raising=False)
@@ -397,7 +396,7 @@ def test_a_job_given_gpus_that_tensorflow_cannot_see_stops_before_training(shard
 
 
 def test_a_job_given_no_gpu_trains_on_the_cpus(shards, tmp_path, monkeypatch):
-    from realfake.train import fit
+    from realfake.training.train import fit
 
     for name in GPU_VARS:
         monkeypatch.delenv(name, raising=False)
@@ -410,8 +409,8 @@ def test_a_job_given_no_gpu_trains_on_the_cpus(shards, tmp_path, monkeypatch):
 
 
 def test_loader_threads_give_the_loader_its_own_pool(shards):
-    from realfake.data import dataset, train_stream
-    from realfake.shardset import ShardSet
+    from realfake.training.data import dataset, train_stream
+    from realfake.shards.shardset import ShardSet
 
     train, valid = ShardSet.read(shards, "train"), ShardSet.read(shards, "valid")
     assert train_stream(train, 8, 0, 1, threads=3).options().threading.private_threadpool_size == 3
@@ -441,39 +440,19 @@ def test_the_gpu_preset_on_the_default_config_is_valid():
 
 
 # What training must never import: the brick files' reader, the cutout and FITS code, and FITS libraries
-NOT_IN_TRAINING = ("realfake.brickfile", "realfake.buckets", "realfake.catalogs", "realfake.census",
-                   "realfake.coadds", "realfake.cutouts", "realfake.fitstiles", "realfake.injection",
-                   "realfake.shardplan", "realfake.shards", "realfake.stamps", "astropy", "fitsio", "galsim")
-
-
-def realfake_imports(module: str) -> set[str]:
-    """The realfake modules ``module`` imports, at its top or inside a function, and theirs in turn."""
-    import ast
-
-    src, seen, todo = ROOT / "src", set(), [module]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        path = src / (name.replace(".", "/") + ".py")
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                found = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = ("realfake" + ("." + node.module if node.module else "")) if node.level else node.module
-                found = [base] + [f"{base}.{a.name}" for a in node.names]
-            else:
-                continue
-            todo += [f for f in found if f.startswith("realfake.") and (src / (f.replace(".", "/") + ".py")).exists()]
-    return seen
+NOT_IN_TRAINING = ("realfake.cutouts.brickfile", "realfake.shards.buckets", "realfake.inputs.catalogs",
+                   "realfake.shards.census", "realfake.inputs.coadds", "realfake.cutouts.cut",
+                   "realfake.inputs.fitstiles", "realfake.inputs.injection", "realfake.shards.plan",
+                   "realfake.shards.build", "realfake.cutouts.stamps", "astropy", "fitsio", "galsim")
 
 
 def test_training_imports_no_cutout_or_fits_code():
-    """Training reads the shards (realfake.shardset), never the brick files: neither it nor what it imports, even
+    """Training reads the shards (realfake.shards.shardset), never the brick files: neither it nor what it imports, even
     inside its functions, loads the cutout code, the FITS readers or the FITS libraries."""
-    reached = realfake_imports("realfake.train")
-    assert {"realfake.shardset", "realfake.data", "realfake.callbacks"} <= reached
+    from conftest import realfake_imports
+
+    reached = realfake_imports("realfake.training.train")
+    assert {"realfake.shards.shardset", "realfake.training.data", "realfake.training.callbacks"} <= reached
     assert not reached & set(NOT_IN_TRAINING), sorted(reached & set(NOT_IN_TRAINING))
     code = (f"import importlib, sys\nfor m in {sorted(reached)!r}: importlib.import_module(m)\n"
             f"print(sorted(m for m in {NOT_IN_TRAINING!r} if m in sys.modules))")
@@ -486,7 +465,7 @@ def test_training_imports_no_cutout_or_fits_code():
 def test_train_config_fills_in_the_schemas_defaults():
     """The schema is the one home of the defaults: the optional train keys a caller leaves out are the schema's."""
     from realfake.schema import schema_defaults
-    from realfake.train import train_config
+    from realfake.training.train import train_config
 
     defaults = schema_defaults("train")
     assert defaults["checkpoint_every_batches"] == 200 and defaults["env"] == {}
@@ -498,7 +477,7 @@ def test_train_config_fills_in_the_schemas_defaults():
 WORKER = """
 import json, sys
 import numpy as np
-from realfake.train import fit
+from realfake.training.train import fit
 shards, model, cfg, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 m = fit(shards, model, cfg, threads=1)
 np.savez(out, *m.get_weights(), iterations=int(m.optimizer.iterations.numpy()))
@@ -543,7 +522,7 @@ def test_two_slurm_tasks_train_one_model(shards, tmp_path):
     assert (tmp_path / "run" / "model.keras").exists()
     assert len((tmp_path / "run" / "history.csv").read_text().splitlines()) == 2
     # the same training as one process with the whole batch, up to the order of floating-point sums
-    from realfake.train import fit
+    from realfake.training.train import fit
 
     single = fit(shards, tmp_path / "single" / "model.keras", json.loads(cfg), threads=2)
     for a, b in zip(single.get_weights(), [w0[f"arr_{i}"] for i in range(len(w0.files) - 1)], strict=True):
@@ -551,7 +530,7 @@ def test_two_slurm_tasks_train_one_model(shards, tmp_path):
 
 
 def test_truncating_the_history_keeps_keras_line_ends(tmp_path):
-    from realfake.checkpoints import truncate_history
+    from realfake.training.checkpoints import truncate_history
 
     path = tmp_path / "history.csv"
     path.write_bytes(b"epoch,loss\r\n0,0.7\r\n1,0.6\r\n2,0.5\r\n")  # as Keras' CSVLogger writes it

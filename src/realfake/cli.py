@@ -6,13 +6,13 @@ import argparse
 import logging
 import sys
 
-from .mock import MockConfig
+from realfake.synthetic.release import MockConfig
 
 
 def _defect(text: str) -> tuple:
     from dataclasses import fields
 
-    from .mock import DEFECTS
+    from realfake.synthetic.release import DEFECTS
 
     kinds = {f.name: type(f.default) for f in fields(MockConfig) if f.name in DEFECTS}
     key, _, value = text.partition("=")
@@ -25,7 +25,7 @@ def _defect(text: str) -> tuple:
 
 
 def _mock_release(args) -> int:
-    from .mock import make_release
+    from realfake.synthetic.release import make_release
 
     cfg = MockConfig(
         bricks=tuple(args.bricks),
@@ -48,9 +48,9 @@ def _mock_release(args) -> int:
 def _cutouts(args) -> int:
     from pathlib import Path
 
-    from .batches import CutoutSettings, cut_brick, rebuild_brick
-    from .bricks import batch_bricks, select_bricks
-    from .config import config_hash, cutout_inputs, load_config, uses_synthetic
+    from realfake.cutouts.batches import CutoutSettings, cut_brick, rebuild_brick
+    from realfake.inputs.bricks import batch_bricks, select_bricks
+    from realfake.config import config_hash, cutout_inputs, load_config, uses_synthetic
 
     config = load_config(args.configfile)
     inputs = cutout_inputs(config)
@@ -75,7 +75,7 @@ def _verdict(args) -> int:
     import json
     from pathlib import Path
 
-    from .verdict import at_a_glance, control_outcome
+    from realfake.evaluation.verdict import at_a_glance, control_outcome
 
     path = Path(args.metrics)
     if not path.is_file():

@@ -48,7 +48,7 @@ def check_release_roots(config: dict) -> None:
     injected into another sky); ``release.root`` and ``release.injection_root`` must be directories, unless the
     synthetic release will write them, and ``release.region`` a region the release has. A few stats, never one per
     brick."""
-    from .layout import chosen_regions
+    from realfake.inputs.layout import chosen_regions
 
     rel = config["release"]
     inside = {key: uses_synthetic(config, key) for key in ("root", "injection_root")}

@@ -34,7 +34,7 @@ def rgb_composite(planes: dict, m: float = 0.03, q: float = 20.0) -> np.ndarray:
 
 def save(fig, path: str | Path, dpi: int = 120) -> None:
     """Write ``path`` (PNG) and the same figure as vector graphics beside it (``.pdf``), each atomically."""
-    from .atomic import atomic_path
+    from realfake.atomic import atomic_path
 
     path = Path(path)
     for out, kw in ((path, {"dpi": dpi}), (path.with_suffix(".pdf"), {})):

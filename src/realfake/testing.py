@@ -1,6 +1,6 @@
 """Fixtures for the tests and benchmarks: bricks cloned from a synthetic release, coadds retiled or recompressed,
 brick files and shards of random pixels, free ports. None of the pipeline uses them (the synthetic release itself
-is realfake.mock)."""
+is realfake.synthetic.release)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import layout
-from .brickfile import DEFAULT_CHANNELS, SOURCE_COLUMNS, write_brick
+from realfake.inputs import layout
+from realfake.cutouts.brickfile import DEFAULT_CHANNELS, SOURCE_COLUMNS, write_brick
 
 
 def clone_brick(root: str | Path, src: str, dst: str, rs_list) -> None:
@@ -41,7 +41,7 @@ def clone_brick(root: str | Path, src: str, dst: str, rs_list) -> None:
 
 def mock_cutout_file(path, brick: str, n_real: int, n_fake: int, size: int = 64, seed: int = 0,
                      mag_real=(20.5, 24.5), mag_fake=(21.0, 24.0)) -> None:
-    """A per-brick cutout file (realfake.brickfile's layout) of random pixels.
+    """A per-brick cutout file (realfake.cutouts.brickfile's layout) of random pixels.
 
     For tests and benchmarks of the later stages at any scale, without rendering
     a release: class counts and the g-magnitude ranges of reals and fakes are
@@ -78,7 +78,7 @@ def retile(src: str | Path, dst: str | Path, tile, compress: str | None = None) 
     """
     import fitsio
 
-    from .mockfiles import IMAGE_COMPRESSION, INVVAR_COMPRESSION, write_image
+    from realfake.synthetic.files import IMAGE_COMPRESSION, INVVAR_COMPRESSION, write_image
 
     src = Path(src)
     data, hdr = fitsio.read(str(src), ext=1, header=True)
@@ -93,7 +93,7 @@ def retile(src: str | Path, dst: str | Path, tile, compress: str | None = None) 
 def mock_shards(out, n: int, per_brick: int = 512) -> list[str]:
     """``n`` examples of random pixels in brick files of ``per_brick`` under ``out``, and their shards of 512 in
     ``out/shards`` (split by example, 1% test, no balancing); returns the brick files."""
-    from .shards import build
+    from realfake.shards.build import build
 
     files = []
     for k in range(-(-n // per_brick)):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from faults.harness import TRACEBACK, Check, check_complete, copy_run, same, snakemake, write_config
+from faults.harness import TRACEBACK, Check, same, snakemake, write_config
 
 pytestmark = pytest.mark.faults
 
@@ -48,7 +48,7 @@ def _rewrite_image(path, edit):
 
 def damage(root, canary):
     """Copies of brick 1210p060, one per kind of damage, in a release laid out as a real one."""
-    from realfake import layout
+    from realfake.inputs import layout
     from realfake.testing import clone_brick
 
     rel, inj = root / "release", root / "injection"
@@ -209,7 +209,7 @@ def test_policy_fail_stops_the_job_naming_brick_file_and_key(reference, record, 
 
 
 def damage_one_truncated(root, brick):
-    from realfake import layout
+    from realfake.inputs import layout
     from realfake.testing import clone_brick
 
     clone_brick(root, "1210p060", brick, ["rs0"])
@@ -218,7 +218,7 @@ def damage_one_truncated(root, brick):
 
 
 def test_only_empty_bricks_stop_the_shards_with_a_clear_error(reference, record, tmp_path):
-    from realfake import layout
+    from realfake.inputs import layout
     from realfake.testing import clone_brick
 
     run = tmp_path / "run"

@@ -8,7 +8,6 @@ where one can be made.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 
@@ -62,7 +61,7 @@ def test_np_load_never_unpickles(record, tmp_path):
     calls = _calls(r"np\.load\(")
     code = [c for c in calls if not str(c[0]).startswith("tests")]
     assert code and all("allow_pickle=False" in line for _, _, line in code), code
-    from realfake.shardset import load_shard
+    from realfake.shards.shardset import load_shard
 
     canary = tmp_path / "CANARY"
     _pickled_npy(tmp_path / "xtest_0.npy", canary)
@@ -70,7 +69,7 @@ def test_np_load_never_unpickles(record, tmp_path):
         with pytest.raises(ValueError, match=r"xtest_0.npy: not a plain numeric .npy array, refused"):
             load_shard(tmp_path / "xtest_0.npy", mmap_mode=mmap)
     assert not canary.exists(), "the shard was unpickled"
-    record(note=f"{len(code)} np.load call(s) in the code, all allow_pickle=False (realfake.shardset.load_shard)")
+    record(note=f"{len(code)} np.load call(s) in the code, all allow_pickle=False (realfake.shards.shardset.load_shard)")
 
 
 def test_a_pickled_shard_is_refused_by_the_workflow(reference, record, tmp_path):

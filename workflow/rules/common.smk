@@ -6,11 +6,11 @@ from snakemake.utils import validate
 
 # the package's brick selection plans the run even where realfake is not installed (a bare snakemake env)
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from realfake.bricks import batch_bricks, select_bricks
-from realfake.plant import KINDS as PLANTED_KINDS
-from realfake.sensitivity import scenarios, synthetic_defect
-from realfake.devices import train_device as resolve_device
-from realfake.distribute import task_resources
+from realfake.inputs.bricks import batch_bricks, select_bricks
+from realfake.evaluation.plant import KINDS as PLANTED_KINDS
+from realfake.evaluation.sensitivity import scenarios, synthetic_defect
+from realfake.training.devices import train_device as resolve_device
+from realfake.training.distribute import task_resources
 from realfake.config import (
     ConfigError,
     check_config,
@@ -109,7 +109,7 @@ def sensitivity_in_verdict(wildcards):
 
 def with_pdfs(**figures):
     """A rule's figures as its named outputs: each PNG (a path or a report() item) under its name and, as
-    <name>_pdf, the vector copy that realfake.plots.save writes beside it, so that no file a rule writes is
+    <name>_pdf, the vector copy that realfake.evaluation.plots.save writes beside it, so that no file a rule writes is
     undeclared."""
     outputs = {}
     for name, png in figures.items():
@@ -145,7 +145,7 @@ SENSITIVITY_FOLDS = n_folds(
     SENSITIVITY["folds"] or config["evaluate"]["folds"], len(BRICKS)
 )
 SENSITIVITY_FOLD_IDS = fold_ids(SENSITIVITY_FOLDS)
-# the capacity check plants the grid's kinds that can be planted on any release (realfake.capacity)
+# the capacity check plants the grid's kinds that can be planted on any release (realfake.evaluation.capacity)
 PLANTED_GRID = {
     k: v for k, v in SENSITIVITY["grid"].items() if k in PLANTED_KINDS and v
 }
@@ -211,7 +211,7 @@ def tf_env(wildcards, params):
 
 
 # train.nodes x train.tasks_per_node > 1: the SLURM resources of train_cnn's tasks, which its job starts itself with
-# srun (realfake.distribute.task_resources); one task: none, and the job is what it always was
+# srun (realfake.training.distribute.task_resources); one task: none, and the job is what it always was
 try:
     TRAIN_TASKS = task_resources(config["train"])
 except ValueError as err:

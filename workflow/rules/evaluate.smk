@@ -47,7 +47,7 @@ rule population:
         "../scripts/population.py"
 
 
-# What this run can find (realfake.capacity): the sensitivity grid's planted defects on the run's own real galaxies,
+# What this run can find (realfake.evaluation.capacity): the sensitivity grid's planted defects on the run's own real galaxies,
 # paired by its calipers and tested by the verdict's family of image statistics; the bound a "no difference" states
 rule plant_statistics:
     input:

@@ -90,7 +90,7 @@ rule predict_fold:
 
 # Replicate trainings (evaluate.replicates > 1): every fold's network trained again from another seed on the same
 # shards, under results/replicates/<r>/ (replicate 0 is the run's own, above). The verdict scores each example by
-# the mean of its replicates and adds the spread between their AUCs to its interval (realfake.stats).
+# the mean of its replicates and adds the spread between their AUCs to its interval (realfake.evaluation.stats).
 use rule training_state as replicate_training_state with:
     output:
         directory("results/replicates/{replicate}/folds/{fold}/training"),

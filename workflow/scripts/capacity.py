@@ -11,7 +11,7 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.capacity import capacity, figure  # noqa: E402
+from realfake.evaluation.capacity import capacity, figure  # noqa: E402
 
 read = dict(dtype={"brick": str, "kind": str})
 tables = [pd.read_csv(p, **read) for p in snakemake.input.statistics]

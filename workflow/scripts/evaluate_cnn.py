@@ -11,11 +11,11 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.diagnostics import attribution_figure, compare, integrated_gradients, tested_within  # noqa: E402
-from realfake.evaluate import evaluate, with_replicates  # noqa: E402
-from realfake.model import load_model  # noqa: E402
-from realfake.plots import extremes, load_cutouts, roc_figure  # noqa: E402
-from realfake.runtime import configure_threads  # noqa: E402
+from realfake.evaluation.diagnostics import attribution_figure, compare, integrated_gradients, tested_within  # noqa: E402
+from realfake.evaluation.evaluate import evaluate, with_replicates  # noqa: E402
+from realfake.training.model import load_model  # noqa: E402
+from realfake.evaluation.plots import extremes, load_cutouts, roc_figure  # noqa: E402
+from realfake.training.runtime import configure_threads  # noqa: E402
 
 configure_threads(snakemake.threads)
 e = snakemake.params.evaluate

@@ -7,7 +7,7 @@ to_file(snakemake.log[0])
 import logging  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.folds import write_view  # noqa: E402
+from realfake.evaluation.folds import write_view  # noqa: E402
 
 fold = int(snakemake.wildcards.fold)
 with atomic_path(snakemake.output[0], directory=True) as tmp:

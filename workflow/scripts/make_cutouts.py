@@ -4,7 +4,7 @@ from realfake.logs import to_file
 
 to_file(snakemake.log[0])
 
-from realfake.batches import CutoutSettings, run_batch  # noqa: E402
+from realfake.cutouts.batches import CutoutSettings, run_batch  # noqa: E402
 
 p = snakemake.params
 settings = CutoutSettings.from_config(p.settings, p.config_hash, on_missing=p.on_missing, on_error=p.on_error)

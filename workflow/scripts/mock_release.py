@@ -6,7 +6,7 @@ to_file(snakemake.log[0])
 
 from dataclasses import fields  # noqa: E402
 
-from realfake.mock import MockConfig, make_release  # noqa: E402
+from realfake.synthetic.release import MockConfig, make_release  # noqa: E402
 
 s = dict(snakemake.params.synthetic)
 s["rs"] = tuple(s["rs"])

@@ -10,7 +10,7 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.baseline import FEATURES, cross_fit  # noqa: E402
+from realfake.evaluation.baseline import FEATURES, cross_fit  # noqa: E402
 
 man = pd.read_csv(Path(snakemake.input[0]) / "manifest.csv", dtype={"brick": str, "rs": str})
 pred = cross_fit(man, snakemake.params.seed)

@@ -8,8 +8,8 @@ import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.batches import brick_files  # noqa: E402
-from realfake.plant import plant_brick  # noqa: E402
+from realfake.cutouts.batches import brick_files  # noqa: E402
+from realfake.evaluation.plant import plant_brick  # noqa: E402
 
 w = snakemake.wildcards
 files = brick_files([snakemake.input[0]])

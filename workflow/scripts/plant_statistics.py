@@ -9,8 +9,8 @@ import logging  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.batches import brick_files  # noqa: E402
-from realfake.capacity import brick_planted, empty_table, planted_statistics  # noqa: E402
+from realfake.cutouts.batches import brick_files  # noqa: E402
+from realfake.evaluation.capacity import brick_planted, empty_table, planted_statistics  # noqa: E402
 
 p = snakemake.params
 # at survey scale a share of the bricks (sensitivity.capacity.max_bricks), the same whichever job asks

@@ -11,8 +11,8 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.diagnostics import compare, statistics_figure  # noqa: E402
-from realfake.plots import binned_figure, calibration_figure, folds_figure, training_figure  # noqa: E402
+from realfake.evaluation.diagnostics import compare, statistics_figure  # noqa: E402
+from realfake.evaluation.plots import binned_figure, calibration_figure, folds_figure, training_figure  # noqa: E402
 
 pred = pd.read_csv(snakemake.input.predictions, dtype={"brick": str, "rs": str})
 metrics = json.loads(Path(snakemake.input.metrics).read_text())

@@ -6,7 +6,7 @@ to_file(snakemake.log[0])
 
 import pandas as pd  # noqa: E402
 
-from realfake.plots import extremes, load_cutouts, matched_pairs, mosaic  # noqa: E402
+from realfake.evaluation.plots import extremes, load_cutouts, matched_pairs, mosaic  # noqa: E402
 
 e, channels = snakemake.params.evaluate, list(snakemake.params.channels)
 pred = pd.read_csv(snakemake.input.predictions, dtype={"brick": str, "rs": str})

@@ -11,9 +11,9 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.batches import brick_files  # noqa: E402
-from realfake.brickfile import read_sources  # noqa: E402
-from realfake.population import population  # noqa: E402
+from realfake.cutouts.batches import brick_files  # noqa: E402
+from realfake.cutouts.brickfile import read_sources  # noqa: E402
+from realfake.evaluation.population import population  # noqa: E402
 
 src = pd.concat([read_sources(p) for p in brick_files(snakemake.input.cutouts)], ignore_index=True)
 man = pd.read_csv(Path(snakemake.input.shards) / "manifest.csv", usecols=["label"])

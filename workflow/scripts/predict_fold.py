@@ -5,8 +5,8 @@ from realfake.logs import to_file
 to_file(snakemake.log[0])
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.folds import predict_fold  # noqa: E402
-from realfake.runtime import configure_threads  # noqa: E402
+from realfake.evaluation.folds import predict_fold  # noqa: E402
+from realfake.training.runtime import configure_threads  # noqa: E402
 
 configure_threads(snakemake.threads)
 pred = predict_fold(snakemake.input.model, snakemake.input.shards)

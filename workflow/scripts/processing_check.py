@@ -8,8 +8,8 @@ import json  # noqa: E402
 import logging  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.batches import brick_files  # noqa: E402
-from realfake.processing import check_bricks, processing_figure  # noqa: E402
+from realfake.cutouts.batches import brick_files  # noqa: E402
+from realfake.cutouts.processing import check_bricks, processing_figure  # noqa: E402
 
 summary, diffs = check_bricks(brick_files(snakemake.input), snakemake.params.tolerances, snakemake.params.alpha)
 logging.getLogger("realfake").info("processing check: %s", " ".join(summary["reasons"]) or "no difference")

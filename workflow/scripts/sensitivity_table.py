@@ -8,7 +8,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.sensitivity import figure, quote, table  # noqa: E402
+from realfake.evaluation.sensitivity import figure, quote, table  # noqa: E402
 
 metrics = {tuple(s): json.loads(open(p).read()) for s, p in zip(snakemake.params.scenarios, snakemake.input)}
 df = table(metrics)

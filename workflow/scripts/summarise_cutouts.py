@@ -7,7 +7,7 @@ to_file(snakemake.log[0])
 import logging  # noqa: E402
 
 from realfake.atomic import atomic_path  # noqa: E402
-from realfake.batches import format_summary, summarise  # noqa: E402
+from realfake.cutouts.batches import format_summary, summarise  # noqa: E402
 
 cuts, failures, flow = summarise(snakemake.input)
 out = snakemake.output
