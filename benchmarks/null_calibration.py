@@ -58,35 +58,27 @@ def replicate(seed: int, scale: str, out: Path, cores: int) -> dict:
     row = {"seed": seed, "n": m["n"], "bricks": m["bricks"], "auc": m["auc"], "ci": m["ci95"]["auc"],
            "p": m["p_value"], "p_family": m.get("p_holm", m["p_value"]), "verdict": m["verdict_class"],
            "mda": m["power"]["min_detectable_auc"], "found": found, "reasons": m["verdict_reasons"],
-           "naive_p": m["naive"]["mann_whitney_p"], "statistics_p": statistics_p(m), "z": m["test"].get("z"), "seconds": time.time() - t0}
+           "naive_p": m["naive"]["mann_whitney_p"], **spread(m), "seconds": time.time() - t0}
     shutil.rmtree(work / "resources", ignore_errors=True)  # the release: the largest part, and rebuilt per seed
     return row
 
 
-def statistics_p(m: dict) -> dict:
-    """Each image statistic's own p-value within pairs (before Holm's correction): uniform under a true null."""
-    return {k: v["p_value"] for k, v in m.get("image_statistics", {}).items() if isinstance(v, dict) and "p_value" in v}
+def spread(m: dict) -> dict:
+    """What says whether a seed's tests keep their level: the network test's z and each image statistic's own
+    p-value within pairs (before Holm's correction), N(0, 1) and uniform under a true null."""
+    return {"z": m["test"].get("z"),
+            "statistics_p": {k: v["p_value"] for k, v in m.get("image_statistics", {}).items()
+                             if isinstance(v, dict) and "p_value" in v}}
 
 
-def read_back(out: Path, reclassify: bool = False) -> list[dict]:
-    """A calibration's replicates as its calibration.jsonl holds them; the statistics' p-values from each seed's
-    metrics where a row predates them; with ``reclassify``, each seed's verdict again by this code's rule, from its
-    metrics (a rule changed after the seeds ran)."""
-    from realfake.evaluation.verdict import classify
-
+def read_back(out: Path) -> list[dict]:
+    """A calibration's replicates as its calibration.jsonl holds them; :func:`spread` from each seed's metrics where
+    a row predates it."""
     rows = [json.loads(line) for line in (out / "calibration.jsonl").read_text().splitlines() if line.strip()]
     for r in rows:
         path = out / f"seed{r['seed']:03d}" / "results" / "evaluation" / "metrics.json"
-        m = json.loads(path.read_text()) if path.exists() else None
-        if m is not None and "statistics_p" not in r:
-            r["statistics_p"], r["z"] = statistics_p(m), m["test"].get("z")
-        if m is not None and reclassify:
-            r["verdict_ran"] = r["verdict"]
-            r["verdict"], r["reasons"] = classify(m, m["power"]["alpha"])
-    changed = [f"seed {r['seed']}: {r['verdict_ran']} -> {r['verdict']}" for r in rows
-               if r.get("verdict_ran", r["verdict"]) != r["verdict"]]
-    if reclassify:
-        print("reclassified by this code's rule: " + ("; ".join(changed) or "no verdict changed"))
+        if "statistics_p" not in r and path.exists():
+            r.update(spread(json.loads(path.read_text())))
     return rows
 
 
@@ -99,10 +91,9 @@ def main(argv=None) -> int:
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--summarise", action="store_true", help="no new replicate: the summary of those in --out")
-    p.add_argument("--reclassify", action="store_true", help="with --summarise: each seed's verdict by this code's rule")
     a = p.parse_args(argv)
     if a.summarise:
-        summarise(read_back(a.out, a.reclassify), a.alpha)
+        summarise(read_back(a.out), a.alpha)
         return 0
     rows = []
     print(f"{'seed':>4} {'examples':>8} {'bricks':>6} {'AUC':>6} {'95% CI':>13} {'p':>7} {'naive p':>8} "
@@ -143,8 +134,8 @@ def summarise(rows: list[dict], alpha: float) -> None:
                      for k, v in r["found"].items())
     print("smallest planted defect found, over the no-difference seeds: "
           + (", ".join(f"{k}: {c}" for k, c in sorted(bounds.items())) or "none"))
-    print(f"network p-values against the uniform distribution: KS D = {kstest(p_values, 'uniform').statistic:.3f}, "
-          f"p = {kstest(p_values, 'uniform').pvalue:.3f}")
+    ks = kstest(p_values, "uniform")
+    print(f"network p-values against the uniform distribution: KS D = {ks.statistic:.3f}, p = {ks.pvalue:.3f}")
     z = np.array([r["z"] for r in rows if r.get("z") is not None], float)
     if len(z):  # N(0, 1) where the pairs are exchangeable: a wider spread is a difference the networks pick at random
         print(f"the network test's z (AUC - 0.5 over the permutations' SD): mean {z.mean():+.2f}, SD {z.std(ddof=1):.2f} "

@@ -80,7 +80,8 @@ def module_imports(module: str) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]) if node.level else ""
+            # a relative import's package: ``package`` less its last level - 1 parts
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
             base = ".".join(p for p in (base, node.module) if p)
             names = [base] + [f"{base}.{a.name}" for a in node.names]
         else:
