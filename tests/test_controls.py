@@ -78,3 +78,28 @@ def test_fakes_on_true_values_get_the_cuts_their_catalogue_allows(selection):
     assert keep.tolist() == [True, True, False] and "type" not in removed  # obiwan's simcat has no type
     with pytest.raises(KeyError):
         select_real(_simcat(True), selection)  # the reals' cuts need the Tractor columns
+
+
+def test_null_preset_keeps_fakes_out_of_both_classes_stamps():
+    """The reals are cut from an injection run's coadds: with fakes kept 20" apart, a real's stamp could hold a fake
+    where a fake's holds none, unless the neighbour rule reaches the stamp's corners; config refuses the mismatch."""
+    import yaml
+
+    from realfake.config import ConfigError, check_neighbour_rule
+
+    def merged(base, over):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        return out
+
+    default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    null = merged(default, yaml.safe_load((ROOT / "config" / "presets" / "null-test.yaml").read_text()))
+    check_neighbour_rule(default)
+    check_neighbour_rule(null)
+    null["cutouts"]["neighbour_radius"] = 6.0
+    with pytest.raises(ConfigError, match=r"cutouts.neighbour_radius \(6\"\) and synthetic.min_fake_separation "
+                                          r"\(20\"\).*at least 11.9"):
+        check_neighbour_rule(null)
+    null["cutouts"]["reals_from"] = "release"  # reals from the release's coadds hold no fakes
+    check_neighbour_rule(null)

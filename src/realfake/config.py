@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -69,6 +70,33 @@ def check_release_roots(config: dict) -> None:
         chosen_regions(rel["root"], rel.get("region", "both"))
     except ValueError as err:
         raise ConfigError(f"config key {err}") from None
+
+
+def check_neighbour_rule(config: dict) -> None:
+    """Refuse a synthetic run whose real galaxies' stamps can hold fakes where the fakes' stamps cannot.
+
+    The reals are cut from an injection run's coadds (``cutouts.reals_from: injection``), which hold that run's
+    fakes; the neighbour rule drops a stamp of either class with an injected source within
+    ``cutouts.neighbour_radius``. A run that keeps its fakes ``synthetic.min_fake_separation`` apart leaves no
+    other fake in a fake's stamp out to that distance, so where it exceeds the radius, reals' stamps alone hold
+    fakes between the two (up to the stamp's corners): the classes would differ in their neighbours, which the
+    image statistics of the outskirts (noise, neighbours) see, not in the injected model.
+    """
+    from realfake.inputs.bricks import PIXSCALE_ARCSEC
+
+    cut = config["cutouts"]
+    if not uses_synthetic(config) or cut.get("reals_from", "injection") != "injection":
+        return
+    corner = cut["size"] / 2 * math.sqrt(2) * PIXSCALE_ARCSEC  # the stamp's half-diagonal (arcsec)
+    separation = float(config["synthetic"].get("min_fake_separation", 0.0))
+    needed = min(separation, corner)
+    if cut["neighbour_radius"] < needed:
+        raise ConfigError(
+            f"config keys cutouts.neighbour_radius ({cut['neighbour_radius']:g}\") and "
+            f"synthetic.min_fake_separation ({separation:g}\"): the injection runs keep their fakes {separation:g}\" "
+            f"apart, so a fake's {cut['size']}-pixel stamp holds no other fake out to its corners ({corner:.1f}\"), "
+            f"but a real's, cut from a run's coadds, can hold fakes from {cut['neighbour_radius']:g}\" on: the classes "
+            f"would differ in their neighbours. Set cutouts.neighbour_radius to at least {math.ceil(needed * 10) / 10:g}")
 
 
 def load_config(path: str | Path) -> dict:

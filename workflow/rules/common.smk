@@ -14,6 +14,7 @@ from realfake.training.distribute import task_resources
 from realfake.config import (
     ConfigError,
     check_config,
+    check_neighbour_rule,
     check_release_roots,
     config_hash,
     cutout_inputs,
@@ -46,6 +47,7 @@ def uses_synthetic_release():
 
 try:
     check_release_roots(config)
+    check_neighbour_rule(config)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 

@@ -22,9 +22,11 @@ population (a null test) and ``fake_psf=False`` skips the PSF convolution
 (a positive control), as does ``fake_flux_scale`` (fakes injected brighter
 than their catalogue says, like a zero-point error). For the null test to be exact, the fakes' simulation
 catalogue then also carries the Tractor ``type`` a real galaxy of the same
-parameters gets, and a ``min_fake_separation`` larger than a cutout keeps
-other fakes out of a fake's stamp (a real's stamp holds no fakes); both
-classes are selected on their measured values (selection.fakes: measured).
+parameters gets, a ``min_fake_separation`` larger than a cutout keeps
+other fakes out of a fake's stamp, and a neighbour rule out to the stamp's
+corners (``cutouts.neighbour_radius``) keeps them out of a real's, cut from an
+injection run's coadds (config.check_neighbour_rule); both classes are
+selected on their measured values (selection.fakes: measured).
 
 ``fake_mag_offset`` draws the fakes from a brighter (or fainter) population, its
 colours unchanged, catalogued and injected alike; and two processing differences
