@@ -96,7 +96,8 @@ def check_neighbour_rule(config: dict) -> None:
             f"synthetic.min_fake_separation ({separation:g}\"): the injection runs keep their fakes {separation:g}\" "
             f"apart, so a fake's {cut['size']}-pixel stamp holds no other fake out to its corners ({corner:.1f}\"), "
             f"but a real's, cut from a run's coadds, can hold fakes from {cut['neighbour_radius']:g}\" on: the classes "
-            f"would differ in their neighbours. Set cutouts.neighbour_radius to at least {math.ceil(needed * 10) / 10:g}")
+            f"would differ in their neighbours. Set cutouts.neighbour_radius to at least "
+            f"{math.ceil(needed * 10) / 10:g}")
 
 
 def load_config(path: str | Path) -> dict:
