@@ -246,10 +246,36 @@ def test_augmentation_is_a_symmetry_drawn_from_the_epoch_and_position_only(shard
     changed = 0
     for a, b in zip(plain, whole, strict=True):
         for x, t in zip(a, b, strict=True):
-            # every augmented example is one of the eight rotations and flips of the square, of all channels at once
-            assert any(np.array_equal(np.rot90(x, k, axes=(0, 1))[:, ::f], t) for k in range(4) for f in (1, -1))
+            # every augmented example is one of the eight rotations and flips of the square about its centre pixel
+            # (S // 2, where the galaxy is), of all channels at once: the far row and column padded with no data
+            p = np.pad(x, [(0, 1), (0, 1), (0, 0)])
+            turns = [np.rot90(p, k, axes=(0, 1))[:, ::f][: len(x), : len(x)] for k in range(4) for f in (1, -1)]
+            assert any(np.array_equal(u, t) for u in turns)
             changed += not np.array_equal(x, t)
     assert changed > 0.6 * sum(len(a) for a in plain)  # 7 of the 8 symmetries move the pixels
+
+
+@pytest.mark.parametrize("size", [64, 9])
+def test_augmentation_turns_a_stamp_about_its_galaxy(size):
+    """The galaxy sits at pixel size // 2 (stamp_origins): each of the eight turns leaves it there, with the
+    light around it turned, and no other pixel of the centre region moves in or out."""
+    import tensorflow as tf
+
+    from realfake.inputs.coadds import stamp_origins
+    from realfake.training.data import augment
+
+    iy, ix, _ = stamp_origins([100.2], [100.2], size, (400, 400))
+    c = 100 - int(ix[0])
+    x = np.zeros((size, size, 2), np.float32)
+    x[c, c], x[c, c + 1], x[c + 1, c] = 10.0, 3.0, 1.0  # the galaxy, with light to its right and above it
+    seen = set()
+    for i in range(64):
+        t = augment(tf.constant(x), i, 5).numpy()
+        assert t[c, c, 0] == 10.0 and t.shape == x.shape
+        ring = t[c - 1 : c + 2, c - 1 : c + 2, 0]
+        assert sorted(ring.ravel()) == sorted(x[c - 1 : c + 2, c - 1 : c + 2, 0].ravel())
+        seen.add(ring.tobytes())
+    assert len(seen) == 8
 
 
 @pytest.mark.parametrize(

@@ -31,13 +31,26 @@ def _load(x_path, y_path, w_path):
     return np.ascontiguousarray(x, dtype=np.float32), y, w
 
 
+def about_centre(x):
+    """(pad, crop) that make the rotations and flips of a square stamp turn about its centre pixel, S // 2
+    (inputs.coadds.stamp_origins puts the galaxy there), not about the array's middle, (S - 1) / 2: for an even S
+    the stamp is padded by one row and column of zeros (no data) at the far edges, whose middle is that pixel,
+    and cut back to S after the turn. Turned about the middle, a 64-pixel stamp's galaxy moved by a pixel in
+    x and y with the turn drawn, and the network learned to ignore offsets of a pixel (docs/training.md)."""
+    n = tf.shape(x)[0]
+    odd = n % 2
+    return (lambda t: tf.pad(t, [[0, 1 - odd], [0, 1 - odd], [0, 0]])), (lambda t: t[:n, :n])
+
+
 def augment(x, index, epoch_seed):
-    """One of the eight rotations and flips of the square (the sky has no preferred orientation), the same for
-    every channel, drawn from (epoch seed, position in the epoch) only: a resumed epoch repeats it exactly."""
+    """One of the eight rotations and flips of the square (the sky has no preferred orientation) about the
+    stamp's centre pixel (:func:`about_centre`), the same for every channel, drawn from (epoch seed, position in
+    the epoch) only: a resumed epoch repeats it exactly."""
     seed = tf.stack([tf.cast(epoch_seed, tf.int64) + 7, tf.cast(index, tf.int64)])
     k = tf.random.stateless_uniform([2], seed=seed, minval=0, maxval=4, dtype=tf.int32)
-    x = tf.image.rot90(x, k=k[0])
-    return tf.cond(k[1] >= 2, lambda: tf.image.flip_left_right(x), lambda: x)
+    pad, crop = about_centre(x)
+    x = tf.image.rot90(pad(x), k=k[0])
+    return crop(tf.cond(k[1] >= 2, lambda: tf.image.flip_left_right(x), lambda: x))
 
 
 def epoch_dataset(shards: ShardSet, batch_size: int, epoch=0, shuffle_buffer: int = 0, seed: int = 1,
