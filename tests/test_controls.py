@@ -83,18 +83,16 @@ def test_fakes_on_true_values_get_the_cuts_their_catalogue_allows(selection):
 def test_null_preset_keeps_fakes_out_of_both_classes_stamps():
     """The reals are cut from an injection run's coadds: with fakes kept 20" apart, a real's stamp could hold a fake
     where a fake's holds none, unless the neighbour rule reaches the stamp's corners; config refuses the mismatch."""
+    import copy
+
     import yaml
+    from snakemake.utils import update_config
 
     from realfake.config import ConfigError, check_neighbour_rule
 
-    def merged(base, over):
-        out = dict(base)
-        for k, v in over.items():
-            out[k] = merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-        return out
-
     default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    null = merged(default, yaml.safe_load((ROOT / "config" / "presets" / "null-test.yaml").read_text()))
+    null = copy.deepcopy(default)  # the preset layered on the config as --configfile layers it
+    update_config(null, yaml.safe_load((ROOT / "config" / "presets" / "null-test.yaml").read_text()))
     check_neighbour_rule(default)
     check_neighbour_rule(null)
     null["cutouts"]["neighbour_radius"] = 6.0
