@@ -44,7 +44,9 @@ checks = {k: json.loads(Path(getattr(snakemake.input, k)).read_text()) for k in 
           if hasattr(snakemake.input, k)}
 # the image statistics, tested within pairs (or bricks): what differs, in the verdict
 stats, _, _ = compare(pred, shards, channels)
-checks["image_statistics"] = tested_within(stats, pred, e["alpha"], seed=e["seed"])
+# (with the statistics classifier, tested by refitting it under permutations: at least 1000 of them)
+checks["image_statistics"] = tested_within(stats, pred, e["alpha"], seed=e["seed"],
+                                           classifier_permutations=max(e["permutations"], 1000))
 metrics = evaluate(pred, e, histories, snakemake.params.epochs, baseline, snakemake.params.folds,
                    snakemake.params.monitor, grid, **checks)
 logging.getLogger("realfake").info(metrics["verdict"])

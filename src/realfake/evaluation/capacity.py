@@ -4,8 +4,9 @@ A "no difference detected" is worth what the run would have found. Each brick's 
 random halves (:func:`realfake.evaluation.plant.halves`), one half is perturbed by a known defect of a known size
 (:func:`realfake.evaluation.plant.perturb`: the sensitivity grid's planted source), the halves are paired within the brick
 by the run's own calipers (``shards.match``, :func:`realfake.shards.census.match_pairs`), and the pairs are tested by the
-verdict's appearance family: each image statistic of :data:`realfake.evaluation.diagnostics.STATISTICS` within pairs, Holm-
-corrected together with the network's test. The network is not trained on the planted pairs here (that is ``make
+verdict's appearance family: each image statistic of :data:`realfake.evaluation.diagnostics.STATISTICS` within pairs, and
+the statistics classifier (realfake.evaluation.combined, cross-fitted over the bricks dealt into folds), Holm-corrected
+together with the network's test. The network is not trained on the planted pairs here (that is ``make
 sensitivity``, minutes per scenario): its test is counted as not rejecting (p = 1). Holm's adjusted p-values only
 grow when one p-value grows, so what is found here the verdict's family finds whatever the network would have said:
 a lower bound on the run's capacity. Each scenario is planted ``plantings`` times (other halves, other noise), and

@@ -129,12 +129,15 @@ def compare(pred: pd.DataFrame, shard_dir, channels, max_examples: int = 4000, b
 
 
 def tested_within(stats: pd.DataFrame, pred: pd.DataFrame, alpha: float = 0.05, n_boot: int = 200,
-                  seed: int = 1) -> dict:
+                  seed: int = 1, classifier_permutations: int | None = 1000) -> dict:
     """Each image statistic of :data:`STATISTICS` tested as the verdict tests the network's score: its AUC within
     matched pairs (``pred["pair"]``) or else within bricks (fakes higher), its brick-bootstrap interval, the
-    two-sided p-value of the normal approximation of its permutation distribution (exact moments), Holm-corrected
-    over the statistics; ``differs`` where Holm's p < ``alpha``. Unlike the pooled KS tests beside it, this respects
-    the bricks, and the pairs' shared catalogue values: it is evidence of the kind the verdict uses."""
+    two-sided p-value of the normal approximation of its permutation distribution (exact moments); on matched
+    pairs, the statistics combined by a classifier too (realfake.evaluation.combined, its test refitting it under
+    ``classifier_permutations`` permutations; None: not tested); Holm-corrected over all of them, ``differs`` where
+    Holm's p < ``alpha``. Unlike the pooled KS tests beside it, this respects the bricks, and the pairs' shared
+    catalogue values: it is evidence of the kind the verdict uses."""
+    from realfake.evaluation import combined
     from scipy.stats import norm
 
     from realfake.evaluation.scores import clustered, matched_pairs
@@ -160,6 +163,11 @@ def tested_within(stats: pd.DataFrame, pred: pd.DataFrame, alpha: float = 0.05, 
                      "within": "pairs" if pairs is not None else "bricks",
                      "median_real": float(sub.loc[sub["label"] == 0, name].median()),
                      "median_fake": float(sub.loc[sub["label"] == 1, name].median())}
+    if classifier_permutations and "pair" in d:
+        rows = pred.loc[stats.index, [c for c in ("label", "brick", "pair", "fold") if c in pred]]
+        entry = combined.tested(stats[list(out)], rows, classifier_permutations, n_boot, seed)
+        if entry is not None:
+            out[combined.NAME] = entry
     for name, ph in zip(out, holm([v["p_value"] for v in out.values()])):
         out[name]["p_holm"] = float(ph)
         out[name]["differs"] = bool(ph < alpha)
@@ -181,14 +189,24 @@ def holm_family(tested: dict, alpha: float, network_p: float | None = None) -> f
     return float(adjusted[0]) if head else None
 
 
+def medians(v: dict, versus: str = "against") -> str:
+    """"fakes 0.3 against reals 0.33" for a statistic of :func:`tested_within`; for the statistics classifier, whose
+    score has no unit, the statistics it weighs most (realfake.evaluation.combined.leaning)."""
+    from realfake.evaluation.combined import leaning
+
+    if "weights" in v:
+        return f"weighing most {leaning(v['weights'])}"
+    return f"fakes {v['median_fake']:.3g} {versus} reals {v['median_real']:.3g}"
+
+
 def differs_statement(tested: dict) -> str:
     """The image statistics that differ, in one sentence ("" where none was tested)."""
     if not tested:
         return ""
     within = next(iter(tested.values()))["within"]
     # (Holm's p with the network's test where the statistics joined it: evaluate.appearance_family)
-    names = [f"{name.replace('_', ' ')} (fakes {v['median_fake']:.3g} against reals {v['median_real']:.3g}, AUC "
-             f"{v['auc']:.2f}, Holm p = {v.get('p_holm_family', v['p_holm']):.2g})" for name, v in tested.items()
+    names = [f"{name.replace('_', ' ')} ({medians(v)}, AUC {v['auc']:.2f}, Holm p = "
+             f"{v.get('p_holm_family', v['p_holm']):.2g})" for name, v in tested.items()
              if v.get("found", v["differs"])]
     if not names:
         return (f"No image statistic ({', '.join(n.replace('_', ' ') for n in tested)}) differs within {within} after "
@@ -225,7 +243,7 @@ def statistics_figure(stats: pd.DataFrame, summary: dict, profiles: pd.DataFrame
         ax.legend(fontsize=8)
     forest = axes[0, 2]
     tested = tested or {}
-    shown = [n for n in names if n in tested]
+    shown = [n for n in names if n in tested] + [n for n in tested if n not in names]  # (the classifier last)
     for i, n in enumerate(shown):
         v = tested[n]
         hit = v.get("found", v.get("differs"))

@@ -54,7 +54,7 @@ TITLES = {NULL_KIND: "null (no defect)", "psf": "PSF FWHM too wide (fraction)", 
           "ellipticity": "ellipticity convention (1 = distortion)", "shot_noise": "extra shot noise (x model)",
           "invvar": "inverse variance off (fraction)"}
 COLUMNS = ["source", "kind", "size", "what", "examples", "bricks", "auc", "auc_lo", "auc_hi", "p_value", "detected",
-           "verdict_class", "training_passed", "min_detectable_auc", "p_said"]
+           "verdict_class", "training_passed", "min_detectable_auc", "p_said", "classifier_auc", "classifier_p"]
 
 
 def size_name(size: float) -> str:
@@ -94,16 +94,20 @@ def synthetic_defect(synthetic: dict, kind: str, size: str) -> dict:
 
 def table(metrics: dict) -> pd.DataFrame:
     """One row per scenario from its ``metrics.json``: ``metrics`` maps (source, kind, size name) -> metrics."""
+    from realfake.evaluation.combined import NAME
+
     rows = []
     for (source, kind, size), m in metrics.items():
         lo, hi = m["ci95"]["auc"]
         s = float(size)
+        learned = (m.get("image_statistics") or {}).get(NAME, {})  # the statistics classifier, beside the network
         rows.append({"source": source, "kind": kind, "size": s, "what": DESCRIBE[kind](s), "examples": m["n"],
                      "bricks": m["bricks"], "auc": m["auc"], "auc_lo": lo, "auc_hi": hi, "p_value": m["p_value"],
                      "detected": m["verdict_class"] == "distinguishable", "verdict_class": m["verdict_class"],
                      "training_passed": bool(m.get("training", {}).get("passed", False)),
                      "min_detectable_auc": m["power"]["min_detectable_auc"],
-                     "p_said": p_text(m["p_value"], m.get("test"))})
+                     "p_said": p_text(m["p_value"], m.get("test")),
+                     "classifier_auc": learned.get("auc", np.nan), "classifier_p": learned.get("p_value", np.nan)})
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values(["source", "kind", "size"], key=lambda c: c.map(_null_first) if c.name == "kind" else c,
                           kind="stable").reset_index(drop=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from realfake import BINNED
+from realfake.evaluation.diagnostics import medians
 from realfake.evaluation.learning import training_note
 from realfake.evaluation.stats import p_text
 
@@ -75,7 +76,7 @@ def found_statistics(m: dict) -> dict:
 
 def statistic_found_text(name: str, v: dict, versus: str = "against") -> str:
     """One found statistic with its medians, paired AUC, interval and Holm p (the family's)."""
-    return (f"{name.replace('_', ' ')}: fakes {v['median_fake']:.3g} {versus} reals {v['median_real']:.3g}, AUC "
+    return (f"{name.replace('_', ' ')}: {medians(v, versus)}, AUC "
             f"{v['auc']:.2f} ({v['ci95'][0]:.2f}-{v['ci95'][1]:.2f}), Holm p = {v['p_holm_family']:.2g}")
 
 
