@@ -9,6 +9,7 @@ against the uniform distribution. Not part of ``make test`` (about a minute and 
 scale on 2 cores): ``make null-calibration`` (SEEDS=40 by default).
 
     python benchmarks/null_calibration.py --seeds 20 [--scale tests|default] [--out runs/null-calibration]
+    python benchmarks/null_calibration.py --reevaluate --out runs/null-calibration   (today's evaluation, same runs)
 """
 
 from __future__ import annotations
@@ -42,25 +43,44 @@ def replicate(seed: int, scale: str, out: Path, cores: int) -> dict:
     overlay = {"synthetic": {"seed": 1000 + seed}, "shards": {"seed": seed}, "train": {"seed": seed},
                "evaluate": {"seed": seed}}
     (work / "seed.yaml").write_text(yaml.safe_dump(overlay))
-    configs = [*SCALES[scale], ROOT / "config" / "presets" / "null-test.yaml", work / "seed.yaml"]
     t0 = time.time()
+    verdict_of(work, scale, cores)
+    row = outcome(seed, work, t0)
+    shutil.rmtree(work / "resources", ignore_errors=True)  # the release: the largest part, and rebuilt per seed
+    return row
+
+
+def verdict_of(work: Path, scale: str, cores: int, *extra: str) -> None:
+    """Run the pipeline in a replicate's directory up to its verdict (the figures do not enter it)."""
+    configs = [*SCALES[scale], ROOT / "config" / "presets" / "null-test.yaml", work / "seed.yaml"]
     r = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(ROOT / "Snakefile"),
                         "--directory", str(work), "--cores", str(cores), "--configfile", *map(str, configs),
-                        # the verdict only: the figures do not enter it
-                        "--", "results/evaluation/metrics.json"],
+                        *extra, "--", "results/evaluation/metrics.json"],
                        cwd=work, capture_output=True, text=True)
     if r.returncode:
-        raise RuntimeError(f"replicate {seed} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+        raise RuntimeError(f"replicate {work.name} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+
+
+def reevaluated(seed: int, scale: str, out: Path, cores: int) -> dict:
+    """A replicate's verdict again with today's evaluation code: its capacity check and evaluation rerun on its
+    cutouts, planted statistics, shards and networks as they are (nothing upstream rebuilt)."""
+    t0 = time.time()
+    work = out / f"seed{seed:03d}"
+    verdict_of(work, scale, cores, "-R", "capacity", "evaluate_cnn", "--allowed-rules", "capacity", "evaluate_cnn",
+               "--rerun-triggers", "mtime")
+    return outcome(seed, work, t0)
+
+
+def outcome(seed: int, work: Path, t0: float) -> dict:
+    """One replicate's row: its verdict, network test, power, bound and the statistics' own p-values."""
     m = json.loads((work / "results" / "evaluation" / "metrics.json").read_text())
     from realfake.evaluation.capacity import bounds
 
     found = {k: v["found"]["size"] for k, v in bounds(m["capacity"]).items() if v["found"]} if "capacity" in m else {}
-    row = {"seed": seed, "n": m["n"], "bricks": m["bricks"], "auc": m["auc"], "ci": m["ci95"]["auc"],
-           "p": m["p_value"], "p_family": m.get("p_holm", m["p_value"]), "verdict": m["verdict_class"],
-           "mda": m["power"]["min_detectable_auc"], "found": found, "reasons": m["verdict_reasons"],
-           "naive_p": m["naive"]["mann_whitney_p"], **spread(m), "seconds": time.time() - t0}
-    shutil.rmtree(work / "resources", ignore_errors=True)  # the release: the largest part, and rebuilt per seed
-    return row
+    return {"seed": seed, "n": m["n"], "bricks": m["bricks"], "auc": m["auc"], "ci": m["ci95"]["auc"],
+            "p": m["p_value"], "p_family": m.get("p_holm", m["p_value"]), "verdict": m["verdict_class"],
+            "mda": m["power"]["min_detectable_auc"], "found": found, "reasons": m["verdict_reasons"],
+            "naive_p": m["naive"]["mann_whitney_p"], **spread(m), "seconds": time.time() - t0}
 
 
 def spread(m: dict) -> dict:
@@ -91,9 +111,21 @@ def main(argv=None) -> int:
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--summarise", action="store_true", help="no new replicate: the summary of those in --out")
+    p.add_argument("--reevaluate", action="store_true",
+                   help="no new replicate: those in --out evaluated again with today's evaluation code (capacity check "
+                        "and verdict; cutouts, shards and networks kept), into reevaluated.jsonl, and summarised")
     a = p.parse_args(argv)
     if a.summarise:
         summarise(read_back(a.out), a.alpha)
+        return 0
+    if a.reevaluate:
+        rows = []
+        for r in read_back(a.out):
+            rows.append(reevaluated(r["seed"], a.scale, a.out, a.cores))
+            with (a.out / "reevaluated.jsonl").open("a") as f:
+                f.write(json.dumps(rows[-1], default=float) + "\n")
+            print(f"seed {r['seed']}: {r['verdict']} -> {rows[-1]['verdict']} ({rows[-1]['seconds']:.0f} s)", flush=True)
+        summarise(rows, a.alpha)
         return 0
     rows = []
     print(f"{'seed':>4} {'examples':>8} {'bricks':>6} {'AUC':>6} {'95% CI':>13} {'p':>7} {'naive p':>8} "

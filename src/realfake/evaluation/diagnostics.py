@@ -223,6 +223,7 @@ def statistics_figure(stats: pd.DataFrame, summary: dict, profiles: pd.DataFrame
 
     import matplotlib.pyplot as plt
 
+    from realfake.evaluation import combined
     from realfake.figures import save
 
     names = [n for n in STATISTICS if n in stats]
@@ -256,7 +257,18 @@ def statistics_figure(stats: pd.DataFrame, summary: dict, profiles: pd.DataFrame
     forest.set(xlabel=f"AUC within {within} (fakes higher), 95% CI",
                title="The verdict's test of each statistic\n(red: differs after Holm's correction)")
     forest.title.set_fontsize(9)
-    axes[0, 3].axis("off")
+    weights = tested.get(combined.NAME, {}).get("weights")
+    if weights:  # what the statistics classifier leans on
+        lean = axes[0, 3]
+        lean.barh(range(len(weights)), list(weights.values()), color=["C3" if v > 0 else "C0" for v in weights.values()])
+        lean.axvline(0, color="0.6", lw=0.8)
+        lean.set_yticks(range(len(weights)), [n.replace("_", " ") for n in weights], fontsize=8)
+        lean.invert_yaxis()
+        lean.set(xlabel="weight (robust z; mean over folds)",
+                 title="What the statistics classifier weighs\n(red: higher in the fakes of their pairs)")
+        lean.title.set_fontsize(9)
+    else:
+        axes[0, 3].axis("off")
     for ax, name in zip(axes[1:].flat, names):
         real = stats.loc[stats["label"] == 0, name].dropna()
         fake = stats.loc[stats["label"] == 1, name].dropna()
@@ -274,7 +286,7 @@ def statistics_figure(stats: pd.DataFrame, summary: dict, profiles: pd.DataFrame
         else:
             s = summary[name]
             title = f"{name}: KS D = {s['ks_statistic']:.2f}, p = {s['ks_p_value']:.2g} (pooled)"
-        ax.set(xlabel=textwrap.fill(STATISTICS[name], 55), ylabel="density", title=title)
+        ax.set(xlabel=textwrap.fill(STATISTICS[name], 55), ylabel="density", title=textwrap.fill(title, 50))
         ax.title.set_fontsize(8)
         ax.xaxis.label.set_fontsize(7)
         ax.legend(fontsize=8)
