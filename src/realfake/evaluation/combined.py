@@ -154,7 +154,8 @@ def tested(stats: pd.DataFrame, rows: pd.DataFrame, n_perm: int = 1000, n_boot: 
                   pooled=False, strata=sub["pair"].to_numpy())
     return {"auc": float(auc[0]), "ci95": c["ci95"]["auc"],
             "p_value": float((1 + np.count_nonzero(auc[1:] >= auc[0] - 1e-12)) / (1 + n_perm)),
-            "within": "pairs", "method": f"{n_perm} flips of whole pairs, the classifier refitted to each (one-sided)",
+            "within": "pairs", "definition": DEFINITION,
+            "method": f"{n_perm} flips of whole pairs, the classifier refitted to each (one-sided)",
             "median_real": float(np.median(score[real])), "median_fake": float(np.median(score[fake])),
             "weights": {n: float(v) for n, v in zip(names, weights)}, "pairs": int(len(real))}
 
