@@ -132,14 +132,14 @@ def cross_fitted(x: np.ndarray, real: np.ndarray, fake: np.ndarray, fold: np.nda
 
 def tested(stats: pd.DataFrame, rows: pd.DataFrame, n_perm: int = 1000, n_boot: int = 200,
            seed: int = 1) -> dict | None:
-    """The classifier tested as the verdict tests a statistic, on the matched pairs of ``rows`` (``label``,
-    ``pair``, ``brick`` and, where present, ``fold``; the same index as ``stats``, one column per statistic): its AUC
+    """The classifier of the statistics ``stats`` (one column each: those of
+    :data:`realfake.evaluation.diagnostics.STATISTICS` measured) tested as the verdict tests a statistic, on the matched
+    pairs of ``rows`` (``label``, ``pair``, ``brick`` and, where present, ``fold``; the same index as ``stats``): its AUC
     within pairs, its brick-bootstrap interval (scores held fixed), and the one-sided p-value of ``n_perm`` flips of
     whole pairs with the classifier refitted to each (module docstring). None with fewer than 4 pairs in 2 folds."""
-    from realfake.evaluation.diagnostics import STATISTICS
     from realfake.evaluation.scores import clustered
 
-    names = [n for n in STATISTICS if n in stats]
+    names = list(stats.columns)
     rows = rows.loc[stats.index]
     real, fake = pair_rows(rows)
     fold = fold_codes(rows)[fake]
