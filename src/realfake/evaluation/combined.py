@@ -70,24 +70,27 @@ def fit_flipped(d: np.ndarray, flips: np.ndarray, ridge: float = RIDGE) -> np.nd
     outer = np.einsum("ni,nj->nij", d, d)  # the Hessian's terms: flips square away
     w = np.zeros((b, p))
 
-    def loss(w):
-        return np.logaddexp(0, -np.einsum("bnp,bp->bn", fd, w)).sum(1) + ridge / 2 * (w**2).sum(1)
+    def margins_and_loss(w):
+        m = np.einsum("bnp,bp->bn", fd, w)
+        return m, np.logaddexp(0, -m).sum(1) + ridge / 2 * (w**2).sum(1)
 
-    current = loss(w)
+    m, current = margins_and_loss(w)
     for _ in range(NEWTON_STEPS):
-        s = 1 / (1 + np.exp(-np.einsum("bnp,bp->bn", fd, w)))
+        s = 1 / (1 + np.exp(-m))
         grad = np.einsum("bn,bnp->bp", s - 1, fd) + ridge * w
         hess = np.einsum("bn,nij->bij", s * (1 - s), outer) + ridge * np.eye(p)
         step = np.linalg.solve(hess, grad[..., None])[..., 0]
         scale = np.ones(b)
         for _ in range(30):
-            new = loss(w - scale[:, None] * step)
+            m_new, new = margins_and_loss(w - scale[:, None] * step)
             worse = new > current + 1e-12
             if not worse.any():
                 break
             scale[worse] /= 2
+        else:  # (halvings exhausted: the margins of the step taken)
+            m_new, new = margins_and_loss(w - scale[:, None] * step)
         w -= scale[:, None] * step
-        current = loss(w)
+        m, current = m_new, new
         if np.abs(scale[:, None] * step).max() < 1e-8:
             break
     return w
@@ -125,7 +128,8 @@ def cross_fitted(x: np.ndarray, real: np.ndarray, fake: np.ndarray, fold: np.nda
             w = fit_flipped(d[train], flips[lo:lo + CHUNK, train])
             diff[lo:lo + CHUNK, test] = flips[lo:lo + CHUNK, test] * (w @ d[test].T)
             if lo == 0:
-                score[np.r_[real[test], fake[test]]] = z[np.r_[real[test], fake[test]]] @ w[0]
+                scored = np.r_[real[test], fake[test]]
+                score[scored] = z[scored] @ w[0]
                 weights.append(w[0])
     return diff, score, (np.mean(weights, 0) if weights else np.zeros(x.shape[1]))
 
@@ -139,14 +143,13 @@ def tested(stats: pd.DataFrame, rows: pd.DataFrame, n_perm: int = 1000, n_boot: 
     whole pairs with the classifier refitted to each (module docstring). None with fewer than 4 pairs in 2 folds."""
     from realfake.evaluation.scores import clustered
 
-    names = list(stats.columns)
     rows = rows.loc[stats.index]
     real, fake = pair_rows(rows)
     fold = fold_codes(rows)[fake]
     if len(real) < 4 or len(np.unique(fold)) < 2:
         return None
     flips = np.vstack([np.ones(len(real)), np.random.default_rng(seed).choice([-1.0, 1.0], (n_perm, len(real)))])
-    diff, score, weights = cross_fitted(stats[names].to_numpy(float), real, fake, fold, flips)
+    diff, score, weights = cross_fitted(stats.to_numpy(float), real, fake, fold, flips)
     auc = ((diff > 0).sum(1) + 0.5 * (diff == 0).sum(1)) / len(real)
     keep = np.r_[real, fake]
     sub = rows.iloc[keep]
@@ -157,7 +160,7 @@ def tested(stats: pd.DataFrame, rows: pd.DataFrame, n_perm: int = 1000, n_boot: 
             "within": "pairs", "definition": DEFINITION,
             "method": f"{n_perm} flips of whole pairs, the classifier refitted to each (one-sided)",
             "median_real": float(np.median(score[real])), "median_fake": float(np.median(score[fake])),
-            "weights": {n: float(v) for n, v in zip(names, weights)}, "pairs": int(len(real))}
+            "weights": {n: float(v) for n, v in zip(stats.columns, weights)}, "pairs": int(len(real))}
 
 
 def leaning(weights: dict, n: int = 2) -> str:

@@ -137,9 +137,9 @@ def tested_within(stats: pd.DataFrame, pred: pd.DataFrame, alpha: float = 0.05, 
     ``classifier_permutations`` permutations; None: not tested); Holm-corrected over all of them, ``differs`` where
     Holm's p < ``alpha``. Unlike the pooled KS tests beside it, this respects the bricks, and the pairs' shared
     catalogue values: it is evidence of the kind the verdict uses."""
-    from realfake.evaluation import combined
     from scipy.stats import norm
 
+    from realfake.evaluation import combined
     from realfake.evaluation.scores import clustered, matched_pairs
     from realfake.evaluation.stats import holm
 
