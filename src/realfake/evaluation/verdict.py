@@ -156,6 +156,8 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
         return "inconclusive", reasons
     found = found_statistics(m)
     p_net = m.get("p_holm", p)  # (Holm-corrected with the image statistics' tests on matched pairs)
+    # a network p below alpha that its family's Holm correction lifts above it: both said, not the raw one alone
+    held = f"{p_said}, {p_net:.2g} Holm-corrected with the image statistics' tests" if p_net != p else p_said
     if found and not network_rejects(m, alpha):
         names = "; ".join(statistic_found_text(k, v) for k, v in found.items())
         reasons.append("an image statistic tells the fakes from the real galaxies of their pairs (the network's test "
@@ -177,7 +179,7 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
                        "or a network that learned brick-level features (class shares) that reverse between folds")
         return said("inconclusive")
     if p_net < alpha or lo > 0.5:
-        reasons.append(f"the test and the interval disagree ({p_said}, AUC 95% CI {lo:.3f}-{hi:.3f}): "
+        reasons.append(f"the test and the interval disagree ({held}, AUC 95% CI {lo:.3f}-{hi:.3f}): "
                        "marginal; more bricks are needed to decide")
         return said("inconclusive")
     blockers = []
@@ -206,8 +208,6 @@ def classify(m: dict, alpha: float) -> tuple[str, list[str]]:
         reasons.append(f"no difference detected ({p_said}), but that cannot be read as a bound: " +
                        "; ".join(blockers))
         return said("inconclusive")
-    # a network p below alpha that its family's Holm correction lifts above it: both said, not the raw one alone
-    held = (f"{p_said}, {p_net:.2g} Holm-corrected with the image statistics' tests" if p_net != p else p_said)
     reasons.append(f"no difference detected: {held}; the AUC is below {m['power']['auc_upper_limit95']:.3f} "
                    "at 95% (one-sided)")
     if m.get("capacity") and m.get("matched"):
